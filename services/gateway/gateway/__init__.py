@@ -1,0 +1,1 @@
+"""The FastAPI gateway: OpenAI-compatible chat API, jobs API, models, auth and rate limits."""

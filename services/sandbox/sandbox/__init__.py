@@ -1,0 +1,1 @@
+"""The isolated Python tool-execution service."""

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chatforge.model import GPT, GPTConfig, from_depth, masked_cross_entropy, token_budget
+
+
+def tiny_config(**kw) -> GPTConfig:
+    base = dict(vocab_size=97, n_layer=2, n_embd=64, n_head=4, n_kv_head=2, sequence_len=32)
+    return GPTConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("depth", "width", "heads"),
+    [(1, 64, 1), (2, 128, 2), (4, 256, 4), (8, 512, 4), (20, 1280, 10), (32, 2048, 16)],
+)
+def test_depth_scaling_rule(depth, width, heads):
+    c = from_depth(depth, 32768)
+    assert (c.n_layer, c.n_embd, c.n_head, c.n_kv_head) == (depth, width, heads, heads)
+    assert c.head_dim in (64, 128) and c.n_embd % c.head_dim == 0
+    assert c.padded_vocab_size % 64 == 0
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="n_kv_head"):
+        tiny_config(n_kv_head=3)
+    with pytest.raises(ValueError, match="multiple of n_head"):
+        tiny_config(n_embd=65)
+    with pytest.raises(ValueError, match="kv_group"):
+        GPTConfig.from_depth(2, 100, kv_group=3)
+
+
+def test_param_count_flops_and_budget():
+    model = GPT(tiny_config())
+    c = model.config
+    per_block = 2 * c.n_embd * c.n_embd + 2 * c.n_embd * c.n_kv_head * c.head_dim + 8 * c.n_embd * c.n_embd
+    expected = 2 * c.padded_vocab_size * c.n_embd + c.n_layer * per_block
+    assert model.num_params() == expected
+    matmul = expected - c.padded_vocab_size * c.n_embd
+    assert model.flops_per_token() == 6 * matmul + 12 * c.n_layer * c.n_head * c.head_dim * c.sequence_len
+    assert token_budget(1000) == 20_000
+    groups = model.param_groups()
+    assert sum(p.numel() for g in groups.values() for p in g) == expected
+    assert all(p.ndim == 2 for p in groups["matrix"])
+
+
+def test_no_biases_untied_embeddings_and_softcap():
+    model = GPT(tiny_config())
+    assert all("bias" not in name for name, _ in model.named_parameters())
+    assert model.wte.weight.data_ptr() != model.lm_head.weight.data_ptr()
+    with torch.no_grad():
+        model.lm_head.weight.fill_(10.0)
+    logits = model(torch.randint(0, 97, (2, 8)))
+    assert logits.shape == (2, 8, 97)
+    assert logits.abs().max() <= model.config.logit_softcap + 1e-4
+
+
+def test_causality_future_tokens_do_not_change_past_logits():
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    for block in model.blocks:  # make every branch non-trivial (c_proj starts at zero)
+        torch.nn.init.normal_(block.attn.c_proj.weight, std=0.05)
+        torch.nn.init.normal_(block.mlp.c_proj.weight, std=0.05)
+    x = torch.randint(0, 97, (1, 16))
+    y = x.clone()
+    y[0, 10:] = (y[0, 10:] + 1) % 97
+    a, b = model(x), model(y)
+    assert torch.allclose(a[0, :10], b[0, :10], atol=1e-5)
+    assert not torch.allclose(a[0, 10:], b[0, 10:], atol=1e-5)
+
+
+def test_explicit_positions_match_default():
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    x = torch.randint(0, 97, (2, 12))
+    pos = torch.arange(12).expand(2, 12)
+    assert torch.allclose(model(x), model(x, positions=pos), atol=1e-6)
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    x = torch.randint(0, 97, (4, 32))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = model(x[:, :-1], x[:, 1:])
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 4.0  # about ln(97) = 4.57 at the start
+    assert loss.item() < 0.5
+
+
+def test_masked_loss_is_zero_not_nan_when_all_masked():
+    logits = torch.randn(2, 5, 10, requires_grad=True)
+    targets = torch.full((2, 5), -1)
+    loss = masked_cross_entropy(logits, targets)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    targets[0, 0] = 3
+    assert masked_cross_entropy(logits, targets).item() > 0
+
+
+def test_reference_generate_greedy_and_seeded():
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    for block in model.blocks:
+        torch.nn.init.normal_(block.mlp.c_proj.weight, std=0.1)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(std=1.0)
+    prompt = [1, 2, 3]
+    greedy = list(model.generate(prompt, 10))
+    assert len(greedy) == 10
+    # greedy: each token is the argmax of a full forward over the context so far
+    ctx = list(prompt)
+    for t in greedy:
+        assert t == int(model(torch.tensor([ctx]))[0, -1].argmax())
+        ctx.append(t)
+    a = list(model.generate(prompt, 10, temperature=1.0, seed=7))
+    b = list(model.generate(prompt, 10, temperature=1.0, seed=7))
+    assert a == b
+    stop = list(model.generate(prompt, 10, stop_ids=(greedy[2],)))
+    assert stop == greedy[: greedy.index(greedy[2]) + 1]
+    with pytest.raises(ValueError, match="at least one"):
+        list(model.generate([], 3))

@@ -1,0 +1,34 @@
+"""Fixtures shared by every part's tests."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+
+def sample_texts(n_docs: int = 400, seed: int = 0) -> list[str]:
+    """Varied English-like text with digits, code, CJK and emoji, so a small BPE learns real merges
+    and multi-byte characters get split across byte tokens."""
+    rng = random.Random(seed)
+    words = (
+        "the model learns to predict the next token from a stream of text and a small network "
+        "trained on a laptop can still write short sentences about cats dogs rivers and numbers "
+        "print def return import for while if else class self value total count"
+    ).split()
+    extras = ["東京は日本の首都です。", "你好，世界", "😀 🚀 ✨", "naïve café über", "x = 12345 + 678"]
+    docs = []
+    for _ in range(n_docs):
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(8, 40)))
+        if rng.random() < 0.3:
+            sentence += " " + rng.choice(extras)
+        docs.append(sentence.capitalize() + ".")
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A real BPE tokenizer (vocab 512) trained once per session on generated text."""
+    from chatforge.tokenizer import Tokenizer
+
+    return Tokenizer.train(sample_texts(), vocab_size=512, name="test-tiny")

@@ -1,0 +1,1 @@
+"""The gRPC tokenizer service: encode, decode, render conversations, stream decode."""

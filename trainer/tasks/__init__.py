@@ -1,0 +1,1 @@
+"""Conversation tasks and mixtures for midtraining, SFT, RL and evaluation."""
