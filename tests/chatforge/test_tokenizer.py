@@ -104,3 +104,17 @@ def test_decode_rejects_bad_ids(tiny_tokenizer):
         tiny_tokenizer.decode([1, -1])
     with pytest.raises(TokenizerError, match="99999"):
         tiny_tokenizer.decode([99999])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=300))
+def test_fast_encoder_matches_the_trained_hf_pipeline(tiny_tokenizer, text):
+    # The ids come from tiktoken's engine built from our merges; the HF tokenizer that was trained
+    # (and that the saved file holds) must agree on every input.
+    hf_ids = tiny_tokenizer._hf.encode(text, add_special_tokens=False).ids
+    assert tiny_tokenizer.encode(text) == hf_ids
+
+
+def test_fast_encoder_matches_hf_on_corpus_like_text(tiny_tokenizer):
+    docs = sample_texts(200, seed=11) + ["  leading spaces\n\n\ttabs 1234567 it's we'll Don't\r\n"]
+    assert tiny_tokenizer.encode_batch(docs) == [e.ids for e in tiny_tokenizer._hf.encode_batch(docs)]
