@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
+
+# Nothing in the tests may reach a hub: `datasets` and `huggingface_hub` fail at once instead of
+# trying the network (and Ray keeps its usage stats to itself).
+for _var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def sample_texts(n_docs: int = 400, seed: int = 0) -> list[str]:
