@@ -1,0 +1,246 @@
+"""Attention over the paged KV cache: the cache tensors and two `AttentionBackend`s for the GPT.
+
+The model runner flattens a step's chunks into one (1, N) batch. Every layer hands its new keys and
+values to the backend, which scatters them into the pool through the step's slot mapping (one pool
+slot per token), then attends each query over its own sequence's blocks, causally by position.
+
+- `PortableAttention` gathers each sequence's blocks and calls scaled-dot-product attention: all
+  decodes of a step in one padded batch, each prefill chunk on its own (a chunk with no cached
+  context attends over its fresh keys directly). It runs anywhere and is the reference.
+- `FlexPagedAttention` (CUDA) calls FlexAttention once for the whole step against the entire pool,
+  with a block mask that maps each query's sequence to the physical blocks it owns: no gather, and
+  the mask's sparsity skips the blocks of other sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+class KVCache:
+    """One K and one V tensor per layer, each [num_blocks, block_size, n_kv_head, head_dim]."""
+
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        num_blocks: int,
+        block_size: int,
+        n_kv_head: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
+        shape = (num_blocks, block_size, n_kv_head, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.num_blocks, self.block_size = num_blocks, block_size
+
+    @staticmethod
+    def bytes_per_block(
+        *, num_layers: int, block_size: int, n_kv_head: int, head_dim: int, dtype: torch.dtype
+    ) -> int:
+        element = torch.empty((), dtype=dtype).element_size()
+        return 2 * num_layers * block_size * n_kv_head * head_dim * element
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+@dataclass
+class StepMetadata:
+    """Where each token of the flattened step goes and what each query may see."""
+
+    slot_mapping: torch.Tensor  # (N,) pool slot (block_id * block_size + offset) of each new token
+    positions: torch.Tensor  # (N,) absolute position of each token
+    # Decode group: sequences computing exactly one token, batched together.
+    decode_rows: torch.Tensor  # (S,) their rows in the flat batch
+    decode_tables: torch.Tensor  # (S, max_blocks) block ids, padded with 0
+    decode_lens: torch.Tensor  # (S,) context length including the new token
+    # Prefill chunks: (first row, rows, start position, block ids) each.
+    prefills: list[tuple[int, int, int, torch.Tensor]]
+    # Per sequence, for the fused path.
+    seq_of_row: torch.Tensor  # (N,) sequence index of each row
+    block_tables: list[list[int]]
+    extra: dict[str, Any] = field(default_factory=dict)  # per-backend state built once per step
+
+
+def build_metadata(
+    chunks: list[tuple[int, list[int]]], num_tokens: list[int], block_size: int, device: torch.device
+) -> StepMetadata:
+    """`chunks`: (start position, block ids) per sequence; `num_tokens`: tokens computed per sequence."""
+    slots, positions, seq_of_row = [], [], []
+    decode_rows, decode_tables, decode_lens, prefills = [], [], [], []
+    row = 0
+    for s, ((start, blocks), n) in enumerate(zip(chunks, num_tokens, strict=True)):
+        for p in range(start, start + n):
+            slots.append(blocks[p // block_size] * block_size + p % block_size)
+        positions.extend(range(start, start + n))
+        seq_of_row.extend([s] * n)
+        if n == 1:
+            decode_rows.append(row)
+            decode_tables.append(blocks)
+            decode_lens.append(start + 1)
+        else:
+            prefills.append((row, n, start, torch.tensor(blocks, dtype=torch.long, device=device)))
+        row += n
+    width = max((len(t) for t in decode_tables), default=0)
+    padded = [t + [0] * (width - len(t)) for t in decode_tables]
+
+    def as_long(x: list[Any]) -> torch.Tensor:
+        return torch.tensor(x, dtype=torch.long, device=device)
+
+    return StepMetadata(
+        slot_mapping=as_long(slots),
+        positions=as_long(positions),
+        decode_rows=as_long(decode_rows),
+        decode_tables=as_long(padded).view(len(padded), width),
+        decode_lens=as_long(decode_lens),
+        prefills=prefills,
+        seq_of_row=as_long(seq_of_row),
+        block_tables=[list(blocks) for _, blocks in chunks],
+    )
+
+
+class _PagedBackend:
+    def __init__(self, cache: KVCache):
+        self.cache = cache
+        self.meta: StepMetadata | None = None
+
+    def bind(self, meta: StepMetadata) -> _PagedBackend:
+        self.meta = meta
+        return self
+
+    def _write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.meta is not None, "bind() the step's metadata before the forward pass"
+        kc, vc = self.cache.k[layer], self.cache.v[layer]
+        slots = self.meta.slot_mapping
+        kc.view(-1, *kc.shape[2:]).index_copy_(0, slots, k[0].to(kc.dtype))
+        vc.view(-1, *vc.shape[2:]).index_copy_(0, slots, v[0].to(vc.dtype))
+        return kc, vc
+
+
+class PortableAttention(_PagedBackend):
+    """Gather + SDPA; CPU and GPU; the reference for the fused path."""
+
+    name = "portable"
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        kc, vc = self._write(layer, k, v)
+        meta = self.meta
+        assert meta is not None
+        out = torch.empty_like(q[0])  # (N, H, D)
+        gqa = q.size(2) != k.size(2)
+        if meta.decode_rows.numel():
+            S = meta.decode_rows.numel()
+            kd = kc[meta.decode_tables].flatten(1, 2).transpose(1, 2)  # (S, Hkv, L, D)
+            vd = vc[meta.decode_tables].flatten(1, 2).transpose(1, 2)
+            L = kd.size(2)
+            mask = torch.arange(L, device=q.device).view(1, L) < meta.decode_lens.view(S, 1)
+            qd = q[0, meta.decode_rows].unsqueeze(2)  # (S, H, 1, D)
+            y = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask.view(S, 1, 1, L), enable_gqa=gqa)
+            out[meta.decode_rows] = y.squeeze(2).to(out.dtype)
+        for first, n, start, blocks in meta.prefills:
+            qp = q[0, first : first + n].transpose(0, 1).unsqueeze(0)  # (1, H, n, D)
+            if start == 0:  # nothing cached before the chunk: plain causal attention on its own keys
+                kp = k[0, first : first + n].transpose(0, 1).unsqueeze(0)
+                vp = v[0, first : first + n].transpose(0, 1).unsqueeze(0)
+                y = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=gqa)
+            else:
+                ctx = start + n
+                kp = kc[blocks].flatten(0, 1)[:ctx].transpose(0, 1).unsqueeze(0)  # (1, Hkv, ctx, D)
+                vp = vc[blocks].flatten(0, 1)[:ctx].transpose(0, 1).unsqueeze(0)
+                key_pos = torch.arange(ctx, device=q.device).view(1, ctx)
+                query_pos = torch.arange(start, ctx, device=q.device).view(n, 1)
+                y = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=key_pos <= query_pos, enable_gqa=gqa)
+            out[first : first + n] = y[0].transpose(0, 1).to(out.dtype)
+        return out.unsqueeze(0)
+
+
+class FlexPagedAttention(_PagedBackend):
+    """One FlexAttention call per layer over the whole pool, masked to each sequence's own blocks."""
+
+    name = "flex"
+
+    def __init__(self, cache: KVCache, *, compile: bool):
+        super().__init__(cache)
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        self._create_block_mask = create_block_mask
+        self._flex = torch.compile(flex_attention, dynamic=True) if compile else flex_attention
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        kc, vc = self._write(layer, k, v)
+        meta = self.meta
+        assert meta is not None
+        block_mask = meta.extra.get("flex_block_mask")
+        if block_mask is None:  # the mask depends only on the step's tables: built once, used by every layer
+            block_mask = meta.extra["flex_block_mask"] = self._block_mask(meta, q.size(1), q.device)
+        P = kc.size(0) * kc.size(1)
+        keys = kc.view(1, P, *kc.shape[2:]).transpose(1, 2)  # (1, Hkv, P, D)
+        values = vc.view(1, P, *vc.shape[2:]).transpose(1, 2)
+        y = self._flex(
+            q.transpose(1, 2), keys, values, block_mask=block_mask, enable_gqa=q.size(2) != k.size(2)
+        )
+        return y.transpose(1, 2)
+
+    def _block_mask(self, meta: StepMetadata, n_rows: int, device: torch.device) -> Any:
+        bs, num_blocks = self.cache.block_size, self.cache.num_blocks
+        # logical[s, physical block] = index of that block in sequence s's table, or -1 if not its own.
+        logical = torch.full((len(meta.block_tables), num_blocks), -1, dtype=torch.long, device=device)
+        for s, table in enumerate(meta.block_tables):
+            if table:
+                logical[s, torch.tensor(table, device=device)] = torch.arange(len(table), device=device)
+        seq_of_row, positions = meta.seq_of_row, meta.positions
+
+        def mask_mod(b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+            lb = logical[seq_of_row[q_idx], kv_idx // bs]
+            return (lb >= 0) & (lb * bs + kv_idx % bs <= positions[q_idx])
+
+        return self._create_block_mask(mask_mod, None, None, n_rows, num_blocks * bs, device=str(device))
+
+
+def make_backend(cache: KVCache, choice: str, device: torch.device) -> PortableAttention | FlexPagedAttention:
+    """ "portable", "flex", or "auto": FlexAttention on CUDA when it imports and matches the portable
+    path on a small probe, otherwise the portable path (with a log line saying why)."""
+    if choice == "portable" or (choice == "auto" and device.type != "cuda"):
+        return PortableAttention(cache)
+    if choice == "flex":
+        return FlexPagedAttention(cache, compile=device.type == "cuda")
+    try:
+        flex = FlexPagedAttention(cache, compile=True)
+        _probe(flex, PortableAttention(cache), cache, device)
+        return flex
+    except Exception as e:  # any compile/kernel failure means the fused path is not usable here
+        log.warning("FlexAttention unavailable on %s (%s); using the portable paged attention", device, e)
+        return PortableAttention(cache)
+
+
+def _probe(
+    flex: FlexPagedAttention, portable: PortableAttention, cache: KVCache, device: torch.device
+) -> None:
+    """Run both paths on one decode and one chunked prefill in scratch blocks and compare."""
+    bs = cache.block_size
+    if cache.num_blocks < 4:
+        raise RuntimeError("pool too small to probe")
+    hkv, hd = cache.k[0].shape[2], cache.k[0].shape[3]
+    chunks, counts = [(bs + 2, [0, 1]), (bs - 3, [2, 3])], [1, 6]
+    meta = build_metadata(chunks, counts, bs, device)
+    n = sum(counts)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    q = torch.randn(1, n, 2 * hkv, hd, generator=gen).to(device, cache.k[0].dtype)
+    k = torch.randn(1, n, hkv, hd, generator=gen).to(device, cache.k[0].dtype)
+    v = torch.randn(1, n, hkv, hd, generator=gen).to(device, cache.k[0].dtype)
+    want = portable.bind(meta).attend(0, q, k, v)
+    got = flex.bind(build_metadata(chunks, counts, bs, device)).attend(0, q, k, v)
+    err = (want.float() - got.float()).abs().max().item()
+    if err > 2e-2:
+        raise RuntimeError(f"flex and portable attention differ by {err:.3g}")

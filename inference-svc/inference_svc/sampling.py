@@ -1,0 +1,142 @@
+"""Sampling parameters, the batched sampler and the stop rules.
+
+Greedy rows are one batched argmax. Other rows follow `chatforge.model.sample_next` step for step
+(temperature, then top-k, then top-p, then a draw from the request's own `torch.Generator`), so a
+seeded request draws the same tokens whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+FinishReason = Literal["stop", "length", "abort", "error"]
+
+
+class SamplingError(ValueError):
+    """Invalid sampling parameters; the message names the field and the value."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256  # new tokens, tool output included
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int | None = None  # keep the k most likely tokens (None or 0: all)
+    top_p: float = 1.0  # keep the smallest set whose probability reaches top_p
+    seed: int | None = None  # same seed, same prompt, same weights -> same tokens
+    stop_token_ids: tuple[int, ...] = ()
+    stop: tuple[str, ...] = ()  # stop strings; the text stops before the match
+    tools: bool = True  # run <|python_start|> ... <|python_end|> through the tool executor
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            problems.append(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if not 0 <= self.temperature <= 100:
+            problems.append(f"temperature must be in [0, 100], got {self.temperature!r}")
+        if self.top_k is not None and self.top_k < 0:
+            problems.append(f"top_k must be >= 0 or None, got {self.top_k!r}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            problems.append(f"stop strings must be non-empty strings, got {self.stop!r}")
+        if problems:
+            raise SamplingError("; ".join(problems))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def make_generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
+    """A request's private random stream: seeded when asked, else from the OS; none when greedy."""
+    if params.greedy:
+        return None
+    generator = torch.Generator(device=device)
+    seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+    generator.manual_seed(seed)
+    return generator
+
+
+def sample(
+    logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
+) -> list[int]:
+    """One token per row of `logits` (rows, vocab) under each row's parameters."""
+    out = torch.argmax(logits, dim=-1).tolist()
+    for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
+        if not p.greedy:
+            out[row] = _sample_row(logits[row], p, generator)
+    return out
+
+
+def _sample_row(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None) -> int:
+    logits = logits.float() / p.temperature
+    if p.top_k and p.top_k < logits.size(-1):
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if p.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep each token whose preceding mass is below top_p: the most likely token always stays.
+        drop = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= p.top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def check_stop(
+    token_id: int, num_output_tokens: int, num_tokens: int, params: SamplingParams, max_model_len: int
+) -> FinishReason | None:
+    """Finish reason after a new token: a stop id, max_tokens, or the model's context length."""
+    if token_id in params.stop_token_ids:
+        return "stop"
+    if num_output_tokens >= params.max_tokens or num_tokens >= max_model_len:
+        return "length"
+    return None
+
+
+@dataclass
+class StopStrings:
+    """Cuts the text stream at the first stop string, holding back any tail that may start one."""
+
+    stops: tuple[str, ...]
+    text: str = ""
+    emitted: int = 0
+    _longest: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._longest = max((len(s) for s in self.stops), default=0)
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        """Add new text; returns (text safe to emit now, whether a stop string matched)."""
+        if not self.stops:
+            return delta, False
+        self.text += delta
+        window_start = max(0, self.emitted - self._longest + 1)
+        hits = [i for s in self.stops if (i := self.text.find(s, window_start)) != -1]
+        if hits:
+            end = min(hits)
+            out, self.emitted = self.text[self.emitted : end], end
+            return out, True
+        safe = len(self.text) - self._held_back()
+        out = self.text[self.emitted : max(safe, self.emitted)]
+        self.emitted = max(safe, self.emitted)
+        return out, False
+
+    def flush(self) -> str:
+        out, self.emitted = self.text[self.emitted :], len(self.text)
+        return out
+
+    def _held_back(self) -> int:
+        """Length of the longest suffix of the text that is a proper prefix of a stop string."""
+        for n in range(min(self._longest - 1, len(self.text)), 0, -1):
+            tail = self.text[-n:]
+            if any(s.startswith(tail) for s in self.stops):
+                return n
+        return 0
