@@ -1,0 +1,105 @@
+"""The in-process sandbox executor: the `ToolExecutor` that actually runs snippets.
+
+The HTTP service wraps it; the inference engine's tool loop can also use it directly when the
+sandbox runs beside the engine. Each run: admission (slot or "busy"), launch under the host's
+isolation (see isolation.py), capped collection (process.py), then one outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from chatforge.tools import Outcome, ToolLimits, ToolResult
+
+from .admission import Busy, Reservation, SlotPool
+from .isolation import Isolation, detect_isolation, prepare
+from .process import RawRun, run_capped
+from .settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class SandboxExecutor:
+    """Runs untrusted Python snippets, one fresh isolated process each; never raises for bad code."""
+
+    def __init__(self, settings: Settings | None = None, isolation: Isolation | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.isolation = isolation or detect_isolation(self.settings)
+        self.pool = SlotPool(self.settings.max_concurrent, self.settings.max_queue)
+
+    def run(self, code: str, limits: ToolLimits | None = None) -> ToolResult:
+        limits = self.check_limits(limits)
+        try:
+            reservation = self.pool.reserve()
+        except Busy as e:
+            return ToolResult("busy", message=str(e))
+        return self.run_reserved(reservation, code, limits)
+
+    def reserve(self) -> Reservation:
+        """Admit one run now (raises `Busy` when full); the caller passes it to `run_reserved`."""
+        return self.pool.reserve()
+
+    def run_reserved(self, reservation: Reservation, code: str, limits: ToolLimits) -> ToolResult:
+        """Wait for a slot (up to queue_timeout_s), then run; always consumes the reservation."""
+        size = len(code.encode("utf-8", errors="surrogatepass"))
+        if size > self.settings.max_code_bytes:
+            reservation.cancel()
+            return ToolResult(
+                "error", message=f"code is {size} bytes; the limit is {self.settings.max_code_bytes}"
+            )
+        try:
+            with reservation.slot(self.settings.queue_timeout_s) as slot:
+                launch = prepare(self.isolation, self.settings, code, limits, slot)
+                try:
+                    raw = run_capped(launch, limits.timeout_s, limits.output_bytes)
+                finally:
+                    launch.release()
+        except Busy as e:
+            return ToolResult("busy", message=str(e))
+        except OSError as e:
+            log.exception("sandbox launch failed")
+            return ToolResult("unavailable", message=f"sandbox could not start the run: {e}")
+        return classify(raw, limits)
+
+    def check_limits(self, limits: ToolLimits | None) -> ToolLimits:
+        """The limits to use, defaults filled in; ValueError naming the field when out of range."""
+        limits = limits or self.settings.default_limits()
+        s = self.settings
+        if not 0 < limits.timeout_s <= s.max_timeout_s:
+            raise ValueError(f"timeout_s={limits.timeout_s} must be in (0, {s.max_timeout_s}]")
+        if not 64 <= limits.memory_mb <= s.max_memory_mb:
+            raise ValueError(f"memory_mb={limits.memory_mb} must be in [64, {s.max_memory_mb}]")
+        if not 1 <= limits.output_bytes <= s.max_output_bytes:
+            raise ValueError(f"output_bytes={limits.output_bytes} must be in [1, {s.max_output_bytes}]")
+        return limits
+
+
+def classify(raw: RawRun, limits: ToolLimits) -> ToolResult:
+    """One outcome for a finished run; limits hit by the sandbox win over the exit status."""
+    stderr = raw.stderr.decode("utf-8", errors="replace")
+    code = raw.exit_code
+    if raw.output_capped:
+        return _result("output_limit", raw, f"output passed {limits.output_bytes} bytes; the run was stopped")
+    if raw.timed_out:
+        return _result("timeout", raw, f"killed after {limits.timeout_s:g} s wall clock")
+    # RLIMIT_CPU sends SIGXCPU: bubblewrap reports it as 128 + n, a direct child as -n.
+    if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return _result("timeout", raw, f"CPU time limit ({limits.timeout_s:g} s) exceeded")
+    if code != 0 and "MemoryError" in "\n".join(stderr.strip().splitlines()[-3:]):
+        return _result("memory", raw, f"memory limit ({limits.memory_mb} MB) exceeded")
+    if code == 0:
+        return _result("ok", raw)
+    return _result("error", raw, f"exit status {code}")
+
+
+def _result(outcome: Outcome, raw: RawRun, message: str = "") -> ToolResult:
+    return ToolResult(
+        outcome,
+        stdout=raw.stdout.decode("utf-8", errors="replace"),
+        stderr=raw.stderr.decode("utf-8", errors="replace"),
+        exit_code=raw.exit_code,
+        duration_s=raw.duration_s,
+        truncated=raw.output_capped,
+        message=message,
+    )

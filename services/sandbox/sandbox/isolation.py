@@ -1,0 +1,301 @@
+"""How one run is launched: the isolation layers around a fresh Python process.
+
+Namespaces mode (the normal one) runs the snippet under bubblewrap:
+- a fresh process per run, as an unprivileged host uid (one per run slot when the service is root)
+  and as `nobody` (65534) inside its own user namespace, with no capabilities;
+- its own network namespace (only a private loopback: the host's 127.0.0.1 is unreachable, no DNS),
+  pid namespace (it sees only itself; when it ends every process it left behind is killed), IPC,
+  UTS and cgroup namespaces; no further user namespaces;
+- a private filesystem: /usr (the interpreter and its stdlib) read-only, /proc and a minimal /dev,
+  a fresh size-capped tmpfs /tmp, the root read-only; no /etc, /home, /root or service files;
+- an empty environment except PATH/HOME/LANG; bubblewrap itself gets an empty environment too,
+  because its pid 1 inside the sandbox would otherwise expose the service's variables via /proc;
+- the seccomp filter from `seccomp.py`, and rlimits (CPU, address space, processes, file size,
+  open files, no core dumps) set on the process before bubblewrap starts, inherited by everything.
+
+Weak mode is for hosts where namespaces are unavailable: the same fresh process, uid drop, rlimits
+and seccomp filter, a per-run private directory as cwd, but the host's filesystem and network stay
+visible. The service logs a warning at start and reports the mode at /healthz and /info.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import platform
+import resource
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from chatforge.tools import ToolLimits
+
+from .process import run_capped
+from .seccomp import UnsupportedArchitecture, build_filter
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+SANDBOX_UID = 65534  # nobody, inside the run's user namespace
+SNIPPET_PATH = "/sandbox/main.py"
+_RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+# -I: ignore PYTHON* variables, user site and cwd; -B: no .pyc writes; -u: output reaches us
+# as it is printed, so a run killed at its timeout still returns what it printed before.
+_PYTHON_FLAGS = ("-I", "-B", "-u")
+
+IsolationMode = Literal["namespaces", "weak"]
+
+
+class SandboxUnavailable(RuntimeError):
+    """The requested isolation cannot run on this host; the message says what failed."""
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What this host can do, decided once at start by `detect_isolation`."""
+
+    mode: IsolationMode
+    python: str
+    bwrap: str
+    per_run_uid: bool  # the service is root, so each run slot gets its own host uid
+    seccomp: bool
+    reason: str = ""  # why the mode is weak
+
+    def layers(self) -> list[str]:
+        out = ["fresh-process", "rlimits", "wall-clock-kill", "output-cap"]
+        out.append("per-run-uid" if self.per_run_uid else "service-uid")
+        if self.mode == "namespaces":
+            out += ["user-namespace", "pid-namespace", "network-namespace", "private-readonly-fs", "tmpfs"]
+        if self.seccomp:
+            out.append("seccomp")
+        return out
+
+
+@dataclass
+class Launch:
+    """Everything `process.run_capped` needs to start one run, plus what to release afterwards."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    uid: int | None  # host uid the run executes as; None keeps the service's
+    preexec: Callable[[], None]
+    pass_fds: tuple[int, ...] = ()
+    _fds: list[int] = field(default_factory=list)
+    _dirs: list[str] = field(default_factory=list)
+
+    def release(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        for d in self._dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self._fds.clear()
+        self._dirs.clear()
+
+
+def detect_isolation(settings: Settings) -> Isolation:
+    """Pick the mode for this host, probing bubblewrap with a real run unless told `weak`."""
+    python = find_interpreter(settings.python_path)
+    per_run_uid = os.geteuid() == 0
+    try:
+        build_filter()
+        seccomp = True
+    except UnsupportedArchitecture as e:
+        log.warning("no seccomp filter: %s", e)
+        seccomp = False
+    bwrap = shutil.which(settings.bwrap_path) or settings.bwrap_path
+    ns = Isolation("namespaces", python, bwrap, per_run_uid, seccomp)
+    if settings.mode == "weak":
+        return Isolation("weak", python, bwrap, per_run_uid, seccomp, reason="configured")
+    problem = _probe(ns, settings)
+    if problem is None:
+        return ns
+    if settings.mode == "namespaces":
+        raise SandboxUnavailable(f"namespaces mode requested but bubblewrap cannot run here: {problem}")
+    log.warning("SANDBOX RUNS IN WEAK MODE (no namespaces: host files and network are visible): %s", problem)
+    return Isolation("weak", python, bwrap, per_run_uid, seccomp, reason=problem)
+
+
+def prepare(iso: Isolation, settings: Settings, code: str, limits: ToolLimits, slot: int) -> Launch:
+    """Build the launch for one run in `slot`; the caller must `release()` it."""
+    uid = settings.uid_base + slot if iso.per_run_uid else None
+    if iso.mode == "namespaces":
+        # bubblewrap needs unshare/mount itself; it installs the filter just before exec.
+        return _prepare_namespaces(iso, settings, code, uid, _make_preexec(settings, limits, None))
+    preexec = _make_preexec(settings, limits, build_filter() if iso.seccomp else None)
+    return _prepare_weak(iso, code, uid, preexec)
+
+
+def find_interpreter(configured: str = "") -> str:
+    """A Python every run uid can execute: the configured one, this one, or a system one."""
+    if configured:
+        if not os.path.isfile(configured):
+            raise SandboxUnavailable(f"python_path {configured!r} is not a file")
+        return configured
+    candidates = [os.path.realpath(sys.executable), "/usr/local/bin/python3", "/usr/bin/python3"]
+    for path in candidates:
+        real = os.path.realpath(path)
+        if os.path.isfile(real) and _world_executable(real):
+            return real
+    raise SandboxUnavailable(f"no interpreter readable by unprivileged users among {candidates}")
+
+
+def _world_executable(path: str) -> bool:
+    """True when an unrelated uid can reach and run `path` (every parent directory searchable)."""
+    mode = os.stat(path).st_mode
+    if not (mode & stat.S_IXOTH and mode & stat.S_IROTH):
+        return False
+    parent = os.path.dirname(path)
+    while True:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+        if parent == "/":
+            return True
+        parent = os.path.dirname(parent)
+
+
+def _prepare_namespaces(
+    iso: Isolation, settings: Settings, code: str, uid: int | None, preexec: Callable[[], None]
+) -> Launch:
+    code_fd = _memfd("snippet", code.encode("utf-8", errors="surrogatepass"))
+    fds = [code_fd]
+    argv = [
+        iso.bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_UID),
+        "--hostname", "sandbox",
+        *_system_mounts(iso.python),
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--size", str(settings.tmpfs_bytes),
+        "--tmpfs", "/tmp",
+        "--perms", "0444",
+        "--file", str(code_fd), SNIPPET_PATH,
+        "--remount-ro", "/",
+        "--chdir", "/tmp",
+        "--clearenv",
+    ]  # fmt: skip
+    for key, value in _RUN_ENV.items():
+        argv += ["--setenv", key, value]
+    if iso.seccomp:
+        seccomp_fd = _memfd("seccomp", build_filter())
+        fds.append(seccomp_fd)
+        argv += ["--seccomp", str(seccomp_fd)]
+    argv += ["--", iso.python, *_PYTHON_FLAGS, SNIPPET_PATH]
+    launch = Launch(argv, env={}, cwd="/", uid=uid, preexec=preexec, pass_fds=tuple(fds))
+    launch._fds.extend(fds)
+    return launch
+
+
+def _prepare_weak(iso: Isolation, code: str, uid: int | None, preexec: Callable[[], None]) -> Launch:
+    workdir = tempfile.mkdtemp(prefix="chatforge-sandbox-")
+    path = os.path.join(workdir, "main.py")
+    with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+        f.write(code)
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+        os.chown(path, uid, uid)
+    env = dict(_RUN_ENV, HOME=workdir, TMPDIR=workdir)
+    launch = Launch([iso.python, *_PYTHON_FLAGS, path], env=env, cwd=workdir, uid=uid, preexec=preexec)
+    launch._dirs.append(workdir)
+    return launch
+
+
+def _system_mounts(python: str) -> list[str]:
+    """Read-only /usr, the merged-/usr symlinks (or directories) beside it, and the interpreter's prefix."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    prefix = os.path.dirname(os.path.dirname(python))  # <prefix>/bin/python3
+    if prefix not in ("/", "/usr") and not prefix.startswith("/usr/"):
+        args += ["--ro-bind", prefix, prefix]
+    return args
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)  # close-on-exec off: bubblewrap reads it by number
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _make_preexec(settings: Settings, limits: ToolLimits, seccomp_filter: bytes | None) -> Callable[[], None]:
+    """The function run in the child between fork and exec (after the uid drop): rlimits, and in
+    weak mode the seccomp filter (bubblewrap installs it itself in namespaces mode)."""
+    # The CPU limit backs up the wall-clock kill; a second of slack lets the wall clock win normally.
+    cpu_s = math.ceil(limits.timeout_s) + 1
+    rlimits = [
+        (resource.RLIMIT_CPU, cpu_s),
+        (resource.RLIMIT_AS, limits.memory_mb * 1024 * 1024),
+        (resource.RLIMIT_FSIZE, settings.max_file_bytes),
+        (resource.RLIMIT_NOFILE, settings.max_open_files),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    if os.geteuid() == 0:
+        # Counted per host uid: meaningful only when each run has its own uid (the service is root).
+        rlimits.append((resource.RLIMIT_NPROC, settings.max_processes))
+    install_seccomp = _seccomp_installer(seccomp_filter) if seccomp_filter is not None else None
+
+    def preexec() -> None:
+        for which, value in rlimits:
+            resource.setrlimit(which, (value, value))
+        if install_seccomp is not None:
+            install_seccomp()
+
+    return preexec
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _seccomp_installer(program: bytes) -> Callable[[], None]:
+    """prctl(PR_SET_NO_NEW_PRIVS) + prctl(PR_SET_SECCOMP, FILTER), with everything built up front
+    so the child after fork only makes two calls."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+
+    def install() -> None:
+        keep = buf  # the filter must stay alive until prctl copies it
+        if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+        if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(prog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"PR_SET_SECCOMP failed ({len(keep)} byte filter)")
+
+    return install
+
+
+def _probe(iso: Isolation, settings: Settings) -> str | None:
+    """Run `pass` under bubblewrap exactly as a real run would; None if it works, else the reason."""
+    if not os.path.exists(iso.bwrap) and shutil.which(iso.bwrap) is None:
+        return f"{settings.bwrap_path!r} not found (install bubblewrap)"
+    if platform.system() != "Linux":
+        return f"namespaces need Linux, not {platform.system()}"
+    uid = settings.uid_base if iso.per_run_uid else None  # slot 0's uid: no run holds it yet
+    launch = _prepare_namespaces(iso, settings, "pass", uid, _make_preexec(settings, ToolLimits(), None))
+    try:
+        raw = run_capped(launch, timeout_s=10.0, output_bytes=4096)
+    except OSError as e:
+        return f"cannot start {iso.bwrap}: {e}"
+    finally:
+        launch.release()
+    if raw.exit_code != 0 or raw.timed_out:
+        err = raw.stderr.decode(errors="replace").strip() or f"exit status {raw.exit_code}"
+        return f"bubblewrap probe failed: {err}"
+    return None

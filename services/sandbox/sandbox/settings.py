@@ -1,0 +1,86 @@
+"""The sandbox's one Settings object, read from the environment and validated at start.
+
+Every field is `CHATFORGE_SANDBOX_<FIELD>` in the environment (e.g. `CHATFORGE_SANDBOX_PORT`); the
+CLI's flags override the environment; the defaults live here only. The in-process executor (used
+by the inference engine without the HTTP hop) takes the same object.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatforge.tools import DEFAULT_MEMORY_MB, DEFAULT_OUTPUT_BYTES, DEFAULT_TIMEOUT_S, ToolLimits
+
+ENV_PREFIX = "CHATFORGE_SANDBOX_"
+DEFAULT_PORT = 8092
+MIB = 1024 * 1024
+
+Mode = Literal["auto", "namespaces", "weak"]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot run; the message names the environment variable to fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # 127.0.0.1 on one machine; a pod sets 0.0.0.0 so the cluster can reach it.
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="0 picks a free port")
+    # auto: namespaces (bubblewrap) when they work here, else the weak mode with a warning.
+    # namespaces: refuse to start without them. weak: rlimits, uid drop and seccomp only.
+    mode: Mode = "auto"
+    bwrap_path: str = Field(default="bwrap", min_length=1)
+    python_path: str = Field(default="", description="interpreter for snippets; empty picks one")
+
+    # Two runs per core keeps the host responsive: a run is mostly interpreter start-up (~20 ms),
+    # and each can burn a full core until its timeout.
+    max_concurrent: int = Field(default=4, ge=1, le=256, description="runs executing at once")
+    max_queue: int = Field(default=16, ge=0, le=4096, description="runs waiting beyond that; more get 'busy'")
+    queue_timeout_s: float = Field(
+        default=10.0, gt=0, description="a queued run gives up as 'busy' after this"
+    )
+
+    default_timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    default_memory_mb: int = Field(default=DEFAULT_MEMORY_MB, ge=64)
+    default_output_bytes: int = Field(default=DEFAULT_OUTPUT_BYTES, ge=1)
+    max_timeout_s: float = Field(default=60.0, gt=0)
+    max_memory_mb: int = Field(default=2048, ge=64)
+    max_output_bytes: int = Field(default=1 * MIB, ge=1)
+    max_code_bytes: int = Field(default=256 * 1024, ge=1)
+
+    max_processes: int = Field(default=32, ge=4, description="processes + threads per run (RLIMIT_NPROC)")
+    max_open_files: int = Field(default=64, ge=16, description="RLIMIT_NOFILE per process")
+    max_file_bytes: int = Field(default=16 * MIB, ge=0, description="RLIMIT_FSIZE: largest file a run writes")
+    tmpfs_bytes: int = Field(default=32 * MIB, ge=MIB, description="size of each run's private /tmp")
+    # When the service runs as root, run slot i executes as host uid uid_base + i: runs cannot
+    # see or signal each other, RLIMIT_NPROC counts one run only, and cleanup kills by uid.
+    uid_base: int = Field(default=200_000, ge=1000, le=2**31 - 4096)
+
+    @model_validator(mode="after")
+    def _defaults_within_maxima(self) -> Settings:
+        for name in ("timeout_s", "memory_mb", "output_bytes"):
+            if getattr(self, f"default_{name}") > getattr(self, f"max_{name}"):
+                raise ValueError(f"default_{name} is above max_{name}")
+        return self
+
+    def default_limits(self) -> ToolLimits:
+        return ToolLimits(self.default_timeout_s, self.default_memory_mb, self.default_output_bytes)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit `overrides` (CLI flags) winning; None means unset."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = f"{ENV_PREFIX}{field.upper()} (or --{field.replace('_', '-')})" if field else "settings"
+            problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid sandbox settings:\n  " + "\n  ".join(problems)) from None

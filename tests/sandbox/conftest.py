@@ -1,0 +1,97 @@
+"""Fixtures for the sandbox tests: a namespaces-mode executor and a real service on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sandbox.executor import SandboxExecutor
+from sandbox.isolation import SandboxUnavailable
+from sandbox.process import live_pids_of
+from sandbox.settings import Settings
+
+from chatforge.sandbox_client import SandboxClient
+
+SERVICE_SLOTS = 4
+SERVICE_QUEUE = 12
+UID_BASE = 200_000
+
+
+def namespaces_executor(**overrides: object) -> SandboxExecutor:
+    settings = Settings(mode="namespaces", uid_base=UID_BASE, **overrides)  # type: ignore[arg-type]
+    try:
+        return SandboxExecutor(settings)
+    except SandboxUnavailable as e:
+        pytest.skip(f"user namespaces unavailable on this host, namespaces-mode tests cannot run: {e}")
+
+
+def leftover_pids(slots: int = SERVICE_SLOTS) -> list[int]:
+    """Live processes owned by any run slot's uid (root only: slot uids exist only then)."""
+    return [pid for uid in range(UID_BASE, UID_BASE + slots) for pid in live_pids_of(uid)]
+
+
+@pytest.fixture(scope="module")
+def executor() -> SandboxExecutor:
+    return namespaces_executor(max_concurrent=2, max_queue=4)
+
+
+@dataclass
+class Service:
+    url: str
+    pid: int
+    workdir: Path
+    secret: str
+    client: SandboxClient
+
+
+@pytest.fixture(scope="session")
+def service() -> Iterator[Service]:
+    """`chatforge sandbox serve` as a real process, with a secret in its environment and its cwd."""
+    namespaces_executor()  # skips, with the reason, where namespaces cannot work
+    workdir = Path(tempfile.mkdtemp(prefix="sbx-svc-", dir="/tmp"))
+    secret = "s3cr3t-" + os.urandom(8).hex()
+    (workdir / "secret.txt").write_text(secret)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, SANDBOX_TEST_SECRET=secret, CHATFORGE_SANDBOX_UID_BASE=str(UID_BASE))
+    cmd = [
+        sys.executable,
+        "-m",
+        "chatforge.cli",
+        "sandbox",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    cmd += ["--mode", "namespaces", "--max-concurrent", str(SERVICE_SLOTS), "--max-queue", str(SERVICE_QUEUE)]
+    log = open(workdir / "service.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    client = SandboxClient(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while not client.healthy():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("sandbox service did not start:\n" + (workdir / "service.log").read_text())
+        time.sleep(0.1)
+    try:
+        yield Service(client.base_url, proc.pid, workdir, secret, client)
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
