@@ -42,9 +42,23 @@ $(DATA_DIR)/corpus/.complete: $(VENV)/.installed
 demo: venv data
 	$(VENV)/bin/chatforge demo --data $(DATA_DIR)/corpus --run-dir $(RUN_DIR)
 
-test: venv data
+test: venv data proto-check
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# gRPC stubs: generated into the shared package (proto package chatforge.v1 -> chatforge/v1/), so
+# the typed client imports without the service. grpcio-tools is pinned in the dev extra: another
+# protoc writes other version stamps, and proto-check would call the stubs stale.
+PROTOS := $(wildcard proto/chatforge/v1/*.proto)
+PROTOC = $(PY) -m grpc_tools.protoc -Iproto --python_out=$(1) --grpc_python_out=$(1) --pyi_out=$(1) $(PROTOS)
+
+proto: venv
+	$(call PROTOC,.)
+
+proto-check: venv
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && $(call PROTOC,$$tmp) && \
+	  diff -r -x __init__.py -x __pycache__ "$$tmp/chatforge/v1" chatforge/v1 >/dev/null || \
+	  { echo "gRPC stubs in chatforge/v1 are stale: run 'make proto' and commit them"; exit 1; }
 
 test-fast: venv data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

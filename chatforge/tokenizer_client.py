@@ -1,0 +1,179 @@
+"""The typed client of the gRPC tokenizer service, for the gateway and the CLI.
+
+Mirrors the in-process API (`Tokenizer.encode/decode`, `chat.render_conversation`,
+`detokenize.StreamDecoder`) so a caller can switch between them. Conversations are validated here
+with the same `parse_conversation` the server uses, so a malformed one fails before it is sent.
+A failed call raises TokenizerServiceError carrying the gRPC status name and the server's message.
+
+Imports grpc and the generated stubs, not torch and not the service: the gateway image has neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from chatforge.chat import PythonCall, PythonOutput, RenderedConversation, TextPart, parse_conversation
+from chatforge.v1 import tokenizer_pb2 as pb
+from chatforge.v1 import tokenizer_pb2_grpc as pb_grpc
+
+DEFAULT_PORT = 50051
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # matches the server's default
+
+
+class TokenizerServiceError(RuntimeError):
+    """A call the service refused or could not answer; `code` is the gRPC status name."""
+
+    def __init__(self, method: str, code: str, details: str):
+        super().__init__(f"tokenizer service {method}: {code}: {details}")
+        self.method = method
+        self.code = code  # e.g. "INVALID_ARGUMENT", "UNAVAILABLE", "DEADLINE_EXCEEDED"
+        self.details = details
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    name: str
+    fingerprint: str
+    vocab_size: int
+    bos_id: int
+    special_tokens: dict[str, int]  # token -> id, in id order
+
+    @classmethod
+    def from_proto(cls, r: pb.InfoResponse) -> TokenizerInfo:
+        return cls(
+            name=r.name,
+            fingerprint=r.fingerprint,
+            vocab_size=r.vocab_size,
+            bos_id=r.bos_id,
+            special_tokens={s.token: s.id for s in r.special_tokens},
+        )
+
+
+class TokenizerClient:
+    """A blocking client over one channel; thread-safe, cheap to share, close it when done."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout_s: float = 10.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ):
+        self.target = target
+        self.timeout_s = timeout_s
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = pb_grpc.TokenizerServiceStub(self._channel)
+
+    def __enter__(self) -> TokenizerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Block until the channel connects; TokenizerServiceError(UNAVAILABLE) after `timeout_s`."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise TokenizerServiceError(
+                "connect", "UNAVAILABLE", f"no tokenizer service at {self.target} after {timeout_s} s"
+            ) from None
+
+    # RPCs ------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return list(self._call("Encode", pb.EncodeRequest(text=text)).ids)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if isinstance(texts, str):  # list("abc") would quietly encode each character
+            raise TypeError("encode_batch takes a sequence of str, not one str")
+        response = self._call("EncodeBatch", pb.EncodeBatchRequest(texts=texts))
+        return [list(item.ids) for item in response.items]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._call("Decode", pb.DecodeRequest(ids=ids)).text
+
+    def count_tokens(self, text: str) -> int:
+        return self._call("CountTokens", pb.CountTokensRequest(text=text)).count
+
+    def render_conversation(
+        self, conversation: Any, *, max_tokens: int | None = None, truncate: bool = False
+    ) -> RenderedConversation:
+        """Ids and loss mask, as `chatforge.chat.render_conversation` returns them."""
+        request = pb.RenderConversationRequest(
+            conversation=conversation_to_proto(conversation),
+            with_loss_mask=True,
+            max_tokens=max_tokens or 0,
+            truncate=truncate,
+        )
+        r = self._call("RenderConversation", request)
+        return RenderedConversation(list(r.ids), list(r.loss_mask), r.truncated)
+
+    def render_for_completion(self, conversation: Any, *, max_tokens: int | None = None) -> list[int]:
+        """Ids ending in `<|assistant_start|>`, as `chatforge.chat.render_for_completion` returns them."""
+        request = pb.RenderConversationRequest(
+            conversation=conversation_to_proto(conversation), for_completion=True, max_tokens=max_tokens or 0
+        )
+        return list(self._call("RenderConversation", request).ids)
+
+    def decode_stream(
+        self, chunks: Iterable[Sequence[int]], *, timeout_s: float | None = None
+    ) -> Iterator[str]:
+        """Text deltas for a stream of id chunks; never splits a character. Empty deltas are skipped.
+
+        `chunks` may block between items (ids arriving from a model); the call's deadline,
+        `timeout_s` (default: none), covers the whole stream.
+        """
+        requests = (pb.DecodeStreamRequest(ids=chunk) for chunk in chunks)
+        try:
+            for response in self._stub.DecodeStream(requests, timeout=timeout_s):
+                if response.text:
+                    yield response.text
+        except grpc.RpcError as e:
+            raise _service_error("DecodeStream", e) from None
+
+    def info(self) -> TokenizerInfo:
+        return TokenizerInfo.from_proto(self._call("Info", pb.InfoRequest()))
+
+    def reload(self, name: str | None = None) -> TokenizerInfo:
+        """Ask the server to load `name` (default: its current name, re-read) from its artifact store."""
+        return TokenizerInfo.from_proto(self._call("Reload", pb.ReloadRequest(name=name or "")))
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=self.timeout_s)
+        except grpc.RpcError as e:
+            raise _service_error(method, e) from None
+
+
+def conversation_to_proto(conversation: Any) -> pb.Conversation:
+    """Validate (the same checks the server makes) and convert to the wire form."""
+    messages = []
+    for m in parse_conversation(conversation).messages:
+        parts = []
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                parts.append(pb.Part(text=p.text))
+            elif isinstance(p, PythonCall):
+                parts.append(pb.Part(python=p.code))
+            elif isinstance(p, PythonOutput):
+                parts.append(pb.Part(python_output=p.output))
+        messages.append(pb.ChatMessage(role=m.role, parts=parts))
+    return pb.Conversation(messages=messages)
+
+
+def _service_error(method: str, e: grpc.RpcError) -> TokenizerServiceError:
+    # Every RpcError raised by a call is also a grpc.Call, which carries the status.
+    call: Any = e
+    return TokenizerServiceError(method, call.code().name, call.details() or "")

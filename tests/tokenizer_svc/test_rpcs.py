@@ -1,0 +1,119 @@
+"""Every RPC over a real gRPC server, checked against the in-process tokenizer and chat renderer."""
+
+from __future__ import annotations
+
+from chatforge.chat import render_conversation, render_for_completion
+from chatforge.tokenizer import SPECIAL_TOKENS
+from chatforge.v1 import tokenizer_pb2 as pb
+
+TEXTS = [
+    "Hello world, the model learns.",
+    "東京は日本の首都です。",
+    "😀 🚀 ✨ naïve café",
+    "",
+    "x = 12345 + 678\n",
+]
+
+CONVERSATION = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+3?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Let me compute. "},
+                {"type": "python", "text": "print(2+3)"},
+                {"type": "python_output", "text": "5\n"},
+                {"type": "text", "text": "It is 5."},
+            ],
+        },
+        {"role": "user", "content": "And 東京?"},
+    ]
+}
+
+
+def test_encode_and_decode_match_in_process(client, tiny_tokenizer):
+    for text in TEXTS:
+        ids = client.encode(text)
+        assert ids == tiny_tokenizer.encode(text)
+        assert client.decode(ids) == text
+
+
+def test_encode_never_produces_special_ids(client, tiny_tokenizer):
+    ids = client.encode("<|assistant_start|>hi<|bos|>")
+    assert not any(tiny_tokenizer.is_special(i) for i in ids)
+
+
+def test_decode_shows_special_tokens_by_name(client, tiny_tokenizer):
+    ids = [tiny_tokenizer.bos_id, *tiny_tokenizer.encode("hi")]
+    assert client.decode(ids) == "<|bos|>hi"
+
+
+def test_encode_batch_keeps_order(client, tiny_tokenizer):
+    texts = TEXTS * 30  # more than one server-side chunk of 64
+    assert client.encode_batch(texts) == [tiny_tokenizer.encode(t) for t in texts]
+    assert client.encode_batch([]) == []
+
+
+def test_count_tokens(client, tiny_tokenizer):
+    for text in TEXTS:
+        assert client.count_tokens(text) == len(tiny_tokenizer.encode(text))
+
+
+def test_render_conversation_with_loss_mask(client, tiny_tokenizer):
+    conversation = {"messages": CONVERSATION["messages"][:3]}
+    expected = render_conversation(tiny_tokenizer, conversation)
+    got = client.render_conversation(conversation)
+    assert (got.ids, got.mask, got.truncated) == (expected.ids, expected.mask, False)
+    assert 1 in got.mask and 0 in got.mask
+
+
+def test_render_without_mask_and_truncated(stub, tiny_tokenizer):
+    from chatforge.tokenizer_client import conversation_to_proto
+
+    conversation = {"messages": CONVERSATION["messages"][:3]}
+    full = render_conversation(tiny_tokenizer, conversation)
+    request = pb.RenderConversationRequest(conversation=conversation_to_proto(conversation))
+    r = stub.RenderConversation(request, timeout=10)
+    assert list(r.ids) == full.ids and list(r.loss_mask) == [] and not r.truncated
+    request.max_tokens, request.truncate, request.with_loss_mask = 7, True, True
+    r = stub.RenderConversation(request, timeout=10)
+    assert list(r.ids) == full.ids[:7] and list(r.loss_mask) == full.mask[:7] and r.truncated
+
+
+def test_render_for_completion(client, tiny_tokenizer):
+    ids = client.render_for_completion(CONVERSATION)
+    assert ids == render_for_completion(tiny_tokenizer, CONVERSATION)
+    assert ids[-1] == tiny_tokenizer.special_id("<|assistant_start|>")
+
+
+def test_info(client, tiny_tokenizer):
+    info = client.info()
+    assert info.name == "default"
+    assert info.fingerprint == tiny_tokenizer.fingerprint()
+    assert info.vocab_size == tiny_tokenizer.vocab_size
+    assert info.bos_id == tiny_tokenizer.bos_id
+    assert list(info.special_tokens) == list(SPECIAL_TOKENS)
+    assert info.special_tokens == tiny_tokenizer.special_ids
+
+
+def test_decode_stream_never_splits_emoji_or_cjk(client, tiny_tokenizer):
+    text = "Hi 😀🚀 東京は日本の首都です 你好 ✨!"
+    ids = tiny_tokenizer.encode(text)
+    # The premise: some tokens end mid-character, so decoding them one by one would emit U+FFFD.
+    assert any("\ufffd" in tiny_tokenizer.decode([i]) for i in ids)
+    deltas = list(client.decode_stream([i] for i in ids))
+    assert "".join(deltas) == text
+    assert all("\ufffd" not in d for d in deltas)
+    assert len(deltas) < len(ids)  # bytes were held back until their character completed
+
+
+def test_decode_stream_answers_each_request_and_flushes(stub, tiny_tokenizer):
+    emoji = tiny_tokenizer.encode("😀")
+    assert len(emoji) > 1
+    chunks = [[tiny_tokenizer.encode("a")[0]], emoji[:1], emoji[1:]]
+    responses = list(stub.DecodeStream(iter(pb.DecodeStreamRequest(ids=c) for c in chunks), timeout=10))
+    assert [(r.text, r.final) for r in responses] == [("a", False), ("", False), ("😀", False), ("", True)]
+    # A stream that ends mid-character gets the held-back bytes as U+FFFD in the final response.
+    responses = list(stub.DecodeStream(iter([pb.DecodeStreamRequest(ids=emoji[:1])]), timeout=10))
+    assert [(r.text, r.final) for r in responses] == [("", False), ("\ufffd", True)]

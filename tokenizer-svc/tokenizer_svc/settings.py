@@ -1,0 +1,72 @@
+"""The tokenizer service's one Settings object, read from the environment and validated at start.
+
+Every field is `CHATFORGE_TOKENIZER_<FIELD>` in the environment (e.g. `CHATFORGE_TOKENIZER_PORT`),
+except the artifact store's root, which every chatforge process reads from `CHATFORGE_ARTIFACTS`.
+The CLI's flags override the environment; the defaults live here only.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatforge.artifacts import DEFAULT_ROOT
+from chatforge.tokenizer_client import DEFAULT_PORT
+
+ENV_PREFIX = "CHATFORGE_TOKENIZER_"
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """Settings that cannot run; the message names the environment variable to fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    name: str = Field(default="default", min_length=1, description="tokenizer to load from the store")
+    artifacts_root: str = Field(
+        default=DEFAULT_ROOT,
+        min_length=1,
+        validation_alias=AliasChoices("artifacts_root", "CHATFORGE_ARTIFACTS"),
+        description="artifact store root (tokenizers/<name>/tokenizer.json lives under it)",
+    )
+    # 127.0.0.1 on one machine; a pod sets 0.0.0.0 so the cluster can reach it.
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="0 picks a free port")
+    metrics_enabled: bool = True
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Prometheus /metrics; 0 picks a free port"
+    )
+    workers: int = Field(default=8, ge=1, le=256, description="threads serving RPCs")
+    # Beyond this many RPCs in flight new ones fail fast with RESOURCE_EXHAUSTED instead of queueing.
+    max_concurrent_rpcs: int = Field(default=512, ge=1)
+    # gRPC's own default is 4 MiB; 16 MiB fits a full batch of max-size texts' ids (4 bytes/id worst case).
+    max_message_bytes: int = Field(default=16 * MIB, ge=64 * 1024)
+    # Per text (or per conversation, all parts together). ~1M chars is ~250k tokens: far over any
+    # context this project trains, so only runaway input hits it.
+    max_text_chars: int = Field(default=1_000_000, ge=1)
+    max_batch_texts: int = Field(default=1024, ge=1)
+    max_ids: int = Field(default=1_000_000, ge=1, description="ids per Decode / DecodeStream request")
+    # At shutdown, health turns NOT_SERVING and new RPCs are still taken for drain_s, so a load
+    # balancer can take the pod out of rotation first (a cluster sets a few seconds); then
+    # in-flight RPCs get grace_s to finish.
+    drain_s: float = Field(default=0.0, ge=0)
+    grace_s: float = Field(default=5.0, ge=0)
+    reload_enabled: bool = Field(default=True, description="allow the Reload admin RPC")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit `overrides` (CLI flags) winning; None means unset."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            env = "CHATFORGE_ARTIFACTS" if field == "artifacts_root" else ENV_PREFIX + field.upper()
+            problems.append(
+                f"{env} (or --{field.replace('_', '-')}): {err['msg']} (got {err.get('input')!r})"
+            )
+        raise SettingsError("invalid tokenizer service settings:\n  " + "\n  ".join(problems)) from None
