@@ -265,6 +265,9 @@ class LLMEngine:
             reason = self.scheduler.append_forced_tokens(request_id, outcome.forced_token_ids)
             if reason is not None:
                 self._finish(track, reason)
+                continue
+            # The forced ids go out on the stream too, so the client's ids match the sequence.
+            track.items.extend(StreamItem(t) for t in outcome.forced_token_ids)
 
     def _finish(self, track: _Track, reason: str) -> None:
         request = track.request
