@@ -23,3 +23,79 @@ def tiny_model(tiny_tokenizer):
             if p.dim() == 2:
                 p.normal_(0, 0.3)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def script_tokenizer():
+    """A tokenizer in which `####` and `42` are single tokens, so a bigram script can write them."""
+    from chatforge.tokenizer import Tokenizer
+    from tests.conftest import sample_texts
+
+    return Tokenizer.train(sample_texts() + ["The answer is\n#### 42"] * 300, vocab_size=512, name="script")
+
+
+def bigram_model(tokenizer, transitions):
+    """A GPT whose next token depends only on the current one: `transitions[a]` lists the tokens that
+    may follow `a` (equally likely; one entry means greedy and sampling both pick it).
+
+    Blocks start as the identity (zero output projections), so with one-hot embeddings the head
+    reads the current token alone; a head weight of 1 gives a logit of sqrt(width) ~ 22.6, which
+    the softcap turns into 13.6 against 0 for every other token: p > 0.999.
+    """
+    import torch
+
+    from chatforge.model import GPT, GPTConfig
+
+    vocab = tokenizer.vocab_size
+    config = GPTConfig(vocab_size=vocab, n_layer=1, n_embd=512, n_head=8, n_kv_head=8, sequence_len=256)
+    model = GPT(config)
+    with torch.no_grad():
+        model.wte.weight.zero_()
+        model.wte.weight[:vocab, :vocab] = torch.eye(vocab)
+        model.lm_head.weight.zero_()
+        for a, nexts in transitions.items():
+            for b in nexts:
+                model.lm_head.weight[b, a] = 1.0
+    return model.eval()
+
+
+def tool_script(tokenizer, answers=("42",)):
+    """Transitions for: <|python_start|>print(6*7)<|python_end|> (the tool prints 42), then
+    `#### <answer>` and <|assistant_end|>; several answers make the last step a coin flip."""
+    sp = tokenizer.special_id
+    code = tokenizer.encode("print(6*7)")
+    chain = [sp("<|assistant_start|>"), sp("<|python_start|>"), *code, sp("<|python_end|>")]
+    transitions = {a: [b] for a, b in zip(chain, chain[1:], strict=False)}
+    hashes, space = tokenizer.encode("####"), tokenizer.encode(" ")
+    assert len(hashes) == 1 and len(space) == 1
+    transitions[sp("<|output_end|>")] = hashes
+    transitions[hashes[0]] = space
+    transitions[space[0]] = []
+    for answer in answers:
+        ids = tokenizer.encode(answer)
+        transitions[space[0]].append(ids[0])
+        for a, b in zip(ids, [*ids[1:], sp("<|assistant_end|>")], strict=True):
+            transitions.setdefault(a, []).append(b)
+    # A token may have one role only in the script, or the bigram would loop.
+    assert len(set(chain)) == len(chain) and not set(chain) & {hashes[0], space[0]}
+    return transitions
+
+
+class LocalPython:
+    """A ToolExecutor for tests that need tool output but not isolation: `python3 -I` in a subprocess."""
+
+    def run(self, code, limits=None):
+        import subprocess
+        import sys
+
+        from chatforge.tools import ToolLimits, ToolResult
+
+        limits = limits or ToolLimits()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=limits.timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            return ToolResult("timeout", message=f"over {limits.timeout_s}s")
+        outcome = "ok" if done.returncode == 0 else "error"
+        return ToolResult(outcome, done.stdout, done.stderr, done.returncode)
