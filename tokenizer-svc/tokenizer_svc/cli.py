@@ -2,16 +2,35 @@
 
 Flags override the environment (`CHATFORGE_TOKENIZER_*`, see settings.py), whose defaults live in
 Settings only. Nothing heavy is imported until a command runs, so `chatforge --help` stays fast.
+`python -m tokenizer_svc` offers the same two commands without loading any other part's CLI: the
+image's entry point, where the other parts' dependencies (torch, ray) are not installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+from collections.abc import Sequence
 
 TARGET_ENV = "CHATFORGE_TOKENIZER_TARGET"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tokenizer_svc", description="The chatforge tokenizer service."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_cli(parser.add_subparsers(dest="command", metavar="<command>", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return int(args.func(args))
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
