@@ -1,0 +1,56 @@
+// Building DOM from data without innerHTML, so text from the model or the API can never become markup.
+
+/**
+ * h("button", {class: "x", onclick: fn, "aria-label": "Delete"}, "text", childNode)
+ * Attributes starting with "on" become listeners; `false`/`null` attributes are left out.
+ */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on") && typeof value === "function") {
+      el.addEventListener(name.slice(2), value);
+    } else if (name === "dataset") {
+      Object.assign(el.dataset, value);
+    } else if (name in el && typeof value !== "string") {
+      el[name] = value; // properties such as `value`, `disabled`, `checked`
+    } else {
+      el.setAttribute(name, value === true ? "" : String(value));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+}
+
+/** Replace everything inside `el` with `children`. */
+export function mount(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+/** A short-lived message in the page's live region, read out by screen readers. */
+export function toast(message, kind = "info") {
+  const box = document.getElementById("toasts");
+  const item = h("div", { class: `toast ${kind}`, role: kind === "error" ? "alert" : null }, message);
+  box.append(item);
+  setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
+}
+
+export function formatTime(epochSeconds) {
+  if (!epochSeconds) return "";
+  return new Date(epochSeconds * 1000).toLocaleString();
+}
+
+export function formatNumber(value) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return String(value ?? "");
+  if (Number.isInteger(value)) return value.toLocaleString();
+  return Math.abs(value) >= 100 ? value.toFixed(1) : value.toPrecision(4);
+}

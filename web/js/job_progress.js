@@ -1,0 +1,37 @@
+// A job's live state folded from its event stream (the trainer's events: start, progress,
+// validation, checkpoint, samples, done, plus the gateway's state changes). Pure logic, no DOM.
+
+export const FINAL_STATES = new Set(["succeeded", "failed", "cancelled"]);
+
+export class JobProgress {
+  constructor() {
+    this.stage = null;
+    this.step = 0;
+    this.numSteps = null;
+    this.latest = {}; // loss, lr, tokens_per_s, mfu, eta_s, val_bpb
+    this.state = null;
+    this.events = []; // newest last, capped
+  }
+
+  /** Fold one event: `type` names it, the rest is its data. */
+  add(type, data) {
+    this.events.push({ type, data });
+    if (this.events.length > 200) this.events.shift();
+    if (data.stage && data.stage !== this.stage) {
+      this.stage = data.stage;
+      this.step = 0;
+      this.numSteps = null;
+    }
+    if (type === "start" && data.num_steps) this.numSteps = data.num_steps;
+    if (typeof data.step === "number") this.step = data.step;
+    for (const key of ["loss", "lr", "tokens_per_s", "mfu", "eta_s", "val_bpb"]) {
+      if (typeof data[key] === "number") this.latest[key] = data[key];
+    }
+    if (data.state) this.state = data.state;
+  }
+
+  /** 0..1 through the current stage, or null while the number of steps is unknown. */
+  get fraction() {
+    return this.numSteps ? Math.min(1, this.step / this.numSteps) : null;
+  }
+}

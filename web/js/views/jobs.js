@@ -1,0 +1,253 @@
+// The jobs page: submit a stage or a pipeline, list jobs, and follow one job live (progress from
+// its server-sent events, cancel, logs).
+
+import { api } from "../api.js";
+import { formatNumber, formatTime, h, mount, toast } from "../dom.js";
+import { FINAL_STATES, JobProgress } from "../job_progress.js";
+
+const POLL_MS = 5000; // the list is cheap to fetch; events make the detail view live instead
+
+export function render(main, [jobId]) {
+  return jobId ? renderJob(main, jobId) : renderList(main);
+}
+
+// --- list and submit ------------------------------------------------------------------------
+
+function renderList(main) {
+  const table = h("div", { class: "table-scroll" });
+  const refresh = async () => {
+    try {
+      drawJobs(table, (await api.jobs()).data);
+    } catch (error) {
+      mount(table, h("p", { class: "muted" }, `Could not load jobs: ${error.message}`));
+    }
+  };
+  mount(
+    main,
+    h(
+      "div",
+      { class: "page" },
+      h("h1", {}, "Training jobs"),
+      h(
+        "div",
+        { class: "grid-2" },
+        h("section", { class: "card", "aria-labelledby": "submit-heading" }, h("h2", { id: "submit-heading" }, "Submit a job"), submitForm(refresh)),
+        h(
+          "section",
+          { class: "card", "aria-labelledby": "jobs-heading" },
+          h("div", { class: "row between" }, h("h2", { id: "jobs-heading" }, "Jobs"), h("button", { type: "button", class: "button small", onclick: refresh }, "Refresh")),
+          table,
+        ),
+      ),
+    ),
+  );
+  refresh();
+  const timer = setInterval(refresh, POLL_MS);
+  return () => clearInterval(timer);
+}
+
+function drawJobs(table, jobs) {
+  if (!jobs.length) {
+    mount(table, h("p", { class: "muted" }, "No jobs yet."));
+    return;
+  }
+  mount(
+    table,
+    h(
+      "table",
+      { class: "jobs-table" },
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Job"), h("th", { scope: "col" }, "What"), h("th", { scope: "col" }, "State"), h("th", { scope: "col" }, "Created"))),
+      h(
+        "tbody",
+        {},
+        jobs.map((job) =>
+          h(
+            "tr",
+            { dataset: { id: job.id } },
+            h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.id)),
+            h("td", {}, describe(job)),
+            h("td", {}, badge(job.state)),
+            h("td", {}, formatTime(job.created)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+function describe(job) {
+  return `${job.stage === "pipeline" ? "whole pipeline" : job.stage} · ${job.run}`;
+}
+
+function badge(state) {
+  return h("span", { class: `badge ${state}` }, state);
+}
+
+// The gateway's JobRequest (services/gateway/gateway/jobs/spec.py): a stage or "pipeline", a run
+// name, and flag values for `chatforge train <stage>` by their field names.
+const STAGES = ["tokenizer", "base", "mid", "sft", "rl", "eval", "report"];
+
+function submitForm(onSubmitted) {
+  const stage = h("select", { id: "job-stage", name: "stage" }, h("option", { value: "pipeline" }, "whole pipeline"), STAGES.map((s) => h("option", { value: s }, s)));
+  const run = h("input", { id: "job-run", name: "run", type: "text", value: "demo", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]*", maxlength: 64 });
+  const config = h("textarea", { id: "job-config", name: "config", rows: 6, spellcheck: false, placeholder: '{"depth": 4, "num_steps": 20}' });
+  const error = h("p", { class: "hint", role: "alert" });
+  const form = h(
+    "form",
+    { class: "form-grid", "aria-label": "Submit a job" },
+    h("label", { for: "job-stage" }, "Stage"),
+    stage,
+    h("label", { for: "job-run" }, "Run name"),
+    run,
+    h("label", { for: "job-config", class: "full" }, "Config (JSON object, optional)"),
+    h("div", { class: "full" }, config),
+    h("div", { class: "full" }, error),
+    h("div", { class: "full row end" }, h("button", { type: "submit", class: "button primary" }, "Submit")),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    let overrides = {};
+    if (config.value.trim()) {
+      try {
+        overrides = JSON.parse(config.value);
+      } catch (e) {
+        error.textContent = `Config is not valid JSON: ${e.message}`;
+        config.focus();
+        return;
+      }
+      const nested = Object.entries(overrides ?? {}).find(([, v]) => typeof v === "object" && v !== null);
+      if (typeof overrides !== "object" || overrides === null || Array.isArray(overrides) || nested) {
+        error.textContent = "Config must be a JSON object of flag values (numbers, strings, true/false).";
+        return;
+      }
+    }
+    try {
+      const job = await api.submitJob({ stage: stage.value, run: run.value, config: overrides });
+      toast(`Submitted ${job.id}`);
+      onSubmitted();
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  });
+  return form;
+}
+
+// --- one job --------------------------------------------------------------------------------
+
+function renderJob(main, jobId) {
+  const controller = new AbortController();
+  const progress = new JobProgress();
+  const ui = {
+    heading: h("h1", {}, `Job ${jobId}`),
+    state: h("span", {}),
+    summary: h("dl", { class: "stats" }),
+    bar: h("progress", { max: 1, "aria-label": "Stage progress" }),
+    stage: h("p", { class: "muted" }),
+    events: h("ol", { class: "event-log", "aria-label": "Events" }),
+    logs: h("pre", { class: "logs", tabindex: 0, "aria-label": "Logs" }, "…"),
+    cancel: h("button", { type: "button", class: "button danger", hidden: true }, "Cancel job"),
+    message: h("p", { role: "status" }),
+    config: h("pre", {}),
+  };
+  ui.cancel.addEventListener("click", async () => {
+    if (!window.confirm(`Cancel job ${jobId}?`)) return;
+    try {
+      showJob(ui, await api.cancelJob(jobId), progress);
+    } catch (error) {
+      toast(`Cancel failed: ${error.message}`, "error");
+    }
+  });
+  const loadLogs = async () => {
+    try {
+      ui.logs.textContent = (await api.jobLogs(jobId)) || "(no log lines yet)";
+      ui.logs.scrollTop = ui.logs.scrollHeight;
+    } catch (error) {
+      ui.logs.textContent = `Could not load logs: ${error.message}`;
+    }
+  };
+  mount(
+    main,
+    h(
+      "div",
+      { class: "page" },
+      h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")),
+      h("div", { class: "row between" }, h("div", { class: "row" }, ui.heading, ui.state), ui.cancel),
+      ui.message,
+      h("section", { class: "card", "aria-labelledby": "progress-heading" }, h("h2", { id: "progress-heading" }, "Progress"), ui.stage, ui.bar, ui.summary, h("h3", {}, "Events"), ui.events),
+      h("section", { class: "card", "aria-labelledby": "logs-heading" }, h("div", { class: "row between" }, h("h2", { id: "logs-heading" }, "Logs"), h("button", { type: "button", class: "button small", onclick: loadLogs }, "Refresh")), ui.logs),
+      h("section", { class: "card", "aria-labelledby": "config-heading" }, h("h2", { id: "config-heading" }, "Config"), ui.config),
+    ),
+  );
+  api
+    .job(jobId)
+    .then((job) => {
+      showJob(ui, job, progress);
+      followEvents(jobId, ui, progress, controller.signal);
+    })
+    .catch((error) => mount(ui.stage, `Could not load the job: ${error.message}`));
+  loadLogs();
+  return () => controller.abort();
+}
+
+function showJob(ui, job, progress) {
+  ui.heading.textContent = `Job ${job.id} · ${describe(job)}`;
+  ui.config.textContent = `${job.entrypoint}\n\n${JSON.stringify(job.config, null, 2)}`;
+  showState(ui, job, progress);
+}
+
+function showState(ui, { state, message }, progress) {
+  progress.state = state;
+  mount(ui.state, badge(state));
+  ui.message.textContent = message || "";
+  ui.cancel.hidden = FINAL_STATES.has(state);
+  drawProgress(ui, progress);
+}
+
+async function followEvents(jobId, ui, progress, signal) {
+  try {
+    for await (const event of api.jobEvents(jobId, signal)) {
+      let data;
+      try {
+        data = JSON.parse(event.data);
+      } catch {
+        continue; // a keep-alive or a line the page does not know
+      }
+      if (event.event === "end") break; // the job is over and every event has been sent
+      const type = data.type || event.event;
+      progress.add(type, data);
+      ui.events.append(h("li", {}, eventLine(type, data)));
+      while (ui.events.children.length > 200) ui.events.firstChild.remove();
+      ui.events.scrollTop = ui.events.scrollHeight;
+      if (type === "state") showState(ui, data, progress);
+      else drawProgress(ui, progress);
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") toast(`Event stream: ${error.message}`, "error");
+  }
+}
+
+function drawProgress(ui, progress) {
+  const fraction = progress.fraction;
+  if (fraction === null) ui.bar.removeAttribute("value");
+  else ui.bar.value = fraction;
+  ui.stage.textContent = progress.stage
+    ? `Stage ${progress.stage}: step ${progress.step}${progress.numSteps ? ` of ${progress.numSteps}` : ""}`
+    : `State: ${progress.state ?? "unknown"}`;
+  const labels = { loss: "Loss", val_bpb: "Val bits/byte", lr: "Learning rate", tokens_per_s: "Tokens/s", mfu: "MFU", eta_s: "ETA (s)" };
+  mount(
+    ui.summary,
+    Object.entries(labels)
+      .filter(([key]) => key in progress.latest)
+      .map(([key, label]) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, key === "mfu" ? `${(100 * progress.latest.mfu).toFixed(1)}%` : formatNumber(progress.latest[key])))),
+  );
+}
+
+function eventLine(type, data) {
+  const when = data.time ? new Date(data.time * 1000).toLocaleTimeString() : "";
+  const fields = Object.entries(data)
+    .filter(([k, v]) => !["type", "time", "run"].includes(k) && typeof v !== "object")
+    .map(([k, v]) => `${k}=${typeof v === "number" ? formatNumber(v) : v}`)
+    .join(" ");
+  return `${when} ${type} ${fields}`.trim();
+}
