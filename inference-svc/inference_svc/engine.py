@@ -172,14 +172,18 @@ class LLMEngine:
         return self._take_items()
 
     def abort_all(self, message: str) -> dict[str, list[StreamItem]]:
-        """End every request with an error event (the engine loop hit an unexpected failure)."""
-        for request_id, track in list(self._tracks.items()):
-            self.scheduler.finish_request(request_id, "error")
-            track.items.append(StreamItem(event=Event("error", {"message": message})))
-            self._forget(request_id)
+        """End every request, queued ones included, with an error event (engine stopping or failed)."""
         with self._inbox_lock:
-            self._inbox.clear()
-        return self._take_items()
+            inbox, self._inbox = self._inbox, []
+        queued = [e.request_id for e in inbox if isinstance(e, Request)]
+        out = self._take_items()
+        for request_id in queued + list(self._tracks):
+            self.scheduler.finish_request(request_id, "error")
+            if self.tools is not None:
+                self.tools.forget(request_id)
+            self._tracks.pop(request_id, None)
+            out.setdefault(request_id, []).append(StreamItem(event=Event("error", {"message": message})))
+        return out
 
     def reset_prefix_cache(self) -> None:
         self.pool.reset_prefix_cache()
@@ -358,7 +362,8 @@ class AsyncEngine:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
+    async def stop(self, message: str = "the engine stopped") -> None:
+        """Stop the loop; requests still in flight end with an error event carrying `message`."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -366,7 +371,8 @@ class AsyncEngine:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self._worker.shutdown(wait=True)
+        self._worker.shutdown(wait=True)  # a step still running in the thread finishes first
+        self._dispatch(self.engine.abort_all(message))
         if self.engine.tools is not None:
             self.engine.tools.shutdown()
 
@@ -421,10 +427,13 @@ class AsyncEngine:
                 outputs = self.engine.abort_all(f"engine step failed: {e}")
             finally:
                 self._step_started_s = None
-            for request_id, items in outputs.items():
-                queue = self._queues.get(request_id)
-                if queue is not None:
-                    for item in items:
-                        queue.put_nowait(item)
+            self._dispatch(outputs)
             if not any(outputs.values()) and not self.engine.scheduler.has_work():
                 await asyncio.sleep(0.002)  # only tool calls in flight: poll them without spinning
+
+    def _dispatch(self, outputs: dict[str, list[StreamItem]]) -> None:
+        for request_id, items in outputs.items():
+            queue = self._queues.get(request_id)
+            if queue is not None:
+                for item in items:
+                    queue.put_nowait(item)
