@@ -8,6 +8,7 @@ uid its run executes as, so two runs never share a uid. Thread-safe; no I/O.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +23,9 @@ class SlotPool:
             raise ValueError(f"need slots >= 1 and max_waiting >= 0, got {slots} and {max_waiting}")
         self.slots = slots
         self.max_waiting = max_waiting
-        self._free = list(range(slots - 1, -1, -1))  # pop() hands out slot 0 first
+        # Least recently used first: a freed slot's uid rests while its last run's processes are
+        # reaped. pop() takes from the right, so slot 0 goes first.
+        self._free = deque(range(slots - 1, -1, -1))
         self._reserved = 0
         self._cond = threading.Condition()
 
@@ -56,7 +59,7 @@ class SlotPool:
         with self._cond:
             self._reserved -= 1
             if slot is not None:
-                self._free.append(slot)
+                self._free.appendleft(slot)
                 self._cond.notify()
 
 

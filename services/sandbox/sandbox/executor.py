@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 
 from chatforge.tools import Outcome, ToolLimits, ToolResult
 
@@ -57,7 +58,7 @@ class SandboxExecutor:
                     launch.release()
         except Busy as e:
             return ToolResult("busy", message=str(e))
-        except OSError as e:
+        except (OSError, subprocess.SubprocessError) as e:
             log.exception("sandbox launch failed")
             return ToolResult("unavailable", message=f"sandbox could not start the run: {e}")
         return classify(raw, limits)

@@ -8,6 +8,7 @@ so nothing a snippet started outlives its run, even if it left the process group
 
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import signal
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .isolation import Launch
+
+log = logging.getLogger(__name__)
 
 _READ_CHUNK_BYTES = 65_536
 # After the main process exits, how long to keep reading pipes a leftover child may hold open.
@@ -56,43 +59,42 @@ def run_capped(launch: Launch, timeout_s: float, output_bytes: int) -> RawRun:
     timed_out = capped = False
     try:
         timed_out, capped = _pump(proc, start + timeout_s, output_bytes, stdout, stderr)
+        duration_s = time.monotonic() - start
     finally:
-        stopped = timed_out or capped or proc.poll() is None
-        _kill_group(proc.pid)  # before reaping the leader, so the group id cannot have been reused
-        if launch.uid is not None:
-            kill_uid(launch.uid)
-        exit_code = proc.wait()
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
+        stopped = timed_out or capped or not _exited(proc.pid)
+        _stop_tree(proc, launch.uid)
     return RawRun(
-        exit_code=None if stopped else exit_code,
+        exit_code=None if stopped else proc.returncode,
         stdout=bytes(stdout),
         stderr=bytes(stderr),
         timed_out=timed_out,
         output_capped=capped,
-        duration_s=time.monotonic() - start,
+        duration_s=duration_s,
     )
 
 
 def _pump(
     proc: subprocess.Popen[bytes], deadline: float, cap: int, stdout: bytearray, stderr: bytearray
 ) -> tuple[bool, bool]:
-    """Read both pipes until they close and the process exits; returns (timed_out, capped)."""
+    """Read both pipes until they close and the process exits; returns (timed_out, capped).
+    The process is left unreaped, so its pid and process group stay ours until `_stop_tree`."""
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
     sel.register(proc.stdout, selectors.EVENT_READ, stdout)
     sel.register(proc.stderr, selectors.EVENT_READ, stderr)
     exited_at: float | None = None
     try:
-        while sel.get_map():
+        while True:
             now = time.monotonic()
             if now >= deadline:
                 return True, False
-            if exited_at is None and proc.poll() is not None:
+            if exited_at is None and _exited(proc.pid):
                 exited_at = now
-            if exited_at is not None and now - exited_at >= _EXIT_DRAIN_S:
-                return False, False  # a leftover child holds the pipes; it is killed next
+            if exited_at is not None and (not sel.get_map() or now - exited_at >= _EXIT_DRAIN_S):
+                return False, False  # after the drain, a leftover child holding the pipes is killed
+            if not sel.get_map():
+                time.sleep(min(deadline - now, _POLL_S / 10))  # pipes closed; the process is exiting
+                continue
             for key, _ in sel.select(timeout=min(deadline - now, _POLL_S)):
                 chunk = os.read(key.fd, _READ_CHUNK_BYTES)
                 if not chunk:
@@ -105,11 +107,32 @@ def _pump(
                     return False, True
     finally:
         sel.close()
-    try:
-        proc.wait(timeout=max(deadline - time.monotonic(), 0))
-    except subprocess.TimeoutExpired:
-        return True, False
-    return False, False
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it (WNOWAIT)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _stop_tree(proc: subprocess.Popen[bytes], uid: int | None) -> None:
+    """Kill everything the run started, then reap the launcher.
+
+    With a per-run uid, the run's own processes go first and the launcher is spared: under
+    bubblewrap the launcher then sees its child (the sandbox's pid 1) die, reaps it and exits, so no
+    zombie is orphaned to the host's init (zombies count against the uid's RLIMIT_NPROC until
+    reaped). The process group is killed last, while the unreaped launcher still holds its id."""
+    if uid is not None:
+        kill_uid(uid, spare=proc.pid)
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.returncode is None:
+        _kill_group(proc.pid)
+    proc.wait()
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    proc.stderr.close()
 
 
 def _kill_group(pgid: int) -> None:
@@ -119,23 +142,33 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def kill_uid(uid: int, rounds: int = 100) -> None:
-    """SIGKILL every live process whose real uid is `uid`, until none is left (forks race us)."""
-    for _ in range(rounds):
-        pids = live_pids_of(uid)
+def kill_uid(uid: int, spare: int | None = None, wait_s: float = 2.0) -> bool:
+    """SIGKILL every running process whose real uid is `uid` except `spare`, repeating until none is
+    left (forks race us). False, with a warning, if some still run after `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        pids = [pid for pid in live_pids_of(uid) if pid != spare]
         if not pids:
-            return
+            return True
+        if time.monotonic() > deadline:
+            log.warning("uid %d still has running processes %s after SIGKILL", uid, pids)
+            return False
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        time.sleep(0.005)
-    raise RuntimeError(f"processes of uid {uid} survive SIGKILL: {live_pids_of(uid)}")
+        time.sleep(0.002)
 
 
 def live_pids_of(uid: int) -> list[int]:
-    pids = []
+    """Processes of `uid` that are still running (not zombies)."""
+    return [pid for pid, zombie in pids_of(uid) if not zombie]
+
+
+def pids_of(uid: int) -> list[tuple[int, bool]]:
+    """(pid, is_zombie) for every process whose real uid is `uid`."""
+    found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -145,8 +178,6 @@ def live_pids_of(uid: int) -> list[int]:
         except OSError:
             continue  # exited while we looked
         fields = dict(line.split(b":", 1) for line in status.splitlines() if b":" in line)
-        if int(fields.get(b"Uid", b"-1 ").split()[0]) == uid and not fields.get(
-            b"State", b""
-        ).strip().startswith(b"Z"):
-            pids.append(int(name))
-    return pids
+        if int(fields.get(b"Uid", b"-1").split()[0]) == uid:
+            found.append((int(name), fields.get(b"State", b"").strip().startswith(b"Z")))
+    return found
