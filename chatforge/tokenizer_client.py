@@ -136,12 +136,15 @@ class TokenizerClient:
         `timeout_s` (default: none), covers the whole stream.
         """
         requests = (pb.DecodeStreamRequest(ids=chunk) for chunk in chunks)
+        call = self._stub.DecodeStream(requests, timeout=timeout_s)
         try:
-            for response in self._stub.DecodeStream(requests, timeout=timeout_s):
+            for response in call:
                 if response.text:
                     yield response.text
         except grpc.RpcError as e:
             raise _service_error("DecodeStream", e) from None
+        finally:  # a caller that stops early (its client went away) ends the stream on the server too
+            call.cancel()
 
     def info(self) -> TokenizerInfo:
         return TokenizerInfo.from_proto(self._call("Info", pb.InfoRequest()))

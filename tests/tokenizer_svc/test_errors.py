@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import time
 
 import grpc
@@ -11,6 +12,7 @@ from tokenizer_svc.server import TokenizerServer
 from chatforge.chat import ConversationError
 from chatforge.tokenizer_client import TokenizerClient, TokenizerServiceError
 from chatforge.v1 import tokenizer_pb2 as pb
+from chatforge.v1 import tokenizer_pb2_grpc as pb_grpc
 from tests.tokenizer_svc.conftest import make_settings, requests_total, scrape
 
 LIMIT_CHARS = 1000
@@ -187,3 +189,22 @@ def _wait_for(condition, timeout_s: float = 3.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_concurrency_limit_fails_fast(store_root, tiny_tokenizer):
+    """Past max_concurrent_rpcs a call is refused at once with RESOURCE_EXHAUSTED, not queued."""
+    srv = TokenizerServer(make_settings(store_root, max_concurrent_rpcs=1))
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    try:
+        with grpc.insecure_channel(srv.address) as ch:
+            stub = pb_grpc.TokenizerServiceStub(ch)
+            responses = stub.DecodeStream(iter(pending.get, None), timeout=20)  # holds the only slot
+            pending.put(pb.DecodeStreamRequest(ids=tiny_tokenizer.encode("busy")))
+            assert next(responses).text == "busy"
+            code, _ = _status(lambda: stub.Encode(pb.EncodeRequest(text="x"), timeout=10))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            pending.put(None)
+            assert [r.final for r in responses] == [True]
+            assert list(stub.Encode(pb.EncodeRequest(text="x"), timeout=10).ids) == tiny_tokenizer.encode("x")
+    finally:
+        srv.stop(0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
@@ -9,6 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from tokenizer_svc.server import SERVICE_NAME, TokenizerServer
 
+from chatforge.tokenizer_client import TokenizerClient
+from chatforge.v1 import tokenizer_pb2 as pb
+from chatforge.v1 import tokenizer_pb2_grpc as pb_grpc
 from tests.tokenizer_svc.conftest import make_settings
 
 
@@ -41,12 +47,6 @@ def test_reflection_lists_and_describes_the_service(channel):
 
 def test_graceful_shutdown_finishes_in_flight_stream(store_root, tiny_tokenizer):
     """Stopping with a grace period lets an open stream finish; health says NOT_SERVING meanwhile."""
-    import queue
-    import threading
-
-    from chatforge.v1 import tokenizer_pb2 as pb
-    from chatforge.v1 import tokenizer_pb2_grpc as pb_grpc
-
     srv = TokenizerServer(make_settings(store_root))
     pending: queue.SimpleQueue = queue.SimpleQueue()
     with grpc.insecure_channel(srv.address) as ch:
@@ -78,10 +78,6 @@ def test_graceful_shutdown_finishes_in_flight_stream(store_root, tiny_tokenizer)
 
 def test_drain_keeps_answering_while_not_serving(store_root):
     """During drain_s a load balancer sees NOT_SERVING while requests still succeed."""
-    import threading
-
-    from chatforge.tokenizer_client import TokenizerClient
-
     srv = TokenizerServer(make_settings(store_root, drain_s=2.0))
     with grpc.insecure_channel(srv.address) as ch, TokenizerClient(srv.address) as client:
         health = health_pb2_grpc.HealthStub(ch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tokenizer_svc.server import ServerError, TokenizerServer
 
 from chatforge.tokenizer_client import TokenizerServiceError
@@ -38,8 +39,6 @@ def test_requests_latency_and_tokens_are_counted(server, client, tiny_tokenizer)
 
 
 def test_health_checks_are_not_counted_as_tokenizer_requests(server, channel):
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     methods = {
         dict(labels)["method"]

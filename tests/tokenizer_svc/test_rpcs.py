@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import queue
+import time
+
 from chatforge.chat import render_conversation, render_for_completion
 from chatforge.tokenizer import SPECIAL_TOKENS
+from chatforge.tokenizer_client import conversation_to_proto
 from chatforge.v1 import tokenizer_pb2 as pb
+from tests.tokenizer_svc.conftest import requests_total
 
 TEXTS = [
     "Hello world, the model learns.",
@@ -69,8 +74,6 @@ def test_render_conversation_with_loss_mask(client, tiny_tokenizer):
 
 
 def test_render_without_mask_and_truncated(stub, tiny_tokenizer):
-    from chatforge.tokenizer_client import conversation_to_proto
-
     conversation = {"messages": CONVERSATION["messages"][:3]}
     full = render_conversation(tiny_tokenizer, conversation)
     request = pb.RenderConversationRequest(conversation=conversation_to_proto(conversation))
@@ -117,3 +120,17 @@ def test_decode_stream_answers_each_request_and_flushes(stub, tiny_tokenizer):
     # A stream that ends mid-character gets the held-back bytes as U+FFFD in the final response.
     responses = list(stub.DecodeStream(iter([pb.DecodeStreamRequest(ids=emoji[:1])]), timeout=10))
     assert [(r.text, r.final) for r in responses] == [("", False), ("\ufffd", True)]
+
+
+def test_abandoned_decode_stream_is_cancelled_on_the_server(server, client, tiny_tokenizer):
+    before = requests_total(server.metrics_port, "DecodeStream", "CANCELLED")
+    pending: queue.SimpleQueue = queue.SimpleQueue()  # ids arriving from a model, as in the gateway
+    stream = client.decode_stream(iter(pending.get, None))
+    pending.put(tiny_tokenizer.encode("one"))
+    assert next(stream) == "one"
+    stream.close()  # the caller stops reading, e.g. its HTTP client disconnected
+    pending.put(None)  # release gRPC's request-reading thread
+    deadline = time.monotonic() + 5
+    while requests_total(server.metrics_port, "DecodeStream", "CANCELLED") == before:
+        assert time.monotonic() < deadline, "the server never saw the stream end"
+        time.sleep(0.05)
