@@ -1,0 +1,135 @@
+"""The app factory: wire the parts from Settings (or take them injected), mount routes and web/.
+
+`build_state` makes every part from Settings: Redis, keys, limits, the tokenizer codec, the
+inference client, the job backend. Tests inject their own parts through `create_app(state=...)`:
+real ones built differently (an engine on a tiny checkpoint, a tokenizer service on port 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from chatforge.artifacts import ArtifactStore
+from chatforge.redisconn import connect
+from gateway import errors
+from gateway.admission import Admission
+from gateway.auth import KeyStore
+from gateway.codec import TextCodec
+from gateway.conversations import ConversationLimits, ConversationStore
+from gateway.inference import InferenceClient
+from gateway.jobs.backend import JobBackend
+from gateway.jobs.service import JobEnv, JobService
+from gateway.jobs.store import JobStore
+from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.ratelimit import RateLimiter
+from gateway.routes import admin, chat, conversations, health, jobs, models
+from gateway.settings import Settings
+from gateway.state import GatewayState
+
+log = logging.getLogger(__name__)
+JOB_POLL_S = 2.0  # how often unfinished jobs are reconciled with the backend
+
+
+def build_state(
+    settings: Settings,
+    *,
+    codec: TextCodec,
+    inference: InferenceClient,
+    backend: JobBackend,
+    redis: object = None,
+) -> GatewayState:
+    """The gateway's parts around the given codec, inference client and job backend."""
+    redis = redis if redis is not None else connect(settings.redis_url or None)
+    store = ArtifactStore.from_env(settings.artifacts_root)
+    redis_url = settings.redis_url or _redis_url(redis)
+    return GatewayState(
+        settings=settings,
+        redis=redis,
+        store=store,
+        keys=KeyStore(redis, settings.key_pepper),
+        limiter=RateLimiter(redis),
+        admission=Admission(
+            settings.max_concurrent_generations, settings.max_queued_generations, settings.queue_timeout_s
+        ),
+        codec=codec,
+        inference=inference,
+        jobs=JobService(
+            JobStore(redis, ttl_s=settings.job_ttl_s, max_jobs=settings.max_jobs_listed),
+            backend,
+            command=settings.job_command,
+            env=JobEnv(redis_url, str(store.root)),
+            artifacts=store,
+        ),
+        conversations=ConversationStore(
+            redis, ConversationLimits(settings.conversation_ttl_s, settings.max_conversations_per_key)
+        ),
+        metrics=GatewayMetrics(),
+    )
+
+
+def create_app(state: GatewayState, *, close_parts: bool = True) -> FastAPI:
+    """The FastAPI app over `state`; with `close_parts` it closes codec, inference and backend at exit."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not state.settings.auth_required:
+            log.warning(
+                "API keys are OFF: bound to %s (loopback), every caller is 'local' with chat and admin scopes",
+                state.settings.host,
+            )
+        changed = await asyncio.to_thread(state.jobs.reconcile)
+        if changed:
+            log.info("reconciled %d job(s) with the %s backend", changed, state.jobs.backend.name)
+        watcher = asyncio.create_task(state.jobs.watch(JOB_POLL_S, _set_job_gauges(state)))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if close_parts:
+                await state.inference.close()
+                await state.codec.close()
+                state.jobs.backend.close()
+
+    app = FastAPI(
+        title="chatforge gateway",
+        version="0.1.0",
+        description="OpenAI-compatible chat, training jobs, models and deployments.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = state
+    errors.install(app)
+    for module in (chat, models, conversations, jobs, admin, health):
+        app.include_router(module.router)
+    web = Path(state.settings.web_dir)
+    if web.is_dir() and (web / "index.html").is_file():
+        # Mounted last: every API route matches first, the UI gets the rest.
+        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+    app.add_middleware(MetricsMiddleware, metrics=lambda: state.metrics)
+    return app
+
+
+def _set_job_gauges(state: GatewayState):  # type: ignore[no-untyped-def]
+    def set_counts(counts: dict[str, int]) -> None:
+        for job_state, n in counts.items():
+            state.metrics.jobs.labels(job_state).set(n)
+
+    return set_counts
+
+
+def _redis_url(redis: object) -> str:
+    """The URL a job's processes use to reach the same Redis (a unix socket for the embedded one)."""
+    kwargs = getattr(getattr(redis, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    if "host" in kwargs:
+        return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    return ""

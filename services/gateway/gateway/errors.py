@@ -1,0 +1,128 @@
+"""Errors as the API shows them: OpenAI-shaped bodies, one place that maps exceptions to statuses.
+
+Every error response is `{"error": {"message", "type", "param", "code"}}`. Route code raises
+`APIError` (or a library's own exception listed in `_MAPPED`); `install` turns each into its status.
+A bug still answers 500, but with a generic message: stack traces go to the log, never to clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chatforge.artifacts import ArtifactError
+from chatforge.chat import ConversationError, ConversationTooLong
+
+log = logging.getLogger(__name__)
+
+# status -> OpenAI error type
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+class APIError(Exception):
+    """An error meant for the client: its status, message, and the request field it is about."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    @property
+    def type(self) -> str:
+        return _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def from_exception(e: BaseException) -> APIError:
+    """The APIError a known exception stands for; a generic 500 for anything else (a bug)."""
+    if isinstance(e, APIError):
+        return e
+    if isinstance(e, ConversationTooLong):
+        return APIError(400, str(e), param="messages", code="context_length_exceeded")
+    if isinstance(e, ConversationError):
+        return APIError(400, str(e), param="messages", code="invalid_messages")
+    if isinstance(e, ArtifactError):
+        return APIError(404, str(e), code="not_found")
+    return APIError(500, "internal error: the gateway logged the details", code="internal_error")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into an OpenAI-shaped JSON error."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError) -> JSONResponse:
+        return respond(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
+        return respond(validation_error(e.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        message = e.detail if isinstance(e.detail, str) else "request failed"
+        if e.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}"
+        elif e.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        return respond(APIError(e.status_code, message, headers=dict(e.headers or {})))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception) -> JSONResponse:
+        mapped = from_exception(e)
+        if mapped.status >= 500:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return respond(mapped)
+
+
+def respond(e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+def validation_error(errors: Any) -> APIError:
+    """A 400 for the first problem pydantic found, naming the field as OpenAI does (`messages.0.role`)."""
+    errors = list(errors)
+    if not errors:
+        return APIError(400, "invalid request body")
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return APIError(400, "request body is not valid JSON", code="invalid_json")
+    if first.get("type") == "missing" and not loc:
+        return APIError(400, "request body is missing", code="missing_body")
+    message = first.get("msg", "invalid value")
+    where = f"{param}: " if param else ""
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return APIError(400, f"{where}{message}{more}", param=param, code="invalid_value")

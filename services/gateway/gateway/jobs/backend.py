@@ -1,0 +1,34 @@
+"""What the job service needs of a backend: submit, poll, stop, logs. Errors are `BackendError`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.jobs.spec import JobRecord
+
+
+class BackendError(RuntimeError):
+    """The backend refused or could not be reached; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    state: str  # one of spec.STATES
+    message: str = ""
+
+
+class JobBackend(Protocol):
+    name: str
+
+    def submit(self, record: JobRecord, env: dict[str, str]) -> str:
+        """Start the job; returns the backend's reference for it (submission id, object name)."""
+        ...
+
+    def status(self, record: JobRecord) -> BackendStatus: ...
+
+    def stop(self, record: JobRecord) -> None: ...
+
+    def logs(self, record: JobRecord) -> str: ...
+
+    def close(self) -> None: ...

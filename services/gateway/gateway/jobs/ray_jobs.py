@@ -1,0 +1,89 @@
+"""Jobs on a Ray cluster through the Ray Jobs API (`JobSubmissionClient`, the dashboard's REST API).
+
+`local`: a Ray instance on this machine, on loopback (started here through `chatforge.raylocal`
+with its dashboard when no address is given); `ray`: a remote cluster's dashboard address.
+The submission id is the gateway's job id, so a restarted gateway finds its jobs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any
+
+from gateway.jobs.backend import BackendError, BackendStatus
+from gateway.jobs.spec import JobRecord
+
+log = logging.getLogger(__name__)
+
+# Ray's JobStatus values -> the jobs API's states.
+_STATES = {
+    "PENDING": "queued",
+    "RUNNING": "running",
+    "SUCCEEDED": "succeeded",
+    "FAILED": "failed",
+    "STOPPED": "cancelled",
+}
+
+
+class RayJobsBackend:
+    def __init__(self, address: str, *, name: str = "ray"):
+        from ray.job_submission import JobSubmissionClient
+
+        self.name = name
+        self.address = address
+        self._owns_ray = False  # set when this backend started the Ray instance it talks to
+        try:
+            self._client = JobSubmissionClient(address)
+        except Exception as e:  # ray raises ConnectionError or RuntimeError depending on the failure
+            raise BackendError(f"cannot reach the Ray Jobs API at {address}: {e}") from None
+
+    @classmethod
+    def start_local(cls, temp_dir: str) -> RayJobsBackend:
+        """Start a Ray head with its dashboard on 127.0.0.1 and connect to its Jobs API."""
+        from chatforge.raylocal import init_local_ray
+
+        temp = temp_dir or tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp")
+        context = init_local_ray(temp, include_dashboard=True, dashboard_host="127.0.0.1")
+        url = context.dashboard_url
+        log.info("local Ray started for jobs; dashboard on %s", url)
+        backend = cls(url if url.startswith("http") else f"http://{url}", name="local")
+        backend._owns_ray = True
+        return backend
+
+    def submit(self, record: JobRecord, env: dict[str, str]) -> str:
+        try:
+            return self._client.submit_job(
+                entrypoint=record.entrypoint,
+                submission_id=record.id,
+                runtime_env={"env_vars": env},
+                metadata={"chatforge_job": record.id, "stage": record.stage, "run": record.run},
+            )
+        except Exception as e:
+            raise BackendError(f"Ray refused the job: {e}") from None
+
+    def status(self, record: JobRecord) -> BackendStatus:
+        try:
+            info: Any = self._client.get_job_info(record.backend_ref or record.id)
+        except Exception as e:
+            raise BackendError(f"cannot read job {record.id} from Ray: {e}") from None
+        state = _STATES.get(str(getattr(info.status, "value", info.status)), "queued")
+        return BackendStatus(state, info.message or "")
+
+    def stop(self, record: JobRecord) -> None:
+        try:
+            self._client.stop_job(record.backend_ref or record.id)
+        except Exception as e:
+            raise BackendError(f"Ray could not stop job {record.id}: {e}") from None
+
+    def logs(self, record: JobRecord) -> str:
+        try:
+            return self._client.get_job_logs(record.backend_ref or record.id)
+        except Exception as e:
+            raise BackendError(f"cannot read the logs of job {record.id} from Ray: {e}") from None
+
+    def close(self) -> None:
+        if self._owns_ray:
+            import ray
+
+            ray.shutdown()

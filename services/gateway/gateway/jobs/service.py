@@ -1,0 +1,165 @@
+"""The jobs API's logic: submit to the backend, keep records in Redis, follow and cancel jobs.
+
+Records are the source of truth for the API and survive a gateway restart; the backend is the
+source of truth for a job's state. `reconcile` asks the backend about every unfinished job (at start
+and then every few seconds), so a gateway that was down while a job ran reports it correctly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from chatforge.artifacts import ArtifactStore
+from gateway import redis_keys
+from gateway.errors import APIError
+from gateway.jobs.backend import BackendError, JobBackend
+from gateway.jobs.spec import STATES, JobRecord, JobRequest, entrypoint, new_job_id
+from gateway.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    """What a job's processes need to find the shared services."""
+
+    redis_url: str
+    artifacts_root: str
+
+    def as_dict(self) -> dict[str, str]:
+        env = {"CHATFORGE_ARTIFACTS": self.artifacts_root}
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        return env
+
+
+class JobService:
+    def __init__(
+        self, store: JobStore, backend: JobBackend, *, command: str, env: JobEnv, artifacts: ArtifactStore
+    ):
+        self.store = store
+        self.backend = backend
+        self.command = command
+        self.env = env
+        self.artifacts = artifacts
+
+    def submit(self, request: JobRequest, owner: str) -> JobRecord:
+        job_id = new_job_id()
+        record = JobRecord(
+            id=job_id, stage=request.stage, run=request.run, config=dict(request.config),
+            backend=self.backend.name, entrypoint=entrypoint(self.command, request, job_id), owner=owner,
+        )  # fmt: skip
+        self.store.put(record)  # first, so a crash between the two leaves a visible failed job
+        try:
+            record.backend_ref = self.backend.submit(record, self.env.as_dict())
+        except BackendError as e:
+            record.state, record.message, record.finished = "failed", str(e), time.time()
+            self.store.put(record)
+            raise APIError(502, f"the job backend refused the job: {e}", code="backend_error") from None
+        self.store.put(record)
+        log.info("job %s submitted to %s: %s", job_id, self.backend.name, record.entrypoint)
+        return record
+
+    def get(self, job_id: str, *, refresh: bool = True) -> JobRecord:
+        record = self.store.get(job_id)
+        if record is None:
+            raise APIError(404, f"no job {job_id!r}", param="job_id", code="job_not_found")
+        if refresh and not record.terminal:
+            record = self._refresh(record)
+        return record
+
+    def list(self, limit: int) -> list[JobRecord]:
+        return self.store.list(limit)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        record = self.get(job_id)
+        if record.terminal:
+            raise APIError(409, f"job {job_id} already ended ({record.state})", code="job_finished")
+        try:
+            self.backend.stop(record)
+        except BackendError as e:
+            raise APIError(502, str(e), code="backend_error") from None
+        record.state, record.message, record.finished = "cancelled", "cancelled through the API", time.time()
+        self.store.put(record)
+        return record
+
+    def logs(self, job_id: str) -> str:
+        record = self.get(job_id, refresh=False)
+        try:
+            return self.backend.logs(record)
+        except BackendError as e:
+            raise APIError(502, str(e), code="backend_error") from None
+
+    def artifacts_of(self, job_id: str) -> list[dict[str, Any]]:
+        """The checkpoints the job's run has in the artifact store (by stage, newest last)."""
+        record = self.get(job_id, refresh=False)
+        from chatforge.checkpoint import read_meta
+
+        out = []
+        for name, path in self.artifacts.checkpoints():
+            if name.split("/")[0] != record.run:
+                continue
+            meta = read_meta(path)
+            out.append({"name": name, "step": meta.get("step"), "metrics": meta.get("metrics", {})})
+        return out
+
+    def reconcile(self) -> int:
+        """Bring every unfinished record in line with the backend; returns how many changed."""
+        changed = 0
+        for record in self.store.list(self.store.max_jobs):
+            if record.terminal:
+                continue
+            before = record.state
+            record = self._refresh(record)
+            changed += record.state != before
+        return changed
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(r.state for r in self.store.list(self.store.max_jobs))
+        return {state: counts.get(state, 0) for state in STATES}
+
+    def read_events(self, job_id: str, after: str, block_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """Events after stream id `after` ("0": from the start), waiting up to `block_ms` for new ones."""
+        reply = self.store.redis.xread({redis_keys.job_events(job_id): after}, count=100, block=block_ms)
+        events = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                try:
+                    data = json.loads(fields.get("data", "{}"))
+                except json.JSONDecodeError:
+                    data = {"raw": fields.get("data")}
+                events.append((entry_id, {"type": fields.get("type", "event"), **data}))
+        return events
+
+    def _refresh(self, record: JobRecord) -> JobRecord:
+        try:
+            status = self.backend.status(record)
+        except BackendError as e:
+            log.warning("job %s: %s", record.id, e)
+            return record
+        if status.state == record.state:
+            return record
+        record.state, record.message = status.state, status.message or record.message
+        if status.state == "running" and record.started is None:
+            record.started = time.time()
+        if record.terminal:
+            record.finished = time.time()
+        self.store.put(record)
+        return record
+
+    async def watch(self, interval_s: float, on_counts: Any = None) -> None:
+        """Reconcile forever (a background task of the app); `on_counts` receives jobs by state."""
+        while True:
+            try:
+                await asyncio.to_thread(self.reconcile)
+                if on_counts is not None:
+                    on_counts(await asyncio.to_thread(self.counts))
+            except Exception:  # a Redis or backend hiccup must not end the watcher
+                log.exception("job reconcile failed; retrying")
+            await asyncio.sleep(interval_s)

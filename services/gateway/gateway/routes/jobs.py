@@ -1,0 +1,83 @@
+"""The jobs API: submit, list, get, cancel, follow events (SSE), logs and artifacts. Admin only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import PlainTextResponse
+
+from gateway.auth import AdminCaller
+from gateway.jobs.spec import JobRequest
+from gateway.sse import SSEResponse
+from gateway.state import State
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post("/v1/jobs", status_code=201)
+def submit_job(body: JobRequest, state: State, caller: AdminCaller) -> dict[str, Any]:
+    return state.jobs.submit(body, caller.key_id).to_api()
+
+
+@router.get("/v1/jobs")
+def list_jobs(state: State, caller: AdminCaller, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    return {"object": "list", "data": [r.to_api() for r in state.jobs.list(limit)]}
+
+
+@router.get("/v1/jobs/{job_id}")
+def get_job(job_id: str, state: State, caller: AdminCaller) -> dict[str, Any]:
+    return state.jobs.get(job_id).to_api()
+
+
+@router.post("/v1/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, state: State, caller: AdminCaller) -> dict[str, Any]:
+    return state.jobs.cancel(job_id).to_api()
+
+
+@router.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
+def job_logs(job_id: str, state: State, caller: AdminCaller) -> str:
+    return state.jobs.logs(job_id)
+
+
+@router.get("/v1/jobs/{job_id}/artifacts")
+def job_artifacts(job_id: str, state: State, caller: AdminCaller) -> dict[str, Any]:
+    return {"object": "list", "data": state.jobs.artifacts_of(job_id)}
+
+
+@router.get("/v1/jobs/{job_id}/events", response_model=None)
+async def job_events(
+    job_id: str,
+    state: State,
+    caller: AdminCaller,
+    after: str = Query("0", pattern=r"^\d+(-\d+)?$", description="stream id to continue after"),
+    last_event_id: str | None = Header(None, pattern=r"^\d+(-\d+)?$"),
+) -> SSEResponse:
+    """Progress events live from the job's Redis stream, then a final `state` event when it ends."""
+    await asyncio.to_thread(state.jobs.get, job_id)  # 404 before the stream starts
+    return SSEResponse(_follow(state, job_id, last_event_id or after))
+
+
+async def _follow(state: Any, job_id: str, after: str) -> AsyncGenerator[bytes, None]:
+    jobs = state.jobs
+    last_state = ""
+    while True:
+        events = await asyncio.to_thread(jobs.read_events, job_id, after, 500)
+        for entry_id, data in events:
+            after = entry_id
+            yield _sse(data, entry_id)
+        record = await asyncio.to_thread(jobs.get, job_id)
+        if record.state != last_state:
+            last_state = record.state
+            yield _sse({"type": "state", "state": record.state, "message": record.message}, None)
+        if record.terminal and not events:
+            yield b"event: end\ndata: {}\n\n"
+            return
+
+
+def _sse(data: dict[str, Any], entry_id: str | None) -> bytes:
+    head = f"id: {entry_id}\n" if entry_id else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()

@@ -1,0 +1,63 @@
+"""Building the real parts from Settings: the codec, the inference client and the job backend.
+
+Local mode loads the tokenizer and the engine into this process (one machine); remote mode talks to
+the tokenizer service over gRPC and to the Ray Serve app over HTTP (the gateway image).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from chatforge.artifacts import ArtifactStore
+from gateway.codec import LocalCodec, TextCodec, connect_grpc
+from gateway.inference import InferenceClient
+from gateway.jobs.backend import JobBackend
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def build_codec(settings: Settings) -> TextCodec:
+    if settings.mode == "remote":
+        return await connect_grpc(settings.tokenizer_target, wait_s=30.0)
+    from chatforge.tokenizer import Tokenizer
+
+    store = ArtifactStore.from_env(settings.artifacts_root)
+    return LocalCodec(Tokenizer.load(store.find_tokenizer(settings.tokenizer_name)))
+
+
+async def build_inference(settings: Settings) -> InferenceClient:
+    if settings.mode == "remote":
+        from gateway.inference import InferenceUnavailable
+        from gateway.remote_inference import RemoteInference
+
+        remote = RemoteInference(
+            settings.inference_url, model_id=settings.model_id, ray_address=settings.serve_ray_address
+        )
+        try:
+            await remote.refresh()
+        except InferenceUnavailable as e:
+            log.warning("%s: chat answers 503 until it does", e)
+        return remote
+    from gateway.local_inference import LocalInference
+
+    inference = LocalInference(model_id=settings.model_id, artifacts_root=settings.artifacts_root)
+    if settings.checkpoint:
+        await inference.deploy(settings.checkpoint)
+    else:
+        log.warning(
+            "no checkpoint given (CHATFORGE_GATEWAY_CHECKPOINT): chat answers 503 until one is deployed"
+        )
+    return inference
+
+
+def build_backend(settings: Settings) -> JobBackend:
+    if settings.job_backend == "kuberay":
+        from gateway.jobs.kuberay import KubeRayBackend
+
+        return KubeRayBackend(settings)
+    from gateway.jobs.ray_jobs import RayJobsBackend
+
+    if settings.ray_address:
+        return RayJobsBackend(settings.ray_address, name=settings.job_backend)
+    return RayJobsBackend.start_local(settings.ray_temp_dir)

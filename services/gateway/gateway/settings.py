@@ -1,0 +1,132 @@
+"""The gateway's one Settings object, read from the environment and validated at start.
+
+Every field is `CHATFORGE_GATEWAY_<FIELD>` in the environment (e.g. `CHATFORGE_GATEWAY_PORT`), except
+the artifact store's root (`CHATFORGE_ARTIFACTS`) and Redis (`REDIS_URL`), which every chatforge
+process shares. The CLI's flags override the environment; the defaults live here only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatforge.artifacts import DEFAULT_ROOT
+
+ENV_PREFIX = "CHATFORGE_GATEWAY_"
+DEV_PEPPER = "chatforge-dev-pepper"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot run; the message names the environment variable to fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # --- listening ---------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", min_length=1, description="a pod sets 0.0.0.0")
+    port: int = Field(default=8000, ge=0, le=65535)
+    web_dir: str = Field(default="web", description="static UI served at / when the folder exists")
+
+    # --- where the other services are -------------------------------------------------------
+    artifacts_root: str = Field(
+        default=DEFAULT_ROOT, validation_alias=AliasChoices("artifacts_root", "CHATFORGE_ARTIFACTS")
+    )
+    redis_url: str = Field(
+        default="", validation_alias=AliasChoices("redis_url", "REDIS_URL"), description="empty: embedded"
+    )
+    # "local": tokenizer and engine in this process (one machine); "remote": the gRPC tokenizer
+    # service and the Ray Serve inference app.
+    mode: Literal["local", "remote"] = "local"
+    tokenizer_target: str = "127.0.0.1:50051"
+    tokenizer_name: str = Field(default="default", description="local mode: tokenizer in the artifact store")
+    inference_url: str = Field(default="http://127.0.0.1:8001", description="remote mode: the Serve app")
+    serve_ray_address: str = Field(
+        default="", description="remote mode: Ray client address (ray://head:10001) for deployments"
+    )
+    checkpoint: str = Field(default="", description="local mode: checkpoint served at start (run/stage)")
+    model_id: str = Field(default="chatforge", min_length=1, max_length=128)
+
+    # --- auth ------------------------------------------------------------------------------
+    # "auto": keys required unless bound to loopback; "required"/"off" force it either way.
+    auth: Literal["auto", "required", "off"] = "auto"
+    # Mixed into every key hash so a leaked Redis dump cannot be checked against guessed keys.
+    key_pepper: str = Field(default=DEV_PEPPER, min_length=8)
+
+    # --- limits ------------------------------------------------------------------------------
+    rate_requests_per_min: float = Field(default=120.0, gt=0, description="per key, bucket refill")
+    rate_request_burst: int = Field(default=30, ge=1)
+    rate_tokens_per_min: float = Field(default=200_000.0, gt=0, description="prompt + max_tokens")
+    rate_token_burst: int = Field(default=50_000, ge=1)
+    max_messages: int = Field(default=256, ge=1)
+    max_message_chars: int = Field(default=64_000, ge=1)
+    max_total_chars: int = Field(default=256_000, ge=1)
+    max_tokens_limit: int = Field(default=4096, ge=1, description="largest max_tokens a request may ask")
+    max_n: int = Field(default=4, ge=1, description="largest n (choices) per request")
+    # Generations in flight and waiting; past both a request gets 503 at once instead of hanging.
+    max_concurrent_generations: int = Field(default=128, ge=1)
+    max_queued_generations: int = Field(default=256, ge=0)
+    queue_timeout_s: float = Field(default=30.0, gt=0)
+
+    # --- conversations -----------------------------------------------------------------------
+    conversation_ttl_s: int = Field(default=30 * 86400, ge=60)
+    max_conversations_per_key: int = Field(default=500, ge=1)
+
+    # --- jobs --------------------------------------------------------------------------------
+    job_backend: Literal["local", "ray", "kuberay"] = "local"
+    ray_address: str = Field(default="", description="ray: the cluster's dashboard URL (http://host:8265)")
+    ray_temp_dir: str = Field(default="/tmp/chatforge-ray", max_length=60)
+    job_command: str = Field(default="chatforge train", description="what a job runs; stage and flags follow")
+    job_ttl_s: int = Field(default=30 * 86400, ge=60, description="finished job records expire after this")
+    max_jobs_listed: int = Field(default=1000, ge=1, description="cap on the job index")
+    kube_namespace: str = "chatforge"
+    kube_image: str = "chatforge/trainer:latest"
+    kube_ray_version: str = "2.40.0"
+    kube_gpu_workers: int = Field(default=1, ge=0)
+    kube_gpus_per_worker: int = Field(default=1, ge=0)
+    kube_worker_cpus: str = "8"
+    kube_worker_memory: str = "32Gi"
+    kube_ttl_after_finished_s: int = Field(default=3600, ge=0)
+    kube_active_deadline_s: int = Field(default=7 * 86400, ge=1)
+    kube_config: str = Field(default="", description="kubeconfig path; empty: in-cluster config")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.job_backend == "ray" and not self.ray_address:
+            raise ValueError("job_backend 'ray' needs ray_address (CHATFORGE_GATEWAY_RAY_ADDRESS)")
+        if self.auth_required and self.key_pepper == DEV_PEPPER:
+            raise ValueError(
+                "API keys are required here but the key pepper is the development default: "
+                "set CHATFORGE_GATEWAY_KEY_PEPPER to a secret"
+            )
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth == "required" or (self.auth == "auto" and not self.loopback)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, explicit `overrides` (CLI flags, tests) winning; None means unset."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            env = {"artifacts_root": "CHATFORGE_ARTIFACTS", "redis_url": "REDIS_URL"}.get(
+                field, ENV_PREFIX + field.upper() if field else "settings"
+            )
+            problems.append(f"{env}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid gateway settings:\n  " + "\n  ".join(problems)) from None
