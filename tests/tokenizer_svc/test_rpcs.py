@@ -5,6 +5,9 @@ from __future__ import annotations
 import queue
 import time
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from chatforge.chat import render_conversation, render_for_completion
 from chatforge.tokenizer import SPECIAL_TOKENS
 from chatforge.tokenizer_client import conversation_to_proto
@@ -134,3 +137,18 @@ def test_abandoned_decode_stream_is_cancelled_on_the_server(server, client, tiny
     while requests_total(server.metrics_port, "DecodeStream", "CANCELLED") == before:
         assert time.monotonic() < deadline, "the server never saw the stream end"
         time.sleep(0.05)
+
+
+# Any text the wire can carry (no lone surrogates: protobuf strings are UTF-8), emoji and CJK included.
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60) | st.sampled_from(TEXTS)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_TEXT, cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6))
+def test_stream_decode_of_any_text_and_chunking(client, tiny_tokenizer, text, cuts):
+    ids = client.encode(text)
+    assert ids == tiny_tokenizer.encode(text)
+    bounds = sorted({0, len(ids), *(c % (len(ids) + 1) for c in cuts)})
+    chunks = [ids[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    # A character split across a chunk boundary would surface as U+FFFD and break the equality.
+    assert "".join(client.decode_stream(chunks)) == text
