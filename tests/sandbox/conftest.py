@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sandbox.executor import SandboxExecutor
 from sandbox.isolation import SandboxUnavailable
-from sandbox.process import live_pids_of
+from sandbox.process import pids_of
 from sandbox.settings import Settings
 
 from chatforge.sandbox_client import SandboxClient
@@ -34,8 +34,8 @@ def namespaces_executor(**overrides: object) -> SandboxExecutor:
 
 
 def leftover_pids(slots: int = SERVICE_SLOTS) -> list[int]:
-    """Live processes owned by any run slot's uid (root only: slot uids exist only then)."""
-    return [pid for uid in range(UID_BASE, UID_BASE + slots) for pid in live_pids_of(uid)]
+    """Processes, zombies included, owned by any run slot's uid (root only: slot uids exist only then)."""
+    return [pid for uid in range(UID_BASE, UID_BASE + slots) for pid, _ in pids_of(uid)]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ isolation (see isolation.py), capped collection (process.py), then one outcome.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 
@@ -15,7 +16,7 @@ from chatforge.tools import Outcome, ToolLimits, ToolResult
 
 from .admission import Busy, Reservation, SlotPool
 from .isolation import Isolation, detect_isolation, prepare
-from .process import RawRun, run_capped
+from .process import RawRun, become_subreaper, run_capped
 from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ class SandboxExecutor:
 
     def __init__(self, settings: Settings | None = None, isolation: Isolation | None = None) -> None:
         self.settings = settings or load_settings()
+        if os.geteuid() == 0:
+            become_subreaper()  # before the probe run: its leftovers must be ours to reap
         self.isolation = isolation or detect_isolation(self.settings)
         self.pool = SlotPool(self.settings.max_concurrent, self.settings.max_queue)
 

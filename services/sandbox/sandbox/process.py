@@ -8,6 +8,7 @@ so nothing a snippet started outlives its run, even if it left the process group
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import selectors
@@ -26,6 +27,7 @@ _READ_CHUNK_BYTES = 65_536
 # After the main process exits, how long to keep reading pipes a leftover child may hold open.
 _EXIT_DRAIN_S = 0.1
 _POLL_S = 0.05
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True)
@@ -115,24 +117,16 @@ def _exited(pid: int) -> bool:
 
 
 def _stop_tree(proc: subprocess.Popen[bytes], uid: int | None) -> None:
-    """Kill everything the run started, then reap the launcher.
-
-    With a per-run uid, the run's own processes go first and the launcher is spared: under
-    bubblewrap the launcher then sees its child (the sandbox's pid 1) die, reaps it and exits, so no
-    zombie is orphaned to the host's init (zombies count against the uid's RLIMIT_NPROC until
-    reaped). The process group is killed last, while the unreaped launcher still holds its id."""
-    if uid is not None:
-        kill_uid(uid, spare=proc.pid)
-        try:
-            proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass
-    if proc.returncode is None:
+    """Kill everything the run started and reap it. The process group goes first, while the
+    unreaped launcher still holds its id; then, with a per-run uid, whatever is left of that uid."""
+    if not _exited(proc.pid):
         _kill_group(proc.pid)
     proc.wait()
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()
     proc.stderr.close()
+    if uid is not None:
+        clear_uid(uid)
 
 
 def _kill_group(pgid: int) -> None:
@@ -142,22 +136,38 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def kill_uid(uid: int, spare: int | None = None, wait_s: float = 2.0) -> bool:
-    """SIGKILL every running process whose real uid is `uid` except `spare`, repeating until none is
-    left (forks race us). False, with a warning, if some still run after `wait_s`."""
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (PR_SET_CHILD_SUBREAPER) so `clear_uid` can reap them.
+
+    bubblewrap's launcher exits as soon as the snippet does, orphaning the sandbox's pid 1, and a
+    weak-mode snippet can daemonize. Left to the host's init they linger as zombies (forever when
+    the service is pid 1 of its container), and zombies count against the uid's RLIMIT_NPROC,
+    so the slot's later runs could not start. Other orphans adopted this way stay unreaped; the
+    sandbox service starts none."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def clear_uid(uid: int, wait_s: float = 2.0) -> bool:
+    """SIGKILL every process whose real uid is `uid` and reap those adopted by us, repeating until
+    none is left (forks race us). False, with a warning, if some remain after `wait_s`."""
     deadline = time.monotonic() + wait_s
     while True:
-        pids = [pid for pid in live_pids_of(uid) if pid != spare]
-        if not pids:
+        procs = pids_of(uid)
+        if not procs:
             return True
         if time.monotonic() > deadline:
-            log.warning("uid %d still has running processes %s after SIGKILL", uid, pids)
+            log.warning("uid %d still has processes %s after SIGKILL", uid, procs)
             return False
-        for pid in pids:
+        for pid, zombie in procs:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+                if zombie:
+                    os.waitpid(pid, os.WNOHANG)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except (ChildProcessError, ProcessLookupError, PermissionError):
+                pass  # not our child (its own parent reaps it) or already gone
         time.sleep(0.002)
 
 
