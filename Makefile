@@ -58,7 +58,7 @@ proto: venv
 proto-check: venv
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && $(call PROTOC,$$tmp) && \
 	  diff -r -x __init__.py -x __pycache__ "$$tmp/chatforge/v1" chatforge/v1 >/dev/null || \
-	  { echo "gRPC stubs in chatforge/v1 are stale: run 'make proto' and commit them"; exit 1; }
+	  { echo "gRPC stubs in chatforge/v1 are stale (or protoc failed): run 'make proto' and commit them"; exit 1; }
 
 test-fast: venv data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
