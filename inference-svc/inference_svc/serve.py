@@ -206,3 +206,24 @@ def build_app(config: ServeConfig) -> Any:
         user_config={"checkpoint": config.checkpoint},
     )
     return deployment.bind(config)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Entry point for Serve config files (KubeRay's RayService `serveConfigV2`):
+    `import_path: inference_svc.serve:app_builder` with `args: {checkpoint: run/sft, ...}`."""
+    known = {"checkpoint", "artifacts_root", "tokenizer", "device", "sandbox_url", "num_blocks"}
+    known |= {"min_replicas", "max_replicas", "target_ongoing_requests", "num_cpus", "num_gpus"}
+    unknown = set(args) - known
+    if unknown or "checkpoint" not in args:
+        raise ValueError(
+            f"app args need 'checkpoint' and take only {sorted(known)}; got unknown {sorted(unknown)}"
+        )
+    ints = {"min_replicas", "max_replicas", "target_ongoing_requests"}
+    floats = {"num_cpus", "num_gpus"}
+    options = {
+        k: int(v) if k in ints else float(v) if k in floats else v
+        for k, v in args.items()
+        if k != "num_blocks"
+    }
+    engine = EngineConfig(num_blocks=int(args["num_blocks"]) if args.get("num_blocks") else None)
+    return build_app(ServeConfig(engine=engine, **options))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 
 import httpx
@@ -128,6 +130,13 @@ def test_serve_app_streams_reports_and_switches_checkpoints(artifacts, tiny_toke
                 }
                 assert samples["chatforge_inference_generation_tokens_total"] >= 12 + 1 + 12
                 assert samples["chatforge_inference_time_to_first_token_seconds_count"] == 3
+
+                # `chatforge chat --url` against the running app.
+                done = subprocess.run(
+                    [sys.executable, "-m", "chatforge.cli", "chat", "--url", base, "--prompt", "hi", "--max-tokens", "5"],
+                    capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                assert done.returncode == 0 and done.stdout.strip(), done.stderr
 
                 # Switch weights in place: same cluster, same app, the other model's answers.
                 info = handle.switch_checkpoint.remote("demo2/sft").result()

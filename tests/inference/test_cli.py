@@ -1,0 +1,91 @@
+"""`chatforge chat` against a tiny local checkpoint: one-shot in a real subprocess, multi-turn in process."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+from inference_svc.cli import _local, chat_loop
+
+from chatforge import checkpoint
+from chatforge.artifacts import ArtifactStore
+from chatforge.cli import main
+from chatforge.model import GPTConfig
+
+from .conftest import make_tiny_model
+
+CONFIG = GPTConfig(vocab_size=512, n_layer=2, n_embd=64, n_head=4, n_kv_head=2, sequence_len=256)
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory, tiny_tokenizer):
+    root = tmp_path_factory.mktemp("artifacts")
+    store = ArtifactStore(root)
+    tiny_tokenizer.save(store.tokenizer_path("test-tiny"))
+    model = make_tiny_model(CONFIG)
+    checkpoint.save(
+        store.stage_dir("demo", "sft"),
+        3,
+        model.state_dict(),
+        config=CONFIG.to_dict(),
+        extra={"tokenizer": "test-tiny"},
+    )
+    return root
+
+
+def chatforge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chatforge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
+    )
+
+
+def test_one_shot_chat_streams_an_answer(store_root):
+    done = chatforge(
+        "chat", "--checkpoint", "demo/sft", "--artifacts", str(store_root), "--prompt", "hello there",
+        "--temperature", "0", "--max-tokens", "12",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()  # a random tiny model still says something
+
+
+def test_unknown_checkpoint_is_one_clear_line(store_root, capsys):
+    code = main(["chat", "--checkpoint", "nope/sft", "--artifacts", str(store_root), "--prompt", "hi"])
+    assert code == 1
+    assert capsys.readouterr().err.startswith("chat: no complete checkpoint for 'nope/sft'")
+
+
+def test_multi_turn_chat_keeps_the_conversation(store_root):
+    args = argparse.Namespace(
+        checkpoint="demo/sft", artifacts=str(store_root), device="cpu", tokenizer=None, sandbox_url=None
+    )
+    reply = _local(args)
+    seen: list[dict] = []
+
+    def recording_reply(body):
+        seen.append(copy.deepcopy(body))
+        return reply(body)
+
+    out = io.StringIO()
+    stdin = io.StringIO("first question\n\nsecond question\n/quit\n")
+    code = chat_loop(
+        recording_reply,
+        {"max_tokens": 6, "temperature": 0.0},
+        system="be brief",
+        prompt=None,
+        stdin=stdin,
+        out=out,
+    )
+    assert code == 0 and len(seen) == 2
+    roles = [m["role"] for m in seen[1]["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    first_answer = seen[1]["messages"][2]["content"][0]["text"]
+    assert first_answer and first_answer in out.getvalue()
