@@ -74,7 +74,7 @@ class TokenizerServer:
             ),
             self._server,
         )
-        self.port = self._bind(settings.host, settings.port, "port")
+        self.port = self._bind(settings.host, settings.port)
         self._server.start()
         self._metrics_http = None
         self.metrics_port: int | None = None
@@ -118,7 +118,7 @@ class TokenizerServer:
             self._metrics_http.server_close()
         log.info("tokenizer service on %s stopped", self.address)
 
-    def _bind(self, host: str, port: int, setting: str) -> int:
+    def _bind(self, host: str, port: int) -> int:
         try:
             bound = self._server.add_insecure_port(_host_port(host, port))
         except RuntimeError as e:
@@ -127,8 +127,8 @@ class TokenizerServer:
             reason = "bind failed"
         if bound == 0:
             raise ServerError(
-                f"cannot listen on {_host_port(host, port)} ({reason}); set CHATFORGE_TOKENIZER_"
-                f"{setting.upper()} to a free port (0: any) or CHATFORGE_TOKENIZER_HOST to a local address"
+                f"cannot listen on {_host_port(host, port)} ({reason}); set CHATFORGE_TOKENIZER_PORT "
+                "to a free port (0: any) or CHATFORGE_TOKENIZER_HOST to a local address"
             )
         return bound
 
