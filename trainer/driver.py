@@ -1,0 +1,150 @@
+"""Running a stage: as a Ray Train `TorchTrainer` job with N workers, or in this process.
+
+Ray Train owns distribution and retries: it starts `workers` processes (one GPU each with NCCL on a
+cluster, CPU processes with gloo here), initialises torch.distributed between them, and, when one
+dies, restarts the whole group up to `max_failures` times. The restarted workers get the last
+checkpoint they reported and continue from it (`trainer.loop`). What Ray stores is a pointer file:
+the weights live once, in the artifact store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from chatforge import checkpoint as ckpt
+from chatforge.artifacts import ArtifactStore
+
+from .config import TrainConfig
+from .telemetry import LOG_FILE, follow_log
+
+POINTER_FILE = "pointer.txt"
+LAUNCHERS = ("ray", "local")
+
+
+def run_stage(cfg: TrainConfig, *, launcher: str = "ray") -> dict[str, Any]:
+    """Train one stage to the end; returns its final metrics. Ray must be running for "ray"."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    stage_dir = ArtifactStore(Path(cfg.artifacts_dir)).stage_dir(cfg.run, cfg.stage)
+    if not cfg.resume:
+        clear_stage(stage_dir)
+    if cfg.job_id:
+        from chatforge.redisconn import connect
+
+        connect()  # start the embedded Redis here (when there is no REDIS_URL) and export its URL
+    if launcher == "local":
+        if cfg.workers != 1:
+            raise ValueError(f"a local run has one worker; use the Ray launcher for --workers {cfg.workers}")
+        from .loop import train_worker
+
+        return train_worker(cfg.to_dict())
+    return _fit(cfg, stage_dir)
+
+
+def clear_stage(stage_dir: Path) -> None:
+    """Remove a stage's checkpoints and log, for a run that starts over."""
+    for path in ckpt.list_checkpoints(stage_dir):
+        shutil.rmtree(path)
+    (stage_dir / LOG_FILE).unlink(missing_ok=True)
+
+
+def stage_done(cfg: TrainConfig) -> bool:
+    """Whether the stage's latest checkpoint is its final step."""
+    latest = ckpt.latest(ArtifactStore(Path(cfg.artifacts_dir)).stage_dir(cfg.run, cfg.stage))
+    if latest is None:
+        return False
+    meta = ckpt.read_meta(latest)
+    return int(meta["step"]) >= int(meta.get("num_steps", 1 << 62))
+
+
+@contextmanager
+def ray_session(run_dir: Path, *, address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """A local Ray on loopback for the block, its temp dir under `run_dir` when the path is short
+    enough for Ray's socket names (else under /tmp); reuses a Ray that is already running."""
+    from chatforge.raylocal import local_ray, loopback_env
+
+    for key, value in loopback_env().items():  # before `import ray`, which reads them (raylocal)
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+
+    candidate = Path(run_dir).absolute() / "ray-tmp"
+    temp = candidate if len(str(candidate)) <= 48 else Path(tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp"))
+    with local_ray(temp, address=address, num_cpus=num_cpus or os.cpu_count()):
+        yield
+
+
+def _fit(cfg: TrainConfig, stage_dir: Path) -> dict[str, Any]:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cpus = max(1, (os.cpu_count() or 1) // cfg.workers)
+    env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpus)}
+    if os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"train": cfg.to_dict(), "env": env},
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker=None if cfg.use_gpu else {"CPU": 1},
+        ),
+        run_config=RunConfig(
+            # a fresh name per job: Ray restores within one job (worker restarts); resuming a job
+            # that died is the artifact store's business (`resume`)
+            name=f"{cfg.run}-{cfg.stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            storage_path=str(stage_dir.parent / "ray"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+    stop = threading.Event()
+    follower = threading.Thread(target=follow_log, args=(stage_dir / LOG_FILE, stop), daemon=True)
+    follower.start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
+        follower.join(timeout=5)
+    if result.error is not None:
+        raise result.error
+    latest = ckpt.latest(stage_dir)
+    return ckpt.read_meta(latest)["metrics"] if latest else {}
+
+
+def _ray_worker(config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: find the checkpoint to restart from, train, report."""
+    import ray.train
+    import torch
+
+    os.environ.update(config["env"])
+    torch.set_num_threads(int(config["env"]["OMP_NUM_THREADS"]))
+    from .loop import train_worker
+
+    restart_from = None
+    reported = ray.train.get_checkpoint()
+    if reported is not None:
+        with reported.as_directory() as d:
+            restart_from = Path((Path(d) / POINTER_FILE).read_text(encoding="utf-8").strip())
+
+    def report(metrics: dict[str, float], path: Path | None) -> None:
+        checkpoint = None
+        if path is not None:
+            pointer_dir = Path(tempfile.mkdtemp(prefix="chatforge-pointer-"))
+            (pointer_dir / POINTER_FILE).write_text(str(path), encoding="utf-8")
+            checkpoint = ray.train.Checkpoint.from_directory(str(pointer_dir))
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    train_worker(config["train"], restart_from=restart_from, report=report, console=False)

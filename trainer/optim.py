@@ -1,0 +1,133 @@
+"""Optimisation: Muon for the block matrices, AdamW for the embedding and head, and the LR schedule.
+
+Muon (Keller Jordan, 2024) replaces each 2-D weight's update by the nearest semi-orthogonal matrix
+to its Nesterov momentum, computed with a few Newton–Schulz iterations. It trains transformer
+matrices faster than AdamW per step; embeddings and the output head are not matrices in that sense
+(one row per token) and stay on AdamW, as in nanochat and the modded-nanogpt speedruns.
+
+Every rank runs the same update on the same all-reduced gradients, so the weights stay identical
+across ranks without being broadcast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from .config import OptimConfig
+
+# Newton–Schulz quintic coefficients from Keller Jordan's Muon: they push every singular value into
+# roughly [0.7, 1.2] in 5 steps, which works as well as exact orthogonalisation and is much cheaper.
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+NS_STEPS = 5
+
+
+def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
+    """Approximately U·Vᵀ of g = U·S·Vᵀ, by Newton–Schulz; bfloat16 on CUDA, float32 on CPU."""
+    a, b, c = NS_COEFFS
+    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    transposed = x.size(0) > x.size(1)
+    if transposed:  # iterate on the short side: X·Xᵀ is then the smaller Gram matrix
+        x = x.T
+    x = x / (x.norm() + 1e-7)  # spectral norm <= Frobenius norm <= 1, inside the iteration's basin
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    if transposed:
+        x = x.T
+    return x.to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum, then orthogonalise, then step; for 2-D parameters only."""
+
+    def __init__(
+        self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.95, nesterov: bool = True
+    ):
+        params = list(params)
+        bad = [tuple(p.shape) for p in params if p.ndim != 2]
+        if bad:
+            raise ValueError(f"Muon takes 2-D parameters only, got shapes {bad}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                update = orthogonalize(g)
+                # scale so that the update's RMS does not shrink for tall matrices (Keller Jordan)
+                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                p.add_(update, alpha=-group["lr"] * scale)
+
+
+def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.optim.Optimizer]:
+    """[AdamW for embedding + head, Muon for the block matrices]; each group keeps its base LR."""
+    groups = model.param_groups()  # type: ignore[operator]
+    width = model.config.n_embd  # type: ignore[union-attr]
+    # nanochat: AdamW LRs were tuned at width 768 and scale with 1/sqrt(width)
+    scale = (width / 768) ** -0.5
+    adam = torch.optim.AdamW(
+        [
+            {"params": groups["embedding"], "lr": config.embedding_lr * scale},
+            {"params": groups["lm_head"], "lr": config.unembedding_lr * scale},
+        ],
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=1e-10,
+        weight_decay=config.weight_decay,
+    )
+    muon = Muon(groups["matrix"], lr=config.matrix_lr, momentum=config.muon_momentum)
+    optimizers: list[torch.optim.Optimizer] = [adam, muon]
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["base_lr"] = group["lr"]
+    return optimizers
+
+
+def lr_multiplier(step: int, num_steps: int, config: OptimConfig) -> float:
+    """Warmup (linear from 0), constant, then warmdown (linear to final_lr_frac) over the last steps."""
+    warmup = round(config.warmup_ratio * num_steps)
+    warmdown = round(config.warmdown_ratio * num_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if step < num_steps - warmdown:
+        return 1.0
+    progress = (num_steps - step) / max(warmdown, 1)  # 1 at the start of warmdown, ~0 at the end
+    return progress + (1 - progress) * config.final_lr_frac
+
+
+def muon_momentum(step: int, config: OptimConfig) -> float:
+    """Muon's momentum ramps from muon_momentum_start to muon_momentum over the first steps."""
+    frac = min(step / max(config.muon_momentum_warmup_steps, 1), 1.0)
+    return (1 - frac) * config.muon_momentum_start + frac * config.muon_momentum
+
+
+def apply_schedule(
+    optimizers: list[torch.optim.Optimizer], step: int, num_steps: int, config: OptimConfig
+) -> float:
+    """Set every group's LR (and Muon's momentum) for `step`; returns the LR multiplier."""
+    mult = lr_multiplier(step, num_steps, config)
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * mult
+            if isinstance(opt, Muon):
+                group["momentum"] = muon_momentum(step, config)
+    return mult
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip the global gradient norm (0 = off); returns the norm before clipping."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm <= 0:
+        return math.sqrt(sum(float(p.grad.pow(2).sum()) for p in params))  # type: ignore[union-attr]
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))

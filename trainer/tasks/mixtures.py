@@ -1,0 +1,52 @@
+"""The task mixtures of midtraining and SFT, from the hub or from the offline generators.
+
+Weights count epochs (see `TaskMixture`). Midtraining teaches the chat format, multiple choice and
+tool use on lots of data; SFT is a short pass over a cleaner, smaller mix, as in nanochat. Both
+use only train splits (validation holds out rows of train), never an evaluation test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import RowTask, Task, TaskMixture, generated_task
+from .generated import gsm8k_row, identity_row, instruction_row, mmlu_row
+from .gsm8k import gsm8k_conversation, load_gsm8k
+from .hub import check_split
+from .mmlu import load_mmlu, mmlu_conversation
+from .smoltalk import load_smoltalk, smoltalk_conversation
+
+# (task name, hub loader, offline row maker, converter, mid weight, sft weight)
+TaskSpec = tuple[str, Callable[..., RowTask] | None, Callable, Callable, float, float]
+TASKS: tuple[TaskSpec, ...] = (
+    ("smoltalk", load_smoltalk, instruction_row, smoltalk_conversation, 1.0, 1.0),
+    ("mmlu", load_mmlu, mmlu_row, mmlu_conversation, 1.0, 0.5),
+    ("gsm8k", load_gsm8k, gsm8k_row, gsm8k_conversation, 1.0, 1.0),
+    ("identity", None, identity_row, smoltalk_conversation, 0.5, 0.5),
+)
+STAGE_WEIGHT = {"mid": 4, "sft": 5}  # index of the stage's weight in a TaskSpec
+
+
+def mixture(
+    stage: str, split: str, *, source: str = "offline", rows: int = 2000, seed: int = 0
+) -> TaskMixture:
+    """The `stage` ("mid" or "sft") mixture of `split` ("train" or "val").
+
+    offline: `rows` generated rows per task (a tenth of that for val, from another seed stream).
+    hub: the real datasets, capped at `rows` per task when `rows` > 0; identity stays generated.
+    """
+    if stage not in STAGE_WEIGHT:
+        raise ValueError(f"no task mixture for stage {stage!r}: expected 'mid' or 'sft'")
+    check_split(split)
+    if source not in ("offline", "hub"):
+        raise ValueError(f"task source must be 'offline' or 'hub', got {source!r}")
+    size = rows if split == "train" else max(1, rows // 10)
+    entries: list[tuple[Task, float]] = []
+    for spec in TASKS:
+        name, load, make_row, convert, weight = spec[0], spec[1], spec[2], spec[3], spec[STAGE_WEIGHT[stage]]
+        if source == "hub" and load is not None:
+            task: Task = load(split, limit=rows or None)
+        else:
+            task = generated_task(name, make_row, convert, size, split=split, seed=seed)
+        entries.append((task, weight))
+    return TaskMixture(entries, seed=seed)

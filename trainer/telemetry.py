@@ -1,0 +1,228 @@
+"""What a training run tells the world: progress lines, a JSONL log, Prometheus metrics, Redis events.
+
+Only rank 0 reports. Every report goes to four places, each for a different reader:
+- a line on stdout (a tqdm bar instead when stderr is a terminal): for the person watching;
+- `<stage dir>/log.jsonl`, one JSON object per event: for the report card and the tests, and it
+  survives restarts (a resumed run appends, so the whole loss curve is in one file);
+- Prometheus gauges and counters named `chatforge_train_*`, served on 127.0.0.1 when asked: for
+  dashboards;
+- the Redis stream `chatforge:job:<job id>:events` when the run has a job id: for the jobs API and
+  the UI, which follow a run live.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# MFU needs the device's peak. CPUs have no single published number; we use 50 GFLOP/s of float32
+# per core, about what torch's matmuls reach on one AVX2 core of a current server CPU (measured with
+# a 1024³ matmul on this project's 2-core CI machine: 45–55 GFLOP/s per core).
+CPU_PEAK_FLOPS_PER_CORE = 50e9
+# Dense bfloat16 peaks from the vendors' data sheets (no sparsity).
+GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+LOG_FILE = "log.jsonl"  # per stage directory
+EVENTS_MAXLEN = 10_000  # per job stream; old events are trimmed (approximately) past this
+
+
+def events_stream(job_id: str) -> str:
+    return f"chatforge:job:{job_id}:events"
+
+
+def peak_flops(device: Any) -> float:
+    """Peak FLOP/s of the device this rank trains on (see the constants above)."""
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return value
+        log.warning("unknown GPU %r: MFU assumes an H100's peak", name)
+        return GPU_PEAK_FLOPS["H100"]
+    return CPU_PEAK_FLOPS_PER_CORE * torch.get_num_threads()
+
+
+class Telemetry:
+    """Rank 0's reporter; on other ranks every method does nothing."""
+
+    def __init__(
+        self,
+        *,
+        stage: str,
+        run: str,
+        log_path: Path,
+        total_steps: int,
+        enabled: bool,
+        job_id: str = "",
+        metrics_port: int = 0,
+        console: bool = True,
+    ):
+        self.stage, self.run, self.total_steps, self.enabled = stage, run, total_steps, enabled
+        self.log_path = log_path
+        self.job_id = job_id
+        self.console = console
+        self._redis: Any = None
+        self._bar: Any = None
+        self._metrics: dict[str, Any] = {}
+        if not enabled:
+            return
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if job_id:
+            from chatforge.redisconn import connect
+
+            self._redis = connect()
+        self._setup_metrics(metrics_port)
+        if console and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, desc=f"{run}/{stage}", unit="step", dynamic_ncols=True)
+
+    # --- events ------------------------------------------------------------------------------
+    def event(self, kind: str, line: str = "", **fields: Any) -> None:
+        """Record one event in log.jsonl and the Redis stream; `line` is its human form, printed
+        here on the console or, for a Ray job, by the driver that follows the log (`follow_log`)."""
+        if not self.enabled:
+            return
+        record = {"type": kind, "stage": self.stage, "run": self.run, "time": time.time(), **fields}
+        if line:
+            record["line"] = line
+            self._print(line)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._redis is not None:
+            self._redis.xadd(
+                events_stream(self.job_id),
+                {"type": kind, "data": json.dumps(record)},
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
+
+    def _print(self, line: str) -> None:
+        if not self.console:
+            return
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def progress(
+        self, *, step: int, loss: float, lr: float, tokens_per_s: float, mfu: float, eta_s: float,
+        tokens_total: int, print_line: bool,
+    ) -> None:  # fmt: skip
+        """One training step's numbers; printed only every log interval, recorded every time."""
+        if not self.enabled:
+            return
+        m = self._metrics
+        if m:
+            m["step"].labels(self.stage).set(step)
+            m["loss"].labels(self.stage).set(loss)
+            m["lr"].labels(self.stage).set(lr)
+            m["tps"].labels(self.stage).set(tokens_per_s)
+            m["mfu"].labels(self.stage).set(mfu)
+            m["tokens"].labels(self.stage).inc(tokens_total - m["_tokens_seen"].get(self.stage, 0))
+            m["_tokens_seen"][self.stage] = tokens_total
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2g}", tok_s=f"{tokens_per_s:.0f}")
+        if print_line:
+            line = (
+                f"[{self.run}/{self.stage}] step {step:5d}/{self.total_steps} | loss {loss:.4f} | "
+                f"lr {lr:.3g} | {tokens_per_s:,.0f} tok/s | MFU {100 * mfu:.1f}% | ETA {_duration(eta_s)}"
+            )
+            self.event(
+                "progress", line, step=step, loss=loss, lr=lr, tokens_per_s=tokens_per_s, mfu=mfu, eta_s=eta_s
+            )
+
+    def validation(self, *, step: int, bpb: float) -> None:
+        if not self.enabled:
+            return
+        if self._metrics:
+            self._metrics["bpb"].labels(self.stage).set(bpb)
+        self.event(
+            "validation",
+            f"[{self.run}/{self.stage}] step {step:5d} | val bits-per-byte {bpb:.4f}",
+            step=step,
+            val_bpb=bpb,
+        )
+
+    def samples(self, *, step: int, samples: list[tuple[str, str]]) -> None:
+        if not self.enabled:
+            return
+        lines = "\n".join(f"[{self.run}/{self.stage}] sample: {p!r} -> {c!r}" for p, c in samples)
+        self.event("samples", lines, step=step, samples=[{"prompt": p, "completion": c} for p, c in samples])
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # --- Prometheus ----------------------------------------------------------------------------
+    def _setup_metrics(self, port: int) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        labels = ["stage"]  # bounded: base, mid, sft
+        r = self.registry
+        self._metrics = {
+            "step": Gauge("chatforge_train_step", "Last completed optimizer step", labels, registry=r),
+            "loss": Gauge(
+                "chatforge_train_loss", "Training loss (nats per target token)", labels, registry=r
+            ),
+            "lr": Gauge(
+                "chatforge_train_learning_rate", "Learning-rate multiplier x Muon base LR", labels, registry=r
+            ),
+            "tps": Gauge(
+                "chatforge_train_tokens_per_second", "Training throughput, all ranks", labels, registry=r
+            ),
+            "mfu": Gauge("chatforge_train_mfu_ratio", "Model FLOPs utilisation (0-1)", labels, registry=r),
+            "bpb": Gauge("chatforge_train_val_bits_per_byte", "Validation bits per byte", labels, registry=r),
+            "tokens": Counter("chatforge_train_tokens_total", "Tokens trained on", labels, registry=r),
+            "_tokens_seen": {},
+        }
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def follow_log(path: Path, stop: Any, *, poll_s: float = 0.5, out: Any = None) -> None:
+    """Print the `line` of every event appended to `path` until `stop` (a threading.Event) is set;
+    how the driver of a Ray job shows the progress its workers record."""
+    out = out or sys.stdout
+    offset = path.stat().st_size if path.is_file() else 0
+    while True:
+        done = stop.is_set()  # read before the file, so the last lines are printed
+        if path.is_file():
+            with open(path, encoding="utf-8") as f:
+                f.seek(offset)
+                chunk = f.read()
+            complete = chunk[: chunk.rfind("\n") + 1]
+            offset += len(complete.encode("utf-8"))
+            for raw in complete.splitlines():
+                line = json.loads(raw).get("line") if raw.strip() else None
+                if line:
+                    print(line, file=out, flush=True)
+        if done:
+            return
+        stop.wait(poll_s)
+
+
+def read_log(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The events of a stage's log.jsonl (optionally of one type), in the order they were written."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in records if kind is None or r.get("type") == kind]
