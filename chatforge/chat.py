@@ -93,7 +93,8 @@ class Conversation:
 class TokenizerLike(Protocol):
     """What rendering needs of a tokenizer (`chatforge.tokenizer.Tokenizer` satisfies it)."""
 
-    bos_id: int
+    @property
+    def bos_id(self) -> int: ...
 
     def encode(self, text: str) -> list[int]: ...
 
