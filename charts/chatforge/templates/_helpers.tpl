@@ -1,0 +1,181 @@
+{{/*
+Names, labels, images and the settings every pod shares. Templates call these helpers so a name or
+an environment variable is written once.
+*/}}
+
+{{- define "chatforge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* release-chart, or the release name alone when it already contains the chart name. */}}
+{{- define "chatforge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The name of one component's objects: fullname-component, at most 63 characters. */}}
+{{- define "chatforge.componentName" -}}
+{{- printf "%s-%s" (include "chatforge.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "chatforge.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "chatforge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: chatforge
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of one component: (dict "root" $ "component" "gateway"). */}}
+{{- define "chatforge.componentLabels" -}}
+{{ include "chatforge.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The immutable subset used in selectors: (dict "root" $ "component" "gateway"). */}}
+{{- define "chatforge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "chatforge.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* A chatforge image reference: (dict "root" $ "image" .Values.gateway.image). */}}
+{{- define "chatforge.image" -}}
+{{- $tag := .image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion }}
+{{- if .root.Values.image.registry }}
+{{- printf "%s/%s:%s" .root.Values.image.registry .image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "chatforge.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Object names other templates refer to. */}}
+{{- define "chatforge.gatewayName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "gateway") }}{{- end }}
+{{- define "chatforge.tokenizerName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "tokenizer") }}{{- end }}
+{{- define "chatforge.sandboxName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "sandbox") }}{{- end }}
+{{- define "chatforge.redisName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "redis") }}{{- end }}
+{{- define "chatforge.inferenceName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "inference") }}{{- end }}
+{{- define "chatforge.settingsName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "settings") }}{{- end }}
+{{- define "chatforge.artifactsClaimName" -}}
+{{- .Values.artifacts.persistence.existingClaim | default (include "chatforge.componentName" (dict "root" . "component" "artifacts")) }}
+{{- end }}
+{{- define "chatforge.keyPepperSecretName" -}}
+{{- .Values.gateway.keyPepper.existingSecret | default (include "chatforge.componentName" (dict "root" . "component" "gateway-pepper")) }}
+{{- end }}
+
+{{/* Where every chatforge process finds Redis. */}}
+{{- define "chatforge.redisUrl" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s:%d/0" (include "chatforge.redisName" .) (int .Values.redis.port) }}
+{{- else }}
+{{- .Values.redis.url }}
+{{- end }}
+{{- end }}
+
+{{/* KubeRay names a RayService's Serve Service <rayservice>-serve-svc. */}}
+{{- define "chatforge.inferenceUrl" -}}
+{{- printf "http://%s-serve-svc:%d" (include "chatforge.inferenceName" .) (int .Values.inference.servePort) }}
+{{- end }}
+
+{{- define "chatforge.tokenizerTarget" -}}
+{{- printf "%s:%d" (include "chatforge.tokenizerName" .) (int .Values.tokenizer.port) }}
+{{- end }}
+
+{{- define "chatforge.sandboxUrl" -}}
+{{- printf "http://%s:%d" (include "chatforge.sandboxName" .) (int .Values.sandbox.port) }}
+{{- end }}
+
+{{/* The artifact store volume and its mount, the same in every pod. */}}
+{{- define "chatforge.artifactsVolume" -}}
+- name: artifacts
+{{- if .Values.artifacts.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "chatforge.artifactsClaimName" . }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end }}
+
+{{- define "chatforge.artifactsMount" -}}
+- name: artifacts
+  mountPath: {{ .Values.artifacts.mountPath }}
+{{- end }}
+
+{{/* Pod labels that let NetworkPolicies and PodMonitors find the Ray pods of a release. */}}
+{{- define "chatforge.rayPodLabels" -}}
+{{ include "chatforge.selectorLabels" . }}
+app.kubernetes.io/part-of: chatforge
+{{- end }}
+
+{{/*
+The pods of training jobs. The gateway labels the RayJobs it creates with exactly these two
+(services/gateway/gateway/jobs/kuberay.py), without the release label, so policies and monitors
+select training pods by them alone.
+*/}}
+{{- define "chatforge.trainingSelector" -}}
+app.kubernetes.io/name: chatforge
+app.kubernetes.io/component: training
+{{- end }}
+
+{{/*
+Combinations values.schema.json cannot express. Called from NOTES.txt and from the settings
+ConfigMap, so `helm template` and `helm install` both stop with the message.
+*/}}
+{{- define "chatforge.validate" -}}
+{{- if and (not .Values.redis.enabled) (not .Values.redis.url) }}
+{{- fail "redis: set redis.enabled=true or give an external redis.url (redis://host:6379/0)" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.redis.url }}
+{{- fail "redis: redis.url is only for an external Redis; unset it or set redis.enabled=false" }}
+{{- end }}
+{{- if and (gt (int .Values.gateway.replicaCount) 1) (not .Values.artifacts.persistence.enabled) }}
+{{- fail "artifacts.persistence.enabled=false gives each pod its own emptyDir: run one gateway replica or enable persistence" }}
+{{- end }}
+{{- if and .Values.artifacts.persistence.enabled (not .Values.artifacts.persistence.existingClaim) (not (has "ReadWriteMany" .Values.artifacts.persistence.accessModes)) }}
+{{- fail "artifacts.persistence.accessModes must include ReadWriteMany: the gateway, tokenizer and Ray pods mount the store at once" }}
+{{- end }}
+{{- if and (not .Values.sandbox.hostUsers) (ge (add (int .Values.sandbox.uidBase) (int .Values.sandbox.maxConcurrent)) 65536) }}
+{{- fail (printf "sandbox.uidBase (%d) + sandbox.maxConcurrent must stay below 65536 when sandbox.hostUsers is false: the pod's user namespace maps only uids 0-65535" (int .Values.sandbox.uidBase)) }}
+{{- end }}
+{{- if and .Values.inference.enabled (not .Values.inference.checkpoint) }}
+{{- fail "inference.enabled needs inference.checkpoint (run/stage in the artifact store): train one first with POST /v1/jobs" }}
+{{- end }}
+{{- if and .Values.inference.enabled (gt (int .Values.inference.replicas.min) (int .Values.inference.replicas.max)) }}
+{{- fail "inference.replicas.min must not exceed inference.replicas.max" }}
+{{- end }}
+{{- if gt (int .Values.inference.gpuWorkers.minReplicas) (int .Values.inference.gpuWorkers.maxReplicas) }}
+{{- fail "inference.gpuWorkers.minReplicas must not exceed inference.gpuWorkers.maxReplicas" }}
+{{- end }}
+{{- if and .Values.inference.enabled (gt (int .Values.inference.gpusPerReplica) (int .Values.inference.gpuWorkers.gpusPerPod)) }}
+{{- fail "inference.gpusPerReplica exceeds inference.gpuWorkers.gpusPerPod: no worker pod could host an engine replica" }}
+{{- end }}
+{{- end }}
+
+{{/* What every Ray container of the release (inference and training) needs to find the rest. */}}
+{{- define "chatforge.rayEnv" -}}
+- name: CHATFORGE_ARTIFACTS
+  value: {{ .Values.artifacts.mountPath | quote }}
+- name: REDIS_URL
+  value: {{ include "chatforge.redisUrl" . | quote }}
+{{- end }}

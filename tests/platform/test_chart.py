@@ -1,0 +1,311 @@
+"""The Helm chart: lint, render with default and full values, validate every object, refuse bad values."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+import jsonschema
+import pytest
+import yaml
+
+from .chart import (
+    CHART,
+    FULL_VALUES,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    by_kind,
+    crd_schema,
+    helm,
+    pod_specs,
+    pod_templates,
+    render,
+    template,
+)
+
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate (the dev extra) checks built-in kinds offline"
+)
+
+DEFAULT: tuple[str, ...] = ()
+FULL = ("-f", str(FULL_VALUES))
+INFERENCE = ("--set", "inference.enabled=true", "--set", "inference.checkpoint=demo/sft")
+# The chart's floor (Chart.yaml kubeVersion) and the newest schema kubernetes-validate ships.
+KUBE_VERSIONS = ("1.30.0", "1.37.0")
+CUSTOM_GROUPS = ("ray.io/", "monitoring.coreos.com/")
+
+
+@pytest.mark.parametrize("values", [DEFAULT, FULL], ids=["default", "full"])
+def test_helm_lint_is_clean(values: tuple[str, ...]) -> None:
+    out = helm("lint", str(CHART), "--strict", "--namespace", NAMESPACE, *values)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 chart(s) failed" in out.stdout
+
+
+def test_default_values_render_the_core_services() -> None:
+    objects = render(*DEFAULT)
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for kind, name in [
+        ("Deployment", f"{RELEASE}-chatforge-gateway"),
+        ("Deployment", f"{RELEASE}-chatforge-tokenizer"),
+        ("Deployment", f"{RELEASE}-chatforge-sandbox"),
+        ("StatefulSet", f"{RELEASE}-chatforge-redis"),
+        ("PersistentVolumeClaim", f"{RELEASE}-chatforge-artifacts"),
+        ("Role", f"{RELEASE}-chatforge-gateway"),
+        ("NetworkPolicy", f"{RELEASE}-chatforge-default-deny"),
+    ]:
+        assert (kind, name) in kinds, f"{kind}/{name} missing from the default render"
+    # Optional integrations stay off by default.
+    for kind in ("RayService", "RayJob", "ServiceMonitor", "PodMonitor", "PrometheusRule", "Ingress"):
+        assert not by_kind(objects, kind), f"{kind} rendered although its feature is off by default"
+
+
+def test_full_values_render_every_optional_feature() -> None:
+    objects = render(*FULL)
+    counts = {kind: len(by_kind(objects, kind)) for kind in {o["kind"] for o in objects}}
+    assert counts["RayJob"] == 1
+    assert counts["ServiceMonitor"] == 3  # gateway, tokenizer, sandbox
+    assert counts["PodMonitor"] == 3  # Ray pods of inference and training; the engine via Serve
+    assert counts["PrometheusRule"] == 1
+    assert counts["Ingress"] == 1
+    dashboards = [
+        o for o in by_kind(objects, "ConfigMap") if o["metadata"]["labels"].get("grafana_dashboard")
+    ]
+    assert len(dashboards) == len(list((CHART / "dashboards").glob("*.json"))) >= 3
+    for cm in dashboards:
+        for body in cm["data"].values():
+            json.loads(body)
+
+
+@pytest.mark.parametrize("values", [DEFAULT, FULL], ids=["default", "full"])
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_builtin_objects_validate_against_kubernetes_schemas(
+    values: tuple[str, ...], kube_version: str
+) -> None:
+    checked = 0
+    for obj in render(*values):
+        if obj["apiVersion"].startswith(CUSTOM_GROUPS):
+            continue
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(
+                f"{obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {kube_version}: {e}"
+            )
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("values", [INFERENCE, FULL], ids=["inference", "full"])
+def test_custom_resources_validate_against_their_crds(values: tuple[str, ...]) -> None:
+    custom = [o for o in render(*values) if o["apiVersion"].startswith(CUSTOM_GROUPS)]
+    assert custom, "no custom resources rendered"
+    for obj in custom:
+        schema = crd_schema(obj["apiVersion"], obj["kind"])
+        errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(obj), key=lambda e: list(e.path))
+        assert not errors, f"{obj['kind']}/{obj['metadata']['name']}: " + "; ".join(
+            f"{'.'.join(map(str, e.path))}: {e.message[:200]}" for e in errors[:5]
+        )
+
+
+def test_rayservice_serve_config_names_the_serve_app_and_gpu_pool() -> None:
+    (service,) = by_kind(render(*FULL), "RayService")
+    serve = yaml.safe_load(service["spec"]["serveConfigV2"])
+    (app,) = serve["applications"]
+    module, _, attr = app["import_path"].partition(":")
+    assert module == "inference_svc.serve"
+    # Read the Serve module's source (importing it would import torch): the builder exists and
+    # every arg the chart passes is a ServeConfig field.
+    tree = ast.parse((ROOT / "inference-svc" / "inference_svc" / "serve.py").read_text())
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert attr in functions, f"inference_svc.serve has no {attr}()"
+    (config,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ServeConfig"]
+    fields = {
+        n.target.id for n in config.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    }
+    assert set(app["args"]) <= fields, f"not ServeConfig fields: {set(app['args']) - fields}"
+    assert app["args"]["checkpoint"] == "example/sft"
+    assert app["args"]["sandbox_url"] == f"http://{RELEASE}-chatforge-sandbox:8092"
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    (workers,) = cluster["workerGroupSpecs"]
+    pod = workers["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert (workers["minReplicas"], workers["maxReplicas"]) == (2, 8)
+
+
+def test_every_pod_mounts_the_artifact_store_at_one_path() -> None:
+    mount_path = yaml.safe_load((CHART / "values.yaml").read_text())["artifacts"]["mountPath"]
+    objects = render(*FULL)
+    for obj in objects:
+        if obj["metadata"]["name"].endswith(("-sandbox", "-redis")):
+            continue  # the sandbox must not see artifacts; Redis has its own volume
+        for pod in pod_specs(obj):
+            (container,) = pod["containers"]
+            mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert mounts.get("artifacts") == mount_path, f"{obj['kind']}/{obj['metadata']['name']}"
+            claims = [
+                v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v["name"] == "artifacts"
+            ]
+            assert claims == [f"{RELEASE}-chatforge-artifacts"]
+
+
+def test_services_select_pods_that_expose_their_target_ports() -> None:
+    objects = render(*FULL)
+    workloads = by_kind(objects, "Deployment") + by_kind(objects, "StatefulSet")
+    for service in by_kind(objects, "Service"):
+        selector = service["spec"]["selector"]
+        matching = [
+            w for w in workloads if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(matching) == 1, f"Service {service['metadata']['name']} selects {len(matching)} workloads"
+        (workload,) = matching
+        assert workload["spec"]["selector"]["matchLabels"].items() <= selector.items()
+        ports = {p["name"] for c in workload["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in ports, (
+                f"{service['metadata']['name']}: no container port {port['targetPort']}"
+            )
+
+
+def test_network_policies_isolate_the_sandbox() -> None:
+    objects = render(*DEFAULT)
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NetworkPolicy")}
+    deny = policies[f"{RELEASE}-chatforge-default-deny"]
+    assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    # Every pod of the release is under the default deny.
+    for obj in objects:
+        for tmpl in pod_templates(obj):
+            assert deny["podSelector"]["matchLabels"].items() <= tmpl["metadata"]["labels"].items(), obj[
+                "kind"
+            ]
+    sandbox = policies[f"{RELEASE}-chatforge-sandbox"]
+    assert "Egress" in sandbox["policyTypes"] and sandbox["egress"] == []
+    callers = {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        for rule in sandbox["ingress"]
+        for peer in rule["from"]
+        if "podSelector" in peer
+    }
+    assert callers == {"inference", "training"}
+    # No other policy grants the sandbox egress.
+    for name, spec in policies.items():
+        if "Egress" in spec.get("policyTypes", []) and name != f"{RELEASE}-chatforge-sandbox":
+            pytest.fail(f"unexpected egress policy {name}")
+
+
+def test_sandbox_pod_trades_runtime_profiles_for_a_user_namespace() -> None:
+    (deployment,) = [
+        d for d in by_kind(render(*DEFAULT), "Deployment") if d["metadata"]["name"].endswith("-sandbox")
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["hostUsers"] is False and pod["automountServiceAccountToken"] is False
+    ctx = pod["containers"][0]["securityContext"]
+    assert ctx["procMount"] == "Unmasked" and ctx["seccompProfile"]["type"] == "Unconfined"
+    assert ctx["capabilities"]["drop"] == ["ALL"] and "SYS_ADMIN" not in ctx["capabilities"]["add"]
+    assert ctx["allowPrivilegeEscalation"] is False
+    # With host users the pod must not ask for an unmasked /proc (the API server would refuse it).
+    (hosted,) = [
+        d
+        for d in by_kind(
+            render("--set", "sandbox.hostUsers=true", "--set", "sandbox.uidBase=200000"), "Deployment"
+        )
+        if d["metadata"]["name"].endswith("-sandbox")
+    ]
+    assert "procMount" not in hosted["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+
+
+def test_gateway_may_manage_rayjobs_only() -> None:
+    objects = render(*DEFAULT)
+    (role,) = by_kind(objects, "Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["ray.io"],
+            "resources": ["rayjobs"],
+            "verbs": ["create", "get", "list", "watch", "delete"],
+        }
+    ]
+    (binding,) = by_kind(objects, "RoleBinding")
+    (gateway,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
+    assert binding["subjects"][0]["name"] == gateway["spec"]["template"]["spec"]["serviceAccountName"]
+
+
+def test_key_pepper_secret_is_generated_unless_given() -> None:
+    generated = by_kind(render(*DEFAULT), "Secret")
+    assert len(generated) == 1 and len(generated[0]["data"]["key-pepper"]) >= 48
+    given = render("--set", "gateway.keyPepper.existingSecret=my-pepper")
+    assert not by_kind(given, "Secret")
+    (gateway,) = [d for d in by_kind(given, "Deployment") if d["metadata"]["name"].endswith("-gateway")]
+    env = {e["name"]: e for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CHATFORGE_GATEWAY_KEY_PEPPER"]["valueFrom"]["secretKeyRef"]["name"] == "my-pepper"
+
+
+def test_external_redis_replaces_the_bundled_one() -> None:
+    url = "redis://redis.example.internal:6379/2"
+    objects = render("--set", "redis.enabled=false", "--set", f"redis.url={url}")
+    assert not by_kind(objects, "StatefulSet")
+    (settings,) = [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-settings")]
+    assert settings["data"]["REDIS_URL"] == url
+
+
+INVALID = [
+    (["--set", "redis.enabled=false"], "set redis.enabled=true or give an external redis.url"),
+    (["--set", "redis.url=redis://r:6379/0"], "redis.url is only for an external Redis"),
+    (["--set", "redis.url=http://r"], "redis.url: Does not match pattern"),
+    (["--set", "gateway.auth=maybe"], "gateway.auth must be one of the following"),
+    (["--set", "sandbox.uidBase=65534"], "must stay below 65536 when sandbox.hostUsers is false"),
+    (["--set", "inference.enabled=true"], "inference.enabled needs inference.checkpoint"),
+    (
+        [*INFERENCE, "--set", "inference.replicas.min=5", "--set", "inference.replicas.max=2"],
+        "must not exceed",
+    ),
+    ([*INFERENCE, "--set", "inference.gpusPerReplica=4"], "no worker pod could host an engine replica"),
+    (["--set", "inference.checkpoint=../etc"], "inference.checkpoint: Does not match pattern"),
+    (["--set", "artifacts.persistence.accessModes={ReadWriteOnce}"], "must include ReadWriteMany"),
+    (
+        ["--set", "gateway.replicaCount=3", "--set", "artifacts.persistence.enabled=false"],
+        "run one gateway replica",
+    ),
+    (["--set", "tokenizer.port=70000"], "tokenizer.port: Must be less than or equal to 65535"),
+    (["--set", "gatway.port=80"], "Additional property gatway is not allowed"),
+    (["--set", "metrics.prometheusRule.kvCacheUsageRatio=1.5"], "kvCacheUsageRatio"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), INVALID, ids=[m[:40] for _, m in INVALID])
+def test_invalid_values_fail_with_a_clear_message(args: list[str], message: str) -> None:
+    out = template(*args)
+    assert out.returncode != 0, f"helm template {' '.join(args)} rendered although the values are invalid"
+    assert message in out.stderr, out.stderr
+
+
+def test_every_value_is_documented_and_covered_by_the_schema() -> None:
+    text = (CHART / "values.yaml").read_text()
+    lines = text.splitlines()
+    undocumented = []
+    documented_at: list[int] = []  # indents of enclosing keys that carry a `# --` comment
+    for i, line in enumerate(lines):
+        match = re.match(r"^( *)(- )?([A-Za-z][A-Za-z0-9./-]*):( .*)?$", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        documented_at = [d for d in documented_at if d < indent]
+        if documented_at or match.group(2):
+            continue  # inside a documented value (its contents are the example) or a list item
+        j = i - 1
+        while j >= 0 and lines[j].lstrip().startswith("#") and not lines[j].lstrip().startswith("# --"):
+            j -= 1  # a `# --` comment may go on over several lines
+        if j >= 0 and lines[j].lstrip().startswith("# --"):
+            documented_at.append(indent)
+            continue
+        has_children = i + 1 < len(lines) and lines[i + 1].startswith(match.group(1) + "  ")
+        if (match.group(4) or "").strip() or not has_children:
+            undocumented.append(match.group(3))
+    assert not undocumented, f"values without a '# --' comment: {undocumented}"
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load(text), schema)
