@@ -187,7 +187,10 @@ def pids_of(uid: int) -> list[tuple[int, bool]]:
                 status = f.read()
         except OSError:
             continue  # exited while we looked
-        fields = dict(line.split(b":", 1) for line in status.splitlines() if b":" in line)
-        if int(fields.get(b"Uid", b"-1").split()[0]) == uid:
-            found.append((int(name), fields.get(b"State", b"").strip().startswith(b"Z")))
+        # "State:\tZ (zombie)" and "Uid:\t<real>\t<effective>..." lines; find() beats parsing all ~55.
+        at = status.find(b"\nUid:\t")
+        if at < 0 or int(status[at + 6 : status.index(b"\t", at + 6)]) != uid:
+            continue
+        state = status.find(b"\nState:\t")
+        found.append((int(name), status[state + 8 : state + 9] == b"Z"))
     return found
