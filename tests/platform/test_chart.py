@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 
@@ -15,7 +14,6 @@ from .chart import (
     FULL_VALUES,
     NAMESPACE,
     RELEASE,
-    ROOT,
     by_kind,
     crd_schema,
     helm,
@@ -116,16 +114,12 @@ def test_rayservice_serve_config_names_the_serve_app_and_gpu_pool() -> None:
     (app,) = serve["applications"]
     module, _, attr = app["import_path"].partition(":")
     assert module == "inference_svc.serve"
-    # Read the Serve module's source (importing it would import torch): the builder exists and
-    # every arg the chart passes is a ServeConfig field.
-    tree = ast.parse((ROOT / "inference-svc" / "inference_svc" / "serve.py").read_text())
-    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert attr in functions, f"inference_svc.serve has no {attr}()"
-    (config,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ServeConfig"]
-    fields = {
-        n.target.id for n in config.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
-    }
-    assert set(app["args"]) <= fields, f"not ServeConfig fields: {set(app['args']) - fields}"
+    # What Serve does with the config: import the builder and call it with the args.
+    builder = getattr(
+        pytest.importorskip(module, reason="the serve extra (torch, ray) is not installed"), attr
+    )
+    application = builder(app["args"])
+    assert type(application).__name__ == "Application"
     assert app["args"]["checkpoint"] == "example/sft"
     assert app["args"]["sandbox_url"] == f"http://{RELEASE}-chatforge-sandbox:8092"
     cluster = service["spec"]["rayClusterConfig"]

@@ -1,0 +1,139 @@
+"""The chart's wiring against the code: each service's settings load from the environment the chart
+gives it, and every command a pod runs is a real `chatforge` subcommand with real flags."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from chatforge.cli import build_parser
+
+from .chart import FULL_VALUES, RELEASE, by_kind, render
+
+FULL = ("-f", str(FULL_VALUES))
+SECRET_VALUE = "a-pepper-from-the-secret"
+
+
+def container_env(objects: tuple[dict[str, Any], ...], container: dict[str, Any]) -> dict[str, str]:
+    """What the container's process sees: envFrom ConfigMaps, then env (Secrets read as a fixed value)."""
+    maps = {c["metadata"]["name"]: c["data"] for c in by_kind(objects, "ConfigMap")}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(maps[source["configMapRef"]["name"]])
+    for var in container.get("env", []):
+        env[var["name"]] = var["value"] if "value" in var else SECRET_VALUE
+    return env
+
+
+@pytest.fixture
+def clean_env() -> Iterator[Callable[[dict[str, str]], None]]:
+    """Set exactly the given chatforge variables for the test, restoring the environment after."""
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith("CHATFORGE_") or name == "REDIS_URL":
+            del os.environ[name]
+    yield os.environ.update
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def deployment_container(objects: tuple[dict[str, Any], ...], component: str) -> dict[str, Any]:
+    (deployment,) = [
+        d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith(f"-{component}")
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def assert_known_fields(env: dict[str, str], prefix: str, fields: set[str]) -> None:
+    # pydantic-settings ignores unknown variables: a misspelt one would silently do nothing.
+    unknown = [k for k in env if k.startswith(prefix) and k[len(prefix) :].lower() not in fields]
+    assert not unknown, f"no such setting: {unknown}"
+
+
+def test_gateway_settings_load_from_the_chart_environment(
+    clean_env: Callable[[dict[str, str]], None],
+) -> None:
+    from gateway.settings import ENV_PREFIX, Settings, load_settings
+
+    objects = render(*FULL)
+    env = container_env(objects, deployment_container(objects, "gateway"))
+    assert_known_fields(env, ENV_PREFIX, set(Settings.model_fields))
+    clean_env(env)
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.mode) == ("0.0.0.0", 8000, "remote")
+    assert settings.auth_required and settings.key_pepper == SECRET_VALUE
+    assert settings.redis_url == f"redis://{RELEASE}-chatforge-redis:6379/0"
+    assert settings.tokenizer_target == f"{RELEASE}-chatforge-tokenizer:50051"
+    assert settings.inference_url == f"http://{RELEASE}-chatforge-inference-serve-svc:8000"
+    assert settings.artifacts_root == "/artifacts"
+    assert (settings.job_backend, settings.kube_namespace) == ("kuberay", "chatforge")
+    assert settings.kube_image == "registry.example.com/chatforge/trainer:0.1.0"
+    assert settings.rate_requests_per_min == 600.0  # from extraEnv
+
+
+def test_tokenizer_settings_load_from_the_chart_environment(
+    clean_env: Callable[[dict[str, str]], None],
+) -> None:
+    from tokenizer_svc.settings import ENV_PREFIX, Settings, load_settings
+
+    objects = render(*FULL)
+    env = container_env(objects, deployment_container(objects, "tokenizer"))
+    assert_known_fields(env, ENV_PREFIX, set(Settings.model_fields))
+    clean_env(env)
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.metrics_port) == ("0.0.0.0", 50051, 9464)
+    assert (settings.name, settings.artifacts_root, settings.drain_s) == ("default", "/artifacts", 5.0)
+
+
+def test_sandbox_settings_load_from_the_chart_environment(
+    clean_env: Callable[[dict[str, str]], None],
+) -> None:
+    from sandbox.settings import ENV_PREFIX, Settings, load_settings
+
+    objects = render(*FULL)
+    env = container_env(objects, deployment_container(objects, "sandbox"))
+    assert_known_fields(env, ENV_PREFIX, set(Settings.model_fields))
+    assert not any(k.startswith(("REDIS", "CHATFORGE_GATEWAY")) for k in env), "the sandbox needs no secrets"
+    clean_env(env)
+    settings = load_settings()
+    assert (settings.host, settings.port, settings.mode) == ("0.0.0.0", 8092, "namespaces")
+    assert settings.uid_base + settings.max_concurrent < 65536  # inside the pod's user namespace
+
+
+def commands(objects: tuple[dict[str, Any], ...]) -> Iterator[tuple[str, list[str]]]:
+    """(object, argv) of every chatforge process the chart starts."""
+    for obj in by_kind(objects, "Deployment"):
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            yield obj["metadata"]["name"], container["command"] + container.get("args", [])
+    for job in by_kind(objects, "RayJob"):
+        yield job["metadata"]["name"], shlex.split(job["spec"]["entrypoint"])
+
+
+def test_every_command_is_a_real_chatforge_subcommand() -> None:
+    parser = build_parser()
+    started = list(commands(render(*FULL)))
+    assert len(started) == 4
+    for name, argv in started:
+        assert argv[0] == "chatforge", f"{name} runs {argv[0]}, not the chatforge CLI"
+        try:
+            args = parser.parse_args(argv[1:])
+        except SystemExit:
+            pytest.fail(f"{name}: `{shlex.join(argv)}` is not accepted by the chatforge CLI")
+        assert callable(getattr(args, "func", None)), f"{name}: `{shlex.join(argv)}` names no command"
+
+
+def test_training_example_runs_one_worker_per_gpu() -> None:
+    (job,) = by_kind(render(*FULL), "RayJob")
+    argv = shlex.split(job["spec"]["entrypoint"])
+    args = build_parser().parse_args(argv[1:])
+    assert (args.run, args.preset, args.workers, args.redo) == ("example", "d20", 16, ["sft"])
+    values = yaml.safe_load(FULL_VALUES.read_text())["trainingExample"]
+    (workers,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert workers["replicas"] == values["gpuWorkers"] == 2
+    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
