@@ -31,7 +31,10 @@ def script_tokenizer():
     from chatforge.tokenizer import Tokenizer
     from tests.conftest import sample_texts
 
-    return Tokenizer.train(sample_texts() + ["The answer is\n#### 42"] * 300, vocab_size=512, name="script")
+    # 320 ids, the fewest a tokenizer allows plus a few merges: the bigram model is as wide as the vocabulary
+    return Tokenizer.train(
+        sample_texts(100) + ["The answer is\n#### 42"] * 300, vocab_size=320, name="script"
+    )
 
 
 def bigram_model(tokenizer, transitions):
@@ -39,23 +42,29 @@ def bigram_model(tokenizer, transitions):
     may follow `a` (equally likely; one entry means greedy and sampling both pick it).
 
     Blocks start as the identity (zero output projections), so with one-hot embeddings the head
-    reads the current token alone; a head weight of 1 gives a logit of sqrt(width) ~ 22.6, which
-    the softcap turns into 13.6 against 0 for every other token: p > 0.999.
+    reads the current token alone (the embedding is normalised to sqrt(width) ~ 18 per one-hot
+    entry). A head weight of 1 gives a logit the softcap turns into 12.4 against 0 for every other
+    token: p > 0.999. A branch of two gets 0.5 each (logits 8.0, ~5% left for the rest), where the
+    softcap is still steep enough for training to move them. The embedding is scaled by 1000 so
+    that optimizer steps of ~0.2 per entry (AdamW) barely turn its direction.
     """
     import torch
 
     from chatforge.model import GPT, GPTConfig
 
     vocab = tokenizer.vocab_size
-    config = GPTConfig(vocab_size=vocab, n_layer=1, n_embd=512, n_head=8, n_kv_head=8, sequence_len=256)
+    width = (vocab + 63) // 64 * 64
+    config = GPTConfig(
+        vocab_size=vocab, n_layer=1, n_embd=width, n_head=width // 64, n_kv_head=width // 64, sequence_len=256
+    )
     model = GPT(config)
     with torch.no_grad():
         model.wte.weight.zero_()
-        model.wte.weight[:vocab, :vocab] = torch.eye(vocab)
+        model.wte.weight[:vocab, :vocab] = 1000 * torch.eye(vocab)
         model.lm_head.weight.zero_()
         for a, nexts in transitions.items():
             for b in nexts:
-                model.lm_head.weight[b, a] = 1.0
+                model.lm_head.weight[b, a] = 1.0 if len(nexts) == 1 else 0.5
     return model.eval()
 
 

@@ -17,6 +17,7 @@ compares batching against.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -100,7 +101,10 @@ class EngineGenerator:
                     tools=params.tools,
                 )
                 active[self.engine.add_request(list(prompts[i]), sampling)] = i
-            for request_id, items in self.engine.step().items():
+            outputs = self.engine.step()
+            if not outputs and not self.engine.scheduler.has_work():
+                time.sleep(0.002)  # only tool calls in flight: wait for them without spinning a core
+            for request_id, items in outputs.items():
                 c = completions[active[request_id]]
                 for item in items:
                     if item.token_id is not None:
@@ -136,3 +140,19 @@ def _drop_unappended_output(c: Completion, usage: dict[str, int]) -> None:
     while c.sampled and c.sampled[-1] == 0 and len(c.token_ids) > expected:
         c.token_ids.pop()
         c.sampled.pop()
+
+
+def tool_executor_from(spec: str) -> ToolExecutor | None:
+    """The python tool for generation: "local" (the sandbox executor in this process), an
+    http(s):// URL of the sandbox service, or "none"/"" (tool calls are then not run)."""
+    if spec in ("", "none"):
+        return None
+    if spec.startswith(("http://", "https://")):
+        from chatforge.sandbox_client import SandboxClient
+
+        return SandboxClient(spec)
+    if spec == "local":
+        from sandbox.executor import SandboxExecutor
+
+        return SandboxExecutor()
+    raise ValueError(f"tool executor must be 'local', 'none' or a sandbox URL, got {spec!r}")
