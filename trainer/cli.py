@@ -33,6 +33,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     tok.add_argument("--vocab-size", type=int, default=None, help="vocabulary size (default: the preset's)")
     tok.add_argument("--corpus-dir", default=None, help="parquet corpus (default: data/corpus)")
     tok.add_argument("--redo", action="store_true", help="retrain even if the tokenizer exists")
+    tok.add_argument("--job-id", default="", help="job id (accepted for the jobs API; unused here)")
     tok.set_defaults(func=_cli_tokenizer)
     for stage in TRAIN_STAGES:
         p = train_sub.add_parser(stage, help=f"{stage} training as a Ray Train job")
@@ -40,14 +41,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         _train_flags(p)
         p.set_defaults(func=_cli_train)
 
-    pipe = subparsers.add_parser("pipeline", help="tokenizer -> base -> mid -> sft, skipping finished stages")
-    _common(pipe)
-    pipe.add_argument("--corpus-dir", default="data/corpus", help="parquet corpus (default: data/corpus)")
-    pipe.add_argument("--workers", type=int, default=1, help="Ray Train workers per stage (default: 1)")
-    pipe.add_argument(
-        "--redo", nargs="*", default=[], choices=("tokenizer", *TRAIN_STAGES), help="stages to run again"
-    )
-    pipe.set_defaults(func=_cli_pipeline)
+    # `chatforge pipeline` and `chatforge train pipeline` (the form the jobs API runs) are the same
+    for pipe in (
+        subparsers.add_parser("pipeline", help="tokenizer -> base -> mid -> sft, skipping finished stages"),
+        train_sub.add_parser("pipeline", help="tokenizer -> base -> mid -> sft, skipping finished stages"),
+    ):
+        _common(pipe)
+        pipe.add_argument("--corpus-dir", default="data/corpus", help="parquet corpus (default: data/corpus)")
+        pipe.add_argument("--workers", type=int, default=1, help="Ray Train workers per stage (default: 1)")
+        pipe.add_argument("--job-id", default="", help="send progress events to this job's Redis stream")
+        pipe.add_argument(
+            "--redo", nargs="*", default=[], choices=("tokenizer", *TRAIN_STAGES), help="stages to run again"
+        )
+        pipe.set_defaults(func=_cli_pipeline)
 
     demo = subparsers.add_parser("demo", help="the tiny pipeline on the bundled corpus, then a chat sample")
     demo.add_argument("--data", default="data/corpus", help="the bundled corpus (default: data/corpus)")

@@ -22,7 +22,7 @@ from typing import Any
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .telemetry import LOG_FILE, follow_log
 
 POINTER_FILE = "pointer.txt"
@@ -42,7 +42,9 @@ def run_stage(cfg: TrainConfig, *, launcher: str = "ray") -> dict[str, Any]:
         connect()  # start the embedded Redis here (when there is no REDIS_URL) and export its URL
     if launcher == "local":
         if cfg.workers != 1:
-            raise ValueError(f"a local run has one worker; use the Ray launcher for --workers {cfg.workers}")
+            raise ConfigError(
+                f"a local run has one worker: drop --local to run --workers {cfg.workers} on Ray"
+            )
         from .loop import train_worker
 
         return train_worker(cfg.to_dict())
