@@ -247,5 +247,6 @@ def test_fifty_concurrent_runs_complete_or_get_busy(service: Service) -> None:
     assert info["running"] == 0 and info["waiting"] == 0
     metrics = httpx.get(service.url + "/metrics").text
     assert 'chatforge_sandbox_executions_total{outcome="ok"}' in metrics
+    assert 'chatforge_sandbox_isolation_mode{mode="namespaces"} 1.0' in metrics
     if "busy" in outcomes:
         assert 'chatforge_sandbox_executions_total{outcome="busy"}' in metrics

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -70,3 +72,22 @@ def test_cli_info(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sandbox", "info", "--mode", "weak"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["mode"] == "weak" and "rlimits" in info["layers"]
+
+
+def test_module_entry_point_and_no_torch_in_the_image_path() -> None:
+    # What the image runs: `python -m sandbox`, with torch made unimportable.
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import sandbox.app, chatforge.sandbox_client\n"
+        "from sandbox.__main__ import main\n"
+        "sys.exit(main(['run', '-c', 'print(40 + 2)']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "42\n"
+
+
+def test_importing_chatforge_does_not_import_httpx() -> None:
+    code = "import sys, chatforge, chatforge.tools; print('httpx' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr

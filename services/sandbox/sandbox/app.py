@@ -61,8 +61,8 @@ class RunResult(BaseModel):
 def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> FastAPI:
     """The service app; builds (and probes) the executor unless one is given."""
     executor = executor or SandboxExecutor(settings)
-    metrics = SandboxMetrics(executor.pool)
     iso = executor.isolation
+    metrics = SandboxMetrics(executor.pool, iso.mode)
     log.info(
         "sandbox mode=%s layers=%s python=%s slots=%d queue=%d",
         iso.mode,

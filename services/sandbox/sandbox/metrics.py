@@ -1,7 +1,8 @@
 """Prometheus metrics of the sandbox service.
 
 Each app owns its registry (not the process-global one), so tests can run several services in one
-process. The only label, `outcome`, is one of the seven `chatforge.tools.Outcome` values.
+process. Labels are bounded: `outcome` is one of the seven `chatforge.tools.Outcome` values, `mode` is
+"namespaces" or "weak".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ DURATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class SandboxMetrics:
-    def __init__(self, pool: SlotPool, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, pool: SlotPool, mode: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.executions = Counter(
             "chatforge_sandbox_executions",  # exposed as ..._executions_total
@@ -38,6 +39,11 @@ class SandboxMetrics:
             "chatforge_sandbox_waiting", "Runs admitted and waiting for a slot", registry=self.registry
         )
         waiting.set_function(lambda: pool.waiting)
+        # 1 for the mode this service runs in, so an alert can fire on mode="weak".
+        isolation = Gauge(
+            "chatforge_sandbox_isolation_mode", "Isolation mode in use", ["mode"], registry=self.registry
+        )
+        isolation.labels(mode=mode).set(1)
 
     def observe(self, result: ToolResult) -> None:
         self.executions.labels(outcome=result.outcome).inc()
