@@ -7,9 +7,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
 
-from tests.web.conftest import RUN, STAGE
+from tests.web.conftest import METRICS, RUN, STAGE
+
+# Without playwright the module skips, with the reason in pytest's summary (-ra).
+expect = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
+).expect
 
 CHECKPOINT = f"{RUN}/{STAGE}"
 
@@ -100,3 +104,53 @@ def test_stop_aborts_the_stream_and_gives_the_message_back(ui) -> None:  # type:
     expect(page.locator("article.message")).to_have_count(0)
     expect(page.get_by_label("Message", exact=True)).to_have_value("Tell me a long story")
     expect(page.locator(".toast")).to_have_text("Stopped.")
+
+
+def test_jobs_page_submits_follows_and_cancels_a_job(ui, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    page = ui
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.get_by_role("heading", name="Training jobs")).to_be_visible()
+    page.get_by_label("Stage").select_option("base")
+    page.get_by_label("Run name").fill(RUN)
+    page.get_by_label("Steps").fill("10")
+    page.get_by_label("Depth").fill("2")
+    page.get_by_label("Other flags (JSON object, optional)").fill('{"seed": 3}')
+    page.get_by_role("button", name="Submit").click()
+
+    row = page.locator(".jobs-table tbody tr").first
+    expect(row).to_contain_text(f"base · {RUN}")
+    expect(row.locator(".badge")).to_have_text(re.compile("queued|running"))
+    page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
+    row.get_by_role("link").click()
+
+    # Live from the job's event stream: the job process reported 3 of 10 steps.
+    expect(page.get_by_text("Stage base: step 3 of 10")).to_be_visible()
+    expect(page.locator(".stat", has_text="Loss")).to_contain_text("3.25")
+    expect(page.locator(".event-log")).to_contain_text("start stage=base step=0 num_steps=10")
+    expect(page.locator(".badge")).to_have_text("running")
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("pre.logs")).to_contain_text(f"[{RUN}/base] step 3/10")
+    expect(page.locator("pre", has_text="job_script.py")).to_contain_text("--depth 2 --num-steps 10 --seed 3")
+    page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
+
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator(".badge")).to_have_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+
+
+def test_models_page_lists_checkpoints_with_metrics_and_deploys(ui, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    page = ui
+    page.get_by_role("link", name="Models").click()
+    expect(page.get_by_role("heading", name="Served now")).to_be_visible()
+    expect(page.locator("main li").first).to_contain_text(f"chatforge — checkpoint {CHECKPOINT}")
+    row = page.locator(".checkpoints-table tbody tr", has_text=CHECKPOINT)
+    expect(row).to_have_count(1)
+    header = page.locator(".checkpoints-table thead")
+    for name, value in METRICS.items():
+        expect(header).to_contain_text(name)
+        expect(row).to_contain_text(str(value))
+    page.screenshot(path=str(tmp_path / "models.png"), full_page=True)
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Deploy").click()
+    expect(page.locator(".toast")).to_contain_text("Deployed")

@@ -52,5 +52,12 @@ export function formatTime(epochSeconds) {
 export function formatNumber(value) {
   if (typeof value !== "number" || !Number.isFinite(value)) return String(value ?? "");
   if (Number.isInteger(value)) return value.toLocaleString();
-  return Math.abs(value) >= 100 ? value.toFixed(1) : value.toPrecision(4);
+  // Four significant digits, without the trailing zeros toPrecision leaves (0.02, not 0.02000).
+  return Math.abs(value) >= 100 ? value.toFixed(1) : String(Number(value.toPrecision(4)));
+}
+
+export function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const [h, m] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60)];
+  return h ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m${String(s % 60).padStart(2, "0")}s`;
 }

@@ -2,7 +2,7 @@
 // its server-sent events, cancel, logs).
 
 import { api } from "../api.js";
-import { formatNumber, formatTime, h, mount, toast } from "../dom.js";
+import { formatDuration, formatNumber, formatTime, h, mount, toast } from "../dom.js";
 import { FINAL_STATES, JobProgress } from "../job_progress.js";
 
 const POLL_MS = 5000; // the list is cheap to fetch; events make the detail view live instead
@@ -90,7 +90,13 @@ const STAGES = ["tokenizer", "base", "mid", "sft", "rl", "eval", "report"];
 function submitForm(onSubmitted) {
   const stage = h("select", { id: "job-stage", name: "stage" }, h("option", { value: "pipeline" }, "whole pipeline"), STAGES.map((s) => h("option", { value: s }, s)));
   const run = h("input", { id: "job-run", name: "run", type: "text", value: "demo", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]*", maxlength: 64 });
-  const config = h("textarea", { id: "job-config", name: "config", rows: 6, spellcheck: false, placeholder: '{"depth": 4, "num_steps": 20}' });
+  // The flags most runs change get fields; any other flag goes in the JSON box. Blank fields are
+  // left out, so the stage's recipe decides.
+  const preset = h("select", { id: "job-preset", name: "preset" }, h("option", { value: "" }, "(stage default)"), PRESETS.map((p) => h("option", { value: p }, p)));
+  const number = (id, name) => h("input", { id, name, type: "number", min: 1, step: 1, inputmode: "numeric" });
+  const fields = { preset, depth: number("job-depth", "depth"), num_steps: number("job-steps", "num_steps"), workers: number("job-workers", "workers") };
+  const gpu = h("input", { id: "job-gpu", name: "gpu", type: "checkbox", class: "checkbox" });
+  const extra = h("textarea", { id: "job-config", name: "config", rows: 3, spellcheck: false, placeholder: '{"seed": 1, "eval_every_steps": 50}' });
   const error = h("p", { class: "hint", role: "alert" });
   const form = h(
     "form",
@@ -99,31 +105,34 @@ function submitForm(onSubmitted) {
     stage,
     h("label", { for: "job-run" }, "Run name"),
     run,
-    h("label", { for: "job-config", class: "full" }, "Config (JSON object, optional)"),
-    h("div", { class: "full" }, config),
+    h("label", { for: "job-preset" }, "Preset"),
+    preset,
+    h("label", { for: "job-depth" }, "Depth"),
+    fields.depth,
+    h("label", { for: "job-steps" }, "Steps"),
+    fields.num_steps,
+    h("label", { for: "job-workers" }, "Workers"),
+    fields.workers,
+    h("label", { for: "job-gpu" }, "Use GPUs"),
+    h("div", {}, gpu),
+    h("label", { for: "job-config", class: "full" }, "Other flags (JSON object, optional)"),
+    h("div", { class: "full" }, extra),
     h("div", { class: "full" }, error),
     h("div", { class: "full row end" }, h("button", { type: "submit", class: "button primary" }, "Submit")),
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
-    let overrides = {};
-    if (config.value.trim()) {
-      try {
-        overrides = JSON.parse(config.value);
-      } catch (e) {
-        error.textContent = `Config is not valid JSON: ${e.message}`;
-        config.focus();
-        return;
-      }
-      const nested = Object.entries(overrides ?? {}).find(([, v]) => typeof v === "object" && v !== null);
-      if (typeof overrides !== "object" || overrides === null || Array.isArray(overrides) || nested) {
-        error.textContent = "Config must be a JSON object of flag values (numbers, strings, true/false).";
-        return;
-      }
+    let config;
+    try {
+      config = jobConfig(fields, gpu.checked, extra.value);
+    } catch (e) {
+      error.textContent = e.message;
+      extra.focus();
+      return;
     }
     try {
-      const job = await api.submitJob({ stage: stage.value, run: run.value, config: overrides });
+      const job = await api.submitJob({ stage: stage.value, run: run.value, config });
       toast(`Submitted ${job.id}`);
       onSubmitted();
     } catch (e) {
@@ -131,6 +140,31 @@ function submitForm(onSubmitted) {
     }
   });
   return form;
+}
+
+const PRESETS = ["tiny", "d12", "d20", "d26"];
+
+/** Flag values by field name, as the gateway's JobRequest.config wants them (scalars only). */
+function jobConfig(fields, gpu, extraText) {
+  let extra = {};
+  if (extraText.trim()) {
+    try {
+      extra = JSON.parse(extraText);
+    } catch (e) {
+      throw new Error(`Other flags are not valid JSON: ${e.message}`);
+    }
+    const nested = Object.values(extra ?? {}).some((v) => typeof v === "object" && v !== null);
+    if (typeof extra !== "object" || extra === null || Array.isArray(extra) || nested) {
+      throw new Error("Other flags must be a JSON object of values (numbers, strings, true/false).");
+    }
+  }
+  const config = {};
+  for (const [name, input] of Object.entries(fields)) {
+    if (input.value === "") continue;
+    config[name] = input.type === "number" ? Number(input.value) : input.value;
+  }
+  if (gpu) config.gpu = true;
+  return { ...config, ...extra };
 }
 
 // --- one job --------------------------------------------------------------------------------
@@ -234,19 +268,20 @@ function drawProgress(ui, progress) {
   ui.stage.textContent = progress.stage
     ? `Stage ${progress.stage}: step ${progress.step}${progress.numSteps ? ` of ${progress.numSteps}` : ""}`
     : `State: ${progress.state ?? "unknown"}`;
-  const labels = { loss: "Loss", val_bpb: "Val bits/byte", lr: "Learning rate", tokens_per_s: "Tokens/s", mfu: "MFU", eta_s: "ETA (s)" };
+  const labels = { loss: "Loss", val_bpb: "Val bits/byte", lr: "Learning rate", tokens_per_s: "Tokens/s", mfu: "MFU", eta_s: "ETA" };
+  const show = { mfu: (v) => `${(100 * v).toFixed(1)}%`, eta_s: formatDuration };
   mount(
     ui.summary,
     Object.entries(labels)
       .filter(([key]) => key in progress.latest)
-      .map(([key, label]) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, key === "mfu" ? `${(100 * progress.latest.mfu).toFixed(1)}%` : formatNumber(progress.latest[key])))),
+      .map(([key, label]) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, (show[key] || formatNumber)(progress.latest[key])))),
   );
 }
 
 function eventLine(type, data) {
   const when = data.time ? new Date(data.time * 1000).toLocaleTimeString() : "";
   const fields = Object.entries(data)
-    .filter(([k, v]) => !["type", "time", "run"].includes(k) && typeof v !== "object")
+    .filter(([k, v]) => !["type", "time", "run"].includes(k) && v !== "" && typeof v !== "object")
     .map(([k, v]) => `${k}=${typeof v === "number" ? formatNumber(v) : v}`)
     .join(" ");
   return `${when} ${type} ${fields}`.trim();
