@@ -188,6 +188,7 @@ def evaluate_task(
     return _result(task, correct)
 
 
+@torch.no_grad()
 def score_sequences(
     model: GPT, sequences: Sequence[ScoredSequence], *, batch_rows: int, pad_id: int
 ) -> list[tuple[float, bool]]:
