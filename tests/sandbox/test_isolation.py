@@ -126,6 +126,27 @@ except OSError as e:
     assert first["before"] == []
     assert first["filled"] == 28  # ENOSPC: the 4 MiB tmpfs is full
     assert run_json(small, code)["before"] == []
+    shm = run_json(small, code.replace("/tmp", "/dev/shm"))
+    assert shm["before"] == [] and shm["filled"] == 28
+
+
+def test_dev_is_read_only(small: SandboxExecutor) -> None:
+    out = run_json(
+        small,
+        """
+out = {}
+for path in ("/dev/x", "/dev/pts/x"):
+    try:
+        open(path, "w").write("x")
+        out[path] = "wrote"
+    except OSError as e:
+        out[path] = e.errno
+import multiprocessing
+lock = multiprocessing.Lock()  # a POSIX semaphore in /dev/shm
+out["sem"] = lock.acquire(timeout=1)
+""",
+    )
+    assert out["/dev/x"] in (13, 30) and out["/dev/pts/x"] in (13, 30) and out["sem"] is True
 
 
 def test_rlimits_are_set(small: SandboxExecutor) -> None:

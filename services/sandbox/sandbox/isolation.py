@@ -6,8 +6,9 @@ Namespaces mode (the normal one) runs the snippet under bubblewrap:
 - its own network namespace (only a private loopback: the host's 127.0.0.1 is unreachable, no DNS),
   pid namespace (it sees only itself; when it ends every process it left behind is killed), IPC,
   UTS and cgroup namespaces; no further user namespaces;
-- a private filesystem: /usr (the interpreter and its stdlib) read-only, /proc and a minimal /dev,
-  a fresh size-capped tmpfs /tmp, the root read-only; no /etc, /home, /root or service files;
+- a private filesystem: /usr (the interpreter and its stdlib) read-only, /proc and a minimal
+  read-only /dev, fresh size-capped tmpfs mounts at /tmp and /dev/shm, the root read-only; no /etc,
+  /home, /root or service files;
 - an empty environment except PATH/HOME/LANG; bubblewrap itself gets an empty environment too,
   because its pid 1 inside the sandbox would otherwise expose the service's variables via /proc;
 - the seccomp filter from `seccomp.py`, and rlimits (CPU, address space, processes, file size,
@@ -31,7 +32,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from chatforge.tools import ToolLimits
@@ -86,17 +87,16 @@ class Launch:
     cwd: str
     uid: int | None  # host uid the run executes as; None keeps the service's
     preexec: Callable[[], None]
-    pass_fds: tuple[int, ...] = ()
-    _fds: list[int] = field(default_factory=list)
-    _dirs: list[str] = field(default_factory=list)
+    pass_fds: tuple[int, ...] = ()  # memfds the launcher reads; closed by release()
+    workdir: str | None = None  # weak mode's private directory; removed by release()
 
     def release(self) -> None:
-        for fd in self._fds:
+        for fd in self.pass_fds:
             os.close(fd)
-        for d in self._dirs:
-            shutil.rmtree(d, ignore_errors=True)
-        self._fds.clear()
-        self._dirs.clear()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.pass_fds = ()
+        self.workdir = None
 
 
 def detect_isolation(settings: Settings) -> Isolation:
@@ -178,8 +178,13 @@ def _prepare_namespaces(
         *_system_mounts(iso.python),
         "--proc", "/proc",
         "--dev", "/dev",
+        # Writable places are size-capped tmpfs mounts only (tmpfs pages are memory no rlimit
+        # counts): /tmp, and /dev/shm for POSIX semaphores (multiprocessing); /dev itself read-only.
         "--size", str(settings.tmpfs_bytes),
         "--tmpfs", "/tmp",
+        "--size", str(settings.tmpfs_bytes),
+        "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev",
         "--perms", "0444",
         "--file", str(code_fd), SNIPPET_PATH,
         "--remount-ro", "/",
@@ -193,9 +198,7 @@ def _prepare_namespaces(
         fds.append(seccomp_fd)
         argv += ["--seccomp", str(seccomp_fd)]
     argv += ["--", iso.python, *_PYTHON_FLAGS, SNIPPET_PATH]
-    launch = Launch(argv, env={}, cwd="/", uid=uid, preexec=preexec, pass_fds=tuple(fds))
-    launch._fds.extend(fds)
-    return launch
+    return Launch(argv, env={}, cwd="/", uid=uid, preexec=preexec, pass_fds=tuple(fds))
 
 
 def _prepare_weak(iso: Isolation, code: str, uid: int | None, preexec: Callable[[], None]) -> Launch:
@@ -207,9 +210,8 @@ def _prepare_weak(iso: Isolation, code: str, uid: int | None, preexec: Callable[
         os.chown(workdir, uid, uid)
         os.chown(path, uid, uid)
     env = dict(_RUN_ENV, HOME=workdir, TMPDIR=workdir)
-    launch = Launch([iso.python, *_PYTHON_FLAGS, path], env=env, cwd=workdir, uid=uid, preexec=preexec)
-    launch._dirs.append(workdir)
-    return launch
+    argv = [iso.python, *_PYTHON_FLAGS, path]
+    return Launch(argv, env=env, cwd=workdir, uid=uid, preexec=preexec, workdir=workdir)
 
 
 def _system_mounts(python: str) -> list[str]:

@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     max_processes: int = Field(default=32, ge=4, description="processes + threads per run (RLIMIT_NPROC)")
     max_open_files: int = Field(default=64, ge=16, description="RLIMIT_NOFILE per process")
     max_file_bytes: int = Field(default=16 * MIB, ge=0, description="RLIMIT_FSIZE: largest file a run writes")
-    tmpfs_bytes: int = Field(default=32 * MIB, ge=MIB, description="size of each run's private /tmp")
+    tmpfs_bytes: int = Field(
+        default=32 * MIB, ge=MIB, description="size of each run's private /tmp (and /dev/shm)"
+    )
     # When the service runs as root, run slot i executes as host uid uid_base + i: runs cannot
     # see or signal each other, RLIMIT_NPROC counts one run only, and cleanup kills by uid.
     uid_base: int = Field(default=200_000, ge=1000, le=2**31 - 4096)
