@@ -108,11 +108,14 @@ def weak() -> SandboxExecutor:
 def test_weak_mode_still_drops_privileges_and_clears_the_environment(weak: SandboxExecutor) -> None:
     os.environ["SANDBOX_WEAK_TEST_SECRET"] = "weak-secret"
     try:
-        result = weak.run("import os; print(os.getuid(), sorted(os.environ), os.getcwd())")
+        result = weak.run(
+            "import os; print(os.getuid(), open('/proc/self/oom_score_adj').read().strip(), sorted(os.environ), os.getcwd())"
+        )
     finally:
         del os.environ["SANDBOX_WEAK_TEST_SECRET"]
     assert result.outcome == "ok", result
-    uid, rest = result.stdout.split(" ", 1)
+    uid, oom, rest = result.stdout.split(" ", 2)
+    assert oom == "1000"
     if os.geteuid() == 0:
         assert UID_BASE <= int(uid) < UID_BASE + 2
     assert "SECRET" not in rest and "chatforge-sandbox-" in rest

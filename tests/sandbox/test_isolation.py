@@ -40,7 +40,8 @@ def test_runs_as_nobody_without_capabilities(small: SandboxExecutor) -> None:
 import os
 status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
 out = {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "cap": status["CapEff"].strip(),
-       "nnp": status["NoNewPrivs"].strip(), "seccomp": status["Seccomp"].strip()}
+       "nnp": status["NoNewPrivs"].strip(), "seccomp": status["Seccomp"].strip(),
+       "oom": open("/proc/self/oom_score_adj").read().strip()}
 """,
     )
     assert out == {
@@ -50,6 +51,7 @@ out = {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "cap": stat
         "cap": "0" * 16,
         "nnp": "1",
         "seccomp": "2",
+        "oom": "1000",
     }
 
 

@@ -85,7 +85,7 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     cwd: str
-    uid: int | None  # host uid the run executes as; None keeps the service's
+    uid: int | None  # host uid the run executes as (preexec switches to it); None keeps the service's
     preexec: Callable[[], None]
     pass_fds: tuple[int, ...] = ()  # memfds the launcher reads; closed by release()
     workdir: str | None = None  # weak mode's private directory; removed by release()
@@ -127,8 +127,8 @@ def prepare(iso: Isolation, settings: Settings, code: str, limits: ToolLimits, s
     uid = settings.uid_base + slot if iso.per_run_uid else None
     if iso.mode == "namespaces":
         # bubblewrap needs unshare/mount itself; it installs the filter just before exec.
-        return _prepare_namespaces(iso, settings, code, uid, _make_preexec(settings, limits, None))
-    preexec = _make_preexec(settings, limits, build_filter() if iso.seccomp else None)
+        return _prepare_namespaces(iso, settings, code, uid, _make_preexec(settings, limits, uid, None))
+    preexec = _make_preexec(settings, limits, uid, build_filter() if iso.seccomp else None)
     return _prepare_weak(iso, code, uid, preexec)
 
 
@@ -235,9 +235,11 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
-def _make_preexec(settings: Settings, limits: ToolLimits, seccomp_filter: bytes | None) -> Callable[[], None]:
-    """The function run in the child between fork and exec (after the uid drop): rlimits, and in
-    weak mode the seccomp filter (bubblewrap installs it itself in namespaces mode)."""
+def _make_preexec(
+    settings: Settings, limits: ToolLimits, uid: int | None, seccomp_filter: bytes | None
+) -> Callable[[], None]:
+    """The function run in the child between fork and exec: OOM priority, the uid drop, rlimits,
+    and in weak mode the seccomp filter (bubblewrap installs it itself in namespaces mode)."""
     # The CPU limit backs up the wall-clock kill; a second of slack lets the wall clock win normally.
     cpu_s = math.ceil(limits.timeout_s) + 1
     rlimits = [
@@ -253,6 +255,18 @@ def _make_preexec(settings: Settings, limits: ToolLimits, seccomp_filter: bytes 
     install_seccomp = _seccomp_installer(seccomp_filter) if seccomp_filter is not None else None
 
     def preexec() -> None:
+        # Memory is capped per process, not per run (no cgroup here), so the container's limit is
+        # the backstop; this makes the kernel's OOM killer pick a snippet, never the service.
+        # Written before the uid drop, which makes /proc/self unwritable to us.
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, b"1000")
+        finally:
+            os.close(fd)
+        if uid is not None:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
         for which, value in rlimits:
             resource.setrlimit(which, (value, value))
         if install_seccomp is not None:
@@ -290,7 +304,7 @@ def _probe(iso: Isolation, settings: Settings) -> str | None:
     if platform.system() != "Linux":
         return f"namespaces need Linux, not {platform.system()}"
     uid = settings.uid_base if iso.per_run_uid else None  # slot 0's uid: no run holds it yet
-    launch = _prepare_namespaces(iso, settings, "pass", uid, _make_preexec(settings, ToolLimits(), None))
+    launch = _prepare_namespaces(iso, settings, "pass", uid, _make_preexec(settings, ToolLimits(), uid, None))
     try:
         raw = run_capped(launch, timeout_s=10.0, output_bytes=4096)
     except OSError as e:

@@ -50,9 +50,6 @@ def run_capped(launch: Launch, timeout_s: float, output_bytes: int) -> RawRun:
         stderr=subprocess.PIPE,
         env=launch.env,
         cwd=launch.cwd,
-        user=launch.uid,
-        group=launch.uid,
-        extra_groups=[] if launch.uid is not None else None,
         start_new_session=True,  # its own process group, so one killpg reaches all of it
         pass_fds=launch.pass_fds,
         preexec_fn=launch.preexec,
