@@ -22,7 +22,7 @@ from chatforge.sandbox_client import SandboxClient
 
 SERVICE_SLOTS = 4
 SERVICE_QUEUE = 12
-UID_BASE = 200_000
+UID_BASE = Settings.model_fields["uid_base"].default
 
 
 def namespaces_executor(**overrides: object) -> SandboxExecutor:

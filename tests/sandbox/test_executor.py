@@ -131,3 +131,8 @@ def test_weak_mode_enforces_time_output_and_no_leftovers(weak: SandboxExecutor) 
     assert weak.run(daemon).stdout == "bye\n"
     if os.geteuid() == 0:
         assert leftover_pids(2) == []
+
+
+def test_run_uids_never_include_nobody() -> None:
+    with pytest.raises(SettingsError, match="nobody"):
+        load_settings(uid_base=65530, max_concurrent=8)

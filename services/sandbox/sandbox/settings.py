@@ -17,6 +17,7 @@ from chatforge.tools import DEFAULT_MEMORY_MB, DEFAULT_OUTPUT_BYTES, DEFAULT_TIM
 ENV_PREFIX = "CHATFORGE_SANDBOX_"
 DEFAULT_PORT = 8092
 MIB = 1024 * 1024
+NOBODY_UID = 65534  # host processes may run as nobody; cleanup by uid must never reach them
 
 Mode = Literal["auto", "namespaces", "weak"]
 
@@ -59,15 +60,20 @@ class Settings(BaseSettings):
     tmpfs_bytes: int = Field(
         default=32 * MIB, ge=MIB, description="size of each run's private /tmp (and /dev/shm)"
     )
-    # When the service runs as root, run slot i executes as host uid uid_base + i: runs cannot
-    # see or signal each other, RLIMIT_NPROC counts one run only, and cleanup kills by uid.
-    uid_base: int = Field(default=200_000, ge=1000, le=2**31 - 4096)
+    # When the service runs as root, run slot i executes as uid uid_base + i: runs cannot see or
+    # signal each other, RLIMIT_NPROC counts one run only, and cleanup kills by uid. 50000 leaves
+    # the slots inside a pod user namespace's mapped range (0-65535) and below nobody (65534).
+    uid_base: int = Field(default=50_000, ge=1000, le=2**31 - 4096)
 
     @model_validator(mode="after")
     def _defaults_within_maxima(self) -> Settings:
         for name in ("timeout_s", "memory_mb", "output_bytes"):
             if getattr(self, f"default_{name}") > getattr(self, f"max_{name}"):
                 raise ValueError(f"default_{name} is above max_{name}")
+        if self.uid_base <= NOBODY_UID < self.uid_base + self.max_concurrent:
+            raise ValueError(
+                f"uid_base {self.uid_base} + max_concurrent would give a run uid {NOBODY_UID} (nobody)"
+            )
         return self
 
     def default_limits(self) -> ToolLimits:
