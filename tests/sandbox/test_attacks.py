@@ -196,7 +196,7 @@ print("sub", out.stdout.split())
     assert lines["sub"].startswith("['65534'")
 
 
-def test_signalling_the_parent_and_everyone_fails(service: Service) -> None:
+def test_signalling_the_parent_and_everyone_harms_nothing(service: Service) -> None:
     code = f"""
 import os, signal
 for target in (os.getppid(), 1, {service.pid}, -1):

@@ -34,6 +34,8 @@ def test_malformed_requests_get_4xx_with_a_message(service: Service) -> None:
     assert resp.status_code == 422 and "nope" in resp.text
     resp = httpx.post(service.url + "/v1/run", json={"code": "print(1)", "memory_mb": 1})
     assert resp.status_code == 400 and "memory_mb" in resp.json()["detail"]
+    resp = httpx.post(service.url + "/v1/run", json={"code": "#" * (8 * 1024 * 1024)})
+    assert resp.status_code == 413 and "limit" in resp.json()["detail"]
 
 
 def test_client_reports_an_unreachable_service_as_unavailable() -> None:

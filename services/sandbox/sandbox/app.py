@@ -5,8 +5,9 @@ API (also served as OpenAPI at /docs):
   runs the snippet with no stdin and answers a `ToolResult` (`chatforge.tools`): 200 for every run
   that started, whatever the snippet did (`outcome` says: ok, error, timeout, memory,
   output_limit); 429 with `outcome: "busy"` and `Retry-After` when the queue is full or no slot
-  freed in time; 400 for limits outside the service's maxima; 422 for a malformed body;
-  503 with `outcome: "unavailable"` when the sandbox itself could not start a run.
+  freed in time; 400 for limits outside the service's maxima; 413 for a body far beyond
+  max_code_bytes; 422 for a malformed body; 503 with `outcome: "unavailable"` when the sandbox
+  itself could not start a run.
 - `GET /healthz`: `{"status": "ok", "mode": "namespaces" | "weak"}`.
 - `GET /info`: the isolation mode and why, its layers, the interpreter, limits and concurrency.
 - `GET /metrics`: Prometheus text.
@@ -20,7 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,6 +81,16 @@ def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> F
         yield
 
     app = FastAPI(title="chatforge sandbox", version="1", lifespan=lifespan)
+    # JSON escaping can grow code up to 6x (\uXXXX); anything larger is refused before it is read.
+    max_body_bytes = 6 * settings.max_code_bytes + 4096
+
+    @app.middleware("http")
+    async def refuse_huge_bodies(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body_bytes:
+            detail = f"request body is {length} bytes; the limit is {max_body_bytes}"
+            return JSONResponse({"detail": detail}, status_code=413)
+        return await call_next(request)
 
     @app.post(
         "/v1/run", response_model=RunResult, responses={429: {"model": RunResult}, 503: {"model": RunResult}}
