@@ -9,6 +9,7 @@ import re
 import pytest
 
 from tests.web.conftest import METRICS, RUN, STAGE
+from tests.web.tcp_proxy import TcpProxy
 
 # Without playwright the module skips, with the reason in pytest's summary (-ra).
 expect = pytest.importorskip(
@@ -106,8 +107,16 @@ def test_stop_aborts_the_stream_and_gives_the_message_back(ui) -> None:  # type:
     expect(page.locator(".toast")).to_have_text("Stopped.")
 
 
-def test_jobs_page_submits_follows_and_cancels_a_job(ui, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    page = ui
+def test_jobs_page_submits_follows_and_cancels_a_job(page, gateway_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proxy = TcpProxy(int(gateway_url.rsplit(":", 1)[1]))
+    try:
+        _follow_a_job(page, f"http://127.0.0.1:{proxy.port}", tmp_path, proxy)
+    finally:
+        proxy.close()
+
+
+def _follow_a_job(page, url, tmp_path, proxy) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{url}/")
     page.get_by_role("link", name="Jobs").click()
     expect(page.get_by_role("heading", name="Training jobs")).to_be_visible()
     page.get_by_label("Stage").select_option("base")
@@ -128,6 +137,12 @@ def test_jobs_page_submits_follows_and_cancels_a_job(ui, tmp_path) -> None:  # t
     expect(page.locator(".stat", has_text="Loss")).to_contain_text("3.25")
     expect(page.locator(".event-log")).to_contain_text("start stage=base step=0 num_steps=10")
     expect(page.locator(".badge")).to_have_text("running")
+
+    # The connection drops: the page reconnects and asks for the events after the last one it saw.
+    assert proxy.cut() >= 1
+    expect(page.locator(".toast", has_text="reconnecting")).to_be_visible()
+    expect(page.locator(".event-log li", has_text="state=running")).to_have_count(2)  # one per connection
+    expect(page.locator(".event-log li", has_text="progress")).to_have_count(3)  # none twice
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator("pre.logs")).to_contain_text(f"[{RUN}/base] step 3/10")
     expect(page.locator("pre", has_text="job_script.py")).to_contain_text("--depth 2 --num-steps 10 --seed 3")
@@ -136,6 +151,9 @@ def test_jobs_page_submits_follows_and_cancels_a_job(ui, tmp_path) -> None:  # t
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator(".badge")).to_have_text("cancelled")
+    expect(page.locator(".event-log li", has_text="state=cancelled")).to_have_count(
+        1
+    )  # live, after the reconnect
     expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
 
 

@@ -96,7 +96,7 @@ export const api = {
   job: (id) => json("GET", `/v1/jobs/${enc(id)}`),
   submitJob: (spec) => json("POST", "/v1/jobs", { body: spec }),
   cancelJob: (id) => json("POST", `/v1/jobs/${enc(id)}/cancel`),
-  jobEvents: (id, signal) => stream("GET", `/v1/jobs/${enc(id)}/events`, { signal }),
+  jobEvents: (id, after, signal) => stream("GET", `/v1/jobs/${enc(id)}/events?after=${enc(after)}`, { signal }),
   jobLogs: async (id) => (await call("GET", `/v1/jobs/${enc(id)}/logs`)).text(),
 
   reports: () => json("GET", "/v1/reports"),

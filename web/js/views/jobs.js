@@ -1,7 +1,7 @@
 // The jobs page: submit a stage or a pipeline, list jobs, and follow one job live (progress from
 // its server-sent events, cancel, logs).
 
-import { api } from "../api.js";
+import { api, ApiError } from "../api.js";
 import { formatDuration, formatNumber, formatTime, h, mount, toast } from "../dom.js";
 import { FINAL_STATES, JobProgress } from "../job_progress.js";
 
@@ -238,27 +238,52 @@ function showState(ui, { state, message }, progress) {
   drawProgress(ui, progress);
 }
 
+// After a broken stream (a gateway restart, a proxy's idle timeout) the page reconnects and asks for
+// the events after the last one it saw, so none is lost or shown twice.
+const RECONNECT_MS = 2000;
+
 async function followEvents(jobId, ui, progress, signal) {
-  try {
-    for await (const event of api.jobEvents(jobId, signal)) {
-      let data;
-      try {
-        data = JSON.parse(event.data);
-      } catch {
-        continue; // a keep-alive or a line the page does not know
+  let after = "0";
+  let told = false;
+  while (!signal.aborted) {
+    try {
+      for await (const event of api.jobEvents(jobId, after, signal)) {
+        if (event.id) after = event.id;
+        if (event.event === "end") return; // the job is over and every event has been sent
+        let data;
+        try {
+          data = JSON.parse(event.data);
+        } catch {
+          continue; // a line the page does not know
+        }
+        const type = data.type || event.event;
+        progress.add(type, data);
+        ui.events.append(h("li", {}, eventLine(type, data)));
+        while (ui.events.children.length > 200) ui.events.firstChild.remove();
+        ui.events.scrollTop = ui.events.scrollHeight;
+        if (type === "state") showState(ui, data, progress);
+        else drawProgress(ui, progress);
       }
-      if (event.event === "end") break; // the job is over and every event has been sent
-      const type = data.type || event.event;
-      progress.add(type, data);
-      ui.events.append(h("li", {}, eventLine(type, data)));
-      while (ui.events.children.length > 200) ui.events.firstChild.remove();
-      ui.events.scrollTop = ui.events.scrollHeight;
-      if (type === "state") showState(ui, data, progress);
-      else drawProgress(ui, progress);
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      if (error instanceof ApiError && error.status < 500) {
+        toast(`Event stream: ${error.message}`, "error"); // asking again will not help
+        return;
+      }
     }
-  } catch (error) {
-    if (error.name !== "AbortError") toast(`Event stream: ${error.message}`, "error");
+    if (!told) {
+      toast("Lost the job's event stream; reconnecting…");
+      told = true;
+    }
+    await sleep(RECONNECT_MS, signal);
   }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => clearTimeout(timer) || resolve(), { once: true });
+  });
 }
 
 function drawProgress(ui, progress) {
