@@ -141,6 +141,24 @@ def test_rayservice_serve_config_names_the_serve_app_and_gpu_pool() -> None:
     assert (workers["minReplicas"], workers["maxReplicas"]) == (2, 8)
 
 
+def test_probes_use_http_or_grpc_on_declared_ports() -> None:
+    """No exec probes (slim images lack curl/wget, and KubeRay's injected ones shell out to wget);
+    a named probe port must be one the container declares."""
+    for obj in render(*FULL):
+        for pod in pod_specs(obj):
+            for container in pod["containers"]:
+                ports = {p["name"] for p in container.get("ports", []) if "name" in p}
+                probes = [container.get(k) for k in ("startupProbe", "livenessProbe", "readinessProbe")]
+                assert probes[1] and probes[2], f"{obj['metadata']['name']}/{container['name']}: no probes"
+                for probe in filter(None, probes):
+                    if obj["kind"] == "StatefulSet":
+                        continue  # Redis's image has redis-cli for an exec probe
+                    handler = probe.get("httpGet") or probe.get("grpc")
+                    assert handler, f"{obj['metadata']['name']}/{container['name']}: {probe}"
+                    port = handler["port"]
+                    assert isinstance(port, int) or port in ports, f"{container['name']}: no port {port}"
+
+
 def test_every_pod_mounts_the_artifact_store_at_one_path() -> None:
     mount_path = yaml.safe_load((CHART / "values.yaml").read_text())["artifacts"]["mountPath"]
     objects = render(*FULL)

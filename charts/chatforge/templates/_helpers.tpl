@@ -179,3 +179,37 @@ ConfigMap, so `helm template` and `helm install` both stop with the message.
 - name: REDIS_URL
   value: {{ include "chatforge.redisUrl" . | quote }}
 {{- end }}
+
+{{/*
+Probes of a Ray container: (dict "head" true/false "serve" true/false). Written out as HTTP probes
+so KubeRay does not inject its own, which shell out to wget (absent from slim Python images).
+The raylet answers on the dashboard agent's port, the head's GCS on the dashboard, and a Serve
+worker is ready once its proxy is (KubeRay's own defaults, as HTTP). The head's readiness never
+waits for Serve: KubeRay deploys the application only once the head is ready.
+*/}}
+{{- define "chatforge.rayProbes" -}}
+livenessProbe:
+  httpGet:
+    path: /api/local_raylet_healthz
+    port: 52365
+  initialDelaySeconds: 30
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 120
+readinessProbe:
+  httpGet:
+  {{- if .serve }}
+    path: /-/healthz
+    port: serve
+  {{- else if .head }}
+    path: /api/gcs_healthz
+    port: dashboard
+  {{- else }}
+    path: /api/local_raylet_healthz
+    port: 52365
+  {{- end }}
+  initialDelaySeconds: 10
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 10
+{{- end }}
