@@ -83,35 +83,53 @@ def ray_session(run_dir: Path, *, address: str | None = None, num_cpus: int | No
 
     candidate = Path(run_dir).absolute() / "ray-tmp"
     temp = candidate if len(str(candidate)) <= 48 else Path(tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp"))
-    with local_ray(temp, address=address, num_cpus=num_cpus or os.cpu_count()):
+    # The dashboard (on 127.0.0.1) serves Ray's state API, which Ray Train's placement-group
+    # cleaner polls: without it the cleaner can mistake the live controller for a dead one and
+    # remove the workers' placement group mid-run (seen on a loaded 2-core machine).
+    with local_ray(temp, address=address, num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+                   dashboard_host="127.0.0.1"):  # fmt: skip
         yield
 
 
 def _fit(cfg: TrainConfig, stage_dir: Path) -> dict[str, Any]:
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train import BackendConfig, FailureConfig, RunConfig, ScalingConfig
 
     cpus = max(1, (os.cpu_count() or 1) // cfg.workers)
     env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpus)}
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]
-    trainer = TorchTrainer(
-        _ray_worker,
-        train_loop_config={"train": cfg.to_dict(), "env": env},
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=cfg.workers,
-            use_gpu=cfg.use_gpu,
-            resources_per_worker=None if cfg.use_gpu else {"CPU": 1},
-        ),
-        run_config=RunConfig(
-            # a fresh name per job: Ray restores within one job (worker restarts); resuming a job
-            # that died is the artifact store's business (`resume`)
-            name=f"{cfg.run}-{cfg.stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-            storage_path=str(stage_dir.parent / "ray"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-        ),
+    storage = stage_dir.parent / "ray"
+    worker_config = {"train": cfg.to_dict(), "env": env, "rendezvous_dir": str(storage)}
+    scaling = ScalingConfig(
+        num_workers=cfg.workers,
+        use_gpu=cfg.use_gpu,
+        resources_per_worker=None if cfg.use_gpu else {"CPU": 1},
     )
+    run_config = RunConfig(
+        # a fresh name per job: Ray restores within one job (worker restarts); resuming a job that
+        # died is the artifact store's business (`resume`)
+        name=f"{cfg.run}-{cfg.stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+        storage_path=str(storage),
+        failure_config=FailureConfig(max_failures=cfg.max_failures),
+    )
+    if cfg.use_gpu:
+        # NCCL across nodes: Ray Train's torch backend sets up the process group (TCP rendezvous)
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        trainer: Any = TorchTrainer(
+            _ray_worker, train_loop_config=worker_config, torch_config=TorchConfig(backend="nccl"),
+            scaling_config=scaling, run_config=run_config,
+        )  # fmt: skip
+    else:
+        # gloo on one machine: the workers meet through a file, not a TCP store (which would listen
+        # on every interface), and gloo's own sockets stay on `lo`
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        worker_config["rendezvous"] = "file"
+        trainer = DataParallelTrainer(
+            _ray_worker, train_loop_config=worker_config, backend_config=BackendConfig(),
+            scaling_config=scaling, run_config=run_config,
+        )  # fmt: skip
     stop = threading.Event()
     follower = threading.Thread(target=follow_log, args=(stage_dir / LOG_FILE, stop), daemon=True)
     follower.start()
@@ -127,13 +145,19 @@ def _fit(cfg: TrainConfig, stage_dir: Path) -> dict[str, Any]:
 
 
 def _ray_worker(config: dict[str, Any]) -> None:
-    """What each Ray Train worker runs: find the checkpoint to restart from, train, report."""
+    """What each Ray Train worker runs: join the process group, find the checkpoint to restart
+    from, train, report."""
     import ray.train
     import torch
 
     os.environ.update(config["env"])
     torch.set_num_threads(int(config["env"]["OMP_NUM_THREADS"]))
     from .loop import train_worker
+
+    context = ray.train.get_context()
+    joined = config.get("rendezvous") == "file" and context.get_world_size() > 1
+    if joined:
+        _join_by_file(Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size())
 
     restart_from = None
     reported = ray.train.get_checkpoint()
@@ -149,4 +173,22 @@ def _ray_worker(config: dict[str, Any]) -> None:
             checkpoint = ray.train.Checkpoint.from_directory(str(pointer_dir))
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    train_worker(config["train"], restart_from=restart_from, report=report, console=False)
+    try:
+        train_worker(config["train"], restart_from=restart_from, report=report, console=False)
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _join_by_file(directory: Path, rank: int, world_size: int) -> None:
+    """gloo process group through a FileStore; a fresh file per worker-group attempt, named by rank 0."""
+    import uuid
+
+    import torch.distributed as dist
+    from ray.train.collective import broadcast_from_rank_zero
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = broadcast_from_rank_zero(str(directory / f".rendezvous-{uuid.uuid4().hex}") if rank == 0 else "")
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world_size)

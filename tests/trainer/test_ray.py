@@ -22,11 +22,11 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    from chatforge.raylocal import local_ray
+    from trainer.driver import ray_session
 
     temp = tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp")
     try:
-        with local_ray(temp, num_cpus=2):
+        with ray_session(Path(temp), num_cpus=2):
             yield
     finally:
         shutil.rmtree(temp, ignore_errors=True)
