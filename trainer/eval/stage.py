@@ -1,0 +1,192 @@
+"""The eval stage: measure one checkpoint and store the results beside it.
+
+`run_eval` loads a checkpoint (`run/stage[/step_N]`), then measures what applies: bits per byte on
+the corpus's validation shards, CORE on a bundle (data-parallel over Ray workers when asked), and
+the chat evals through the inference engine. The results go to `<stage>/step_N.eval.json`, beside
+the checkpoint directory and never inside it (its meta.json hashes its files), and as an `eval`
+event in the stage's log.jsonl and the job's Redis stream, where the report card finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chatforge import checkpoint as ckpt
+from chatforge.artifacts import ArtifactStore
+
+log = logging.getLogger(__name__)
+RESULT_SUFFIX = ".eval.json"
+CHAT_STAGES = ("mid", "sft", "rl")  # stages whose model speaks the chat format
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str  # `run/stage` (its latest step) or `run/stage/step_NNNNNN`
+    artifacts_dir: str
+    corpus_dir: str = "data/corpus"  # bits per byte on its validation shards ("" to skip)
+    bpb_docs: int = 200
+    core_bundle: str = ""  # a DCLM-layout bundle ("" to skip CORE)
+    core_tasks: tuple[str, ...] = ()  # labels; empty = every task of the bundle
+    chat_data: str = ""  # folder of <task>.jsonl written by `chatforge eval data`
+    chat_tasks: tuple[str, ...] = ()  # empty = those with data, plus spelling; chat stages only
+    max_examples: int = 0  # per task; 0 = all
+    batch_rows: int = 32
+    workers: int = 1  # Ray workers for CORE (data-parallel); 1 = in this process
+    tools: str = "local"  # python tool for generative evals: local, a sandbox URL, or none
+    job_id: str = ""
+
+
+def result_path(checkpoint_dir: Path) -> Path:
+    return checkpoint_dir.parent / f"{checkpoint_dir.name}{RESULT_SUFFIX}"
+
+
+def read_results(stage_dir: Path) -> list[dict[str, Any]]:
+    """Every stored eval result of a stage, by step."""
+    found = []
+    for p in sorted(stage_dir.glob(f"step_*{RESULT_SUFFIX}")):
+        try:
+            found.append(json.loads(p.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as e:
+            log.warning("skipping unreadable eval result %s: %s", p, e)
+    return sorted(found, key=lambda r: r.get("step", 0))
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate the checkpoint; returns the results (also written beside it)."""
+    from chatforge.tokenizer import Tokenizer
+
+    from ..telemetry import LOG_FILE, Telemetry
+    from .chat_eval import CHAT_TASKS, chatcore, evaluate_chat_task, load_chat_tasks
+    from .core import core_score
+    from .rollout import EngineGenerator, tool_executor_from
+
+    store = ArtifactStore(Path(cfg.artifacts_dir))
+    path = store.resolve_checkpoint(cfg.checkpoint)
+    model, meta = load_model(path)
+    tokenizer = Tokenizer.load(store.find_tokenizer(meta.get("tokenizer") or cfg.checkpoint.split("/")[0]))
+    stage = meta.get("stage") or path.parent.name
+    limit = cfg.max_examples or None
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {
+        "checkpoint": f"{path.parent.parent.name}/{path.parent.name}/{path.name}",
+        "stage": stage, "step": int(meta["step"]), "time": time.time(), "params": model.num_params(),
+    }  # fmt: skip
+    if cfg.corpus_dir:
+        results["bpb"] = corpus_bpb(model, tokenizer, cfg.corpus_dir, cfg.bpb_docs, cfg.batch_rows)
+    if cfg.core_bundle:
+        from .core_data import load_bundle
+
+        tasks = load_bundle(cfg.core_bundle, cfg.core_tasks or None)
+        if cfg.workers > 1:
+            core = evaluate_core_on_ray(path, tokenizer, tasks, cfg.workers, cfg.batch_rows, limit)
+        else:
+            from .core import evaluate_task
+
+            core = [
+                evaluate_task(model, tokenizer, t, batch_rows=cfg.batch_rows, max_examples=limit)
+                for t in tasks
+            ]
+        results["core"] = {"score": core_score(core), "tasks": {r.label: r.to_dict() for r in core}}
+    names = list(cfg.chat_tasks)
+    if not names and stage in CHAT_STAGES:
+        have = {p.stem for p in Path(cfg.chat_data).glob("*.jsonl")} if cfg.chat_data else set()
+        names = [n for n in CHAT_TASKS if n in have or n == "spelling"]
+        if cfg.tools == "none" and "humaneval" in names:
+            names.remove("humaneval")
+    if names:
+        executor = tool_executor_from(cfg.tools)
+        tasks_chat = load_chat_tasks(names, data_dir=cfg.chat_data or None, executor=executor)
+        generator = EngineGenerator(model, tokenizer, tool_executor=executor)
+        try:
+            chat = [evaluate_chat_task(model, tokenizer, t, generator=generator, batch_rows=cfg.batch_rows,
+                                       max_examples=limit) for t in tasks_chat]  # fmt: skip
+        finally:
+            generator.close()
+        results["chat"] = {
+            "chatcore": chatcore(chat),
+            "tasks": {r.name: r.to_dict() for r in chat},
+            "samples": {r.name: r.samples for r in chat},
+        }
+    results["duration_s"] = time.perf_counter() - t0
+    out = result_path(path)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, out)
+    telemetry = Telemetry(stage=stage, run=path.parent.parent.name, log_path=path.parent / LOG_FILE,
+                          total_steps=0, enabled=True, job_id=cfg.job_id)  # fmt: skip
+    telemetry.event("eval", summary_line(results), **{k: v for k, v in results.items() if k != "chat"},
+                    chat={k: v for k, v in results.get("chat", {}).items() if k != "samples"})  # fmt: skip
+    telemetry.close()
+    return results
+
+
+def summary_line(results: dict[str, Any]) -> str:
+    parts = [f"[{results['checkpoint']}] eval"]
+    if "bpb" in results:
+        parts.append(f"bpb {results['bpb']:.4f}")
+    if "core" in results:
+        parts.append(f"CORE {results['core']['score']:.4f}")
+    if "chat" in results:
+        tasks = results["chat"]["tasks"]
+        parts += [f"{n} {t['accuracy']:.3f}" for n, t in tasks.items()]
+        parts.append(f"ChatCORE {results['chat']['chatcore']:.4f}")
+    return " | ".join(parts)
+
+
+def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The GPT of a checkpoint directory (weights only), on the default device, in eval mode."""
+    from chatforge.model import GPT, GPTConfig, default_device
+
+    loaded = ckpt.load(path, with_optimizer=False)
+    model = GPT(GPTConfig.from_dict(loaded.config))
+    ckpt.load_state_into(model, loaded.model_state, source=path)
+    return model.to(default_device()).eval(), loaded.meta
+
+
+def corpus_bpb(model: Any, tokenizer: Any, corpus_dir: str, docs: int, batch_rows: int) -> float:
+    """Bits per byte on the first `docs` documents of the corpus's validation shards."""
+    from itertools import islice
+
+    from chatforge.corpus import iter_texts, val_shards
+
+    from .bpb import bits_per_byte, text_batches
+
+    shards = val_shards(corpus_dir)
+    if not shards:
+        raise FileNotFoundError(
+            f"no validation shards (val_*.parquet) in {corpus_dir}: build it with `chatforge data corpus`"
+        )
+    texts = list(islice(iter_texts(shards), docs))
+    batches = text_batches(tokenizer.encode_batch(texts), bos_id=tokenizer.bos_id,
+                           sequence_len=model.config.sequence_len, batch_rows=batch_rows)  # fmt: skip
+    return bits_per_byte(model, batches, tokenizer.token_bytes())
+
+
+def evaluate_core_on_ray(
+    path: Path, tokenizer: Any, tasks: list[Any], workers: int, batch_rows: int, limit: int | None
+) -> list[Any]:
+    """CORE data-parallel: worker r scores examples r, r+W, ... of every task; shares are merged.
+    Ray must be running (the CLI starts a local one)."""
+    import ray
+
+    from .core import merge_results
+
+    @ray.remote(num_cpus=1)
+    def shard(rank: int) -> list[Any]:
+        import torch
+
+        from .core import evaluate_task
+
+        torch.set_num_threads(1)
+        model, _ = load_model(path)
+        return [evaluate_task(model, tokenizer, t, batch_rows=batch_rows, max_examples=limit,
+                              rank=rank, world_size=workers) for t in tasks]  # fmt: skip
+
+    shares = ray.get([shard.remote(r) for r in range(workers)])
+    return [merge_results(t, [s[i] for s in shares]) for i, t in enumerate(tasks)]
