@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "chatforge.corpus",
     "trainer.cli",
+    "trainer.eval.cli",
     "inference_svc.cli",
     "tokenizer_svc.cli",
     "sandbox.cli",
