@@ -84,7 +84,8 @@ def test_chat_streams_a_reply_and_keeps_history_across_reloads(ui, tmp_path) -> 
     expect(page.locator("article.message")).to_have_count(0)
 
 
-def test_stop_aborts_the_stream_and_gives_the_message_back(ui) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("how", ["button", "escape"])
+def test_stop_aborts_the_stream_and_gives_the_message_back(ui, how) -> None:  # type: ignore[no-untyped-def]
     page = ui
     _greedy(page, 200)
     # Three seconds of emulated network latency: Stop is pressed before any reply byte arrives.
@@ -97,7 +98,10 @@ def test_stop_aborts_the_stream_and_gives_the_message_back(ui) -> None:  # type:
     stop = page.get_by_role("button", name="Stop")
     expect(stop).to_be_visible()
     expect(page.locator("article.message.assistant")).to_have_attribute("aria-busy", "true")
-    stop.click()
+    if how == "button":
+        stop.click()
+    else:
+        page.keyboard.press("Escape")
     cdp.send("Network.emulateNetworkConditions", {**slow, "latency": 0})
 
     expect(page.get_by_role("button", name="Send")).to_be_visible()

@@ -25,6 +25,9 @@ export function render(main, [conversationId]) {
     }
   });
   ui.stop.addEventListener("click", () => state.controller?.abort());
+  ui.root.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.controller) state.controller.abort();
+  });
 
   loadModels(state, ui);
   refreshSidebar(state, ui);
@@ -44,7 +47,7 @@ function layout(state) {
     ui.list,
   );
   ui.log = h("div", { class: "messages", role: "log", "aria-live": "polite", "aria-label": "Messages" });
-  ui.input = h("textarea", { id: "prompt", name: "prompt", rows: 3, placeholder: "Message the model (Enter sends, Shift+Enter for a new line)", required: true });
+  ui.input = h("textarea", { id: "prompt", name: "prompt", rows: 3, placeholder: "Message the model (Enter sends, Shift+Enter for a new line, Esc stops)", required: true });
   ui.send = h("button", { type: "submit", class: "button primary" }, "Send");
   ui.stop = h("button", { type: "button", class: "button danger", hidden: true }, "Stop");
   ui.form = h(
