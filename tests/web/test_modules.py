@@ -141,3 +141,47 @@ def test_job_progress_tracks_steps_per_stage(modules) -> None:
     assert result["seen"] == [None, 0.25, 1]
     assert result["stage"] == "mid" and result["state"] == "running"
     assert result["loss"] == 2.5 and result["tps"] == 1200
+
+
+def test_a_real_report_card_renders_with_its_tables_and_plots(modules) -> None:
+    """The Markdown trainer/report.py writes, rendered by the page: every section, table and plot."""
+    from trainer.report import StageSummary, render_markdown
+
+    stages = [
+        StageSummary("base", checkpoint="demo/base/step_000020", step=20, num_steps=20, tokens=40_960,
+                     duration_s=61.0, final_loss=5.1234, val_bpb=1.9, tokens_per_s=670.0, mfu=0.012),
+        StageSummary("sft", checkpoint="demo/sft/step_000010", step=10, num_steps=10, tokens=8_192,
+                     duration_s=12.0, final_loss=2.5, evals=[{"checkpoint": "demo/sft/step_000010",
+                     "chat": {"chatcore": 0.0421, "tasks": {"arc_easy": {"accuracy": 0.3, "centered": 0.07, "n": 40}}}}]),
+    ]  # fmt: skip
+    text = render_markdown(
+        "demo", stages, {"loss": "loss.png", "bpb": "bpb.png"}, {"name": "default", "vocab_size": 512},
+        {"python": "3.11", "device": "cpu"}, 24.0,
+    )  # fmt: skip
+    result = modules.evaluate(
+        """async (text) => {
+        const { renderMarkdown } = await import("/js/markdown.js");
+        const div = document.createElement("div");
+        div.append(renderMarkdown(text, (href) => "/v1/reports/demo/" + href));
+        const tables = [...div.querySelectorAll("table")];
+        return {
+          h1: div.querySelector("h1").textContent,
+          h2: [...div.querySelectorAll("h2")].map((e) => e.textContent),
+          summaryRows: tables.at(-1).querySelectorAll("tbody tr").length,
+          summaryHead: [...tables.at(-1).querySelectorAll("th")].map((e) => e.textContent),
+          chatRow: [...tables[0].querySelectorAll("tbody td")].map((e) => e.textContent),
+          strong: [...div.querySelectorAll("strong")].map((e) => e.textContent),
+          imgs: [...div.querySelectorAll("img")].map((e) => [e.alt, e.getAttribute("src")]),
+          raw: div.textContent.includes("**") || div.textContent.includes("|"),
+        };
+    }""",
+        text,
+    )
+    assert result["h1"] == "chatforge report card: run demo"
+    assert result["h2"] == ["Environment", "Tokenizer", "Stage base", "Stage sft", "Summary", "Plots"]
+    assert result["summaryRows"] == 2
+    assert result["summaryHead"][:3] == ["stage", "steps", "tokens"]
+    assert result["chatRow"] == ["arc_easy", "0.3000", "0.0700", "40"]
+    assert "0.0421" in result["strong"]
+    assert result["imgs"] == [["loss", "/v1/reports/demo/loss.png"], ["bpb", "/v1/reports/demo/bpb.png"]]
+    assert not result["raw"], "no Markdown syntax is left over in the rendered text"
