@@ -51,6 +51,7 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in service.get("environment", {}).items()}
 
 
+MONITORING = ("prometheus", "grafana")
 SERVICES = sorted(yaml.safe_load(COMPOSE.read_text())["services"])
 
 
@@ -71,7 +72,8 @@ def test_compose_config_validates_with_the_docker_client() -> None:
 
 def test_compose_file_has_the_whole_stack() -> None:
     services = load()["services"]
-    assert set(services) == {"redis", "tokenizer", "sandbox", "inference", "ray", "gateway"}
+    assert set(services) == {"redis", "tokenizer", "sandbox", "inference", "ray", "gateway", *MONITORING}
+    assert all(services[name]["profiles"] == ["monitoring"] for name in MONITORING)
     with pytest.raises(ValueError, match="CHATFORGE_KEY_PEPPER is required"):
         load({})
 
@@ -80,7 +82,7 @@ def test_compose_file_has_the_whole_stack() -> None:
 def test_service_builds_from_an_existing_dockerfile(name: str) -> None:
     service = load()["services"][name]
     if "build" not in service:
-        assert service["image"].startswith("redis:"), f"{name}: only Redis comes from a public image"
+        assert name in ("redis", *MONITORING), f"{name}: only Redis and monitoring come from public images"
         return
     assert service["build"]["context"] == ".", "images are built from the repository root"
     dockerfile = ROOT / service["build"]["dockerfile"]
@@ -104,15 +106,16 @@ def test_ports_match_the_chart() -> None:
     )
     assert gateway["REDIS_URL"] == f"redis://redis:{values['redis']['port']}/0"
     assert gateway["CHATFORGE_ARTIFACTS"] == values["artifacts"]["mountPath"]
-    # Only the gateway is published, and only on the host's loopback.
+    # Only the gateway (and Grafana) are published, and only on the host's loopback.
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert published == {"gateway": [f"127.0.0.1:{values['gateway']['port']}:{values['gateway']['port']}"]}
+    port = values["gateway"]["port"]
+    assert published == {"gateway": [f"127.0.0.1:{port}:{port}"], "grafana": ["127.0.0.1:3000:3000"]}
 
 
 def test_every_artifact_user_mounts_one_volume_at_one_path() -> None:
     path = yaml.safe_load((CHART / "values.yaml").read_text())["artifacts"]["mountPath"]
     for name, service in load()["services"].items():
-        if name in ("redis", "sandbox"):
+        if name in ("redis", "sandbox", *MONITORING):
             assert not any(v.startswith("artifacts:") for v in service.get("volumes", [])), name
             continue
         assert f"artifacts:{path}" in service["volumes"], name
@@ -127,7 +130,7 @@ def test_sandbox_is_isolated_from_the_outside() -> None:
     callers = {
         n for n, s in compose["services"].items() if "sandbox" in s.get("networks", []) and n != "sandbox"
     }
-    assert callers == {"inference", "ray"}
+    assert callers == {"inference", "ray", "prometheus"}  # tool calls, HumanEval, /metrics
 
 
 @pytest.mark.parametrize("name", ["gateway", "tokenizer", "sandbox"])
@@ -161,3 +164,38 @@ def test_inference_container_runs_a_real_command() -> None:
     assert check_command(argv) is None
     assert argv[argv.index("--sandbox-url") + 1] == "http://sandbox:8092"
     assert argv[argv.index("--port") + 1] == "8000"
+
+
+def test_prometheus_scrapes_every_service_where_it_serves_metrics() -> None:
+    compose = load()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    config = yaml.safe_load(compose["configs"]["prometheus"]["content"])
+    targets = {
+        t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]
+    }
+    assert targets == {
+        f"gateway:{values['gateway']['port']}",
+        f"tokenizer:{values['tokenizer']['metricsPort']}",
+        f"sandbox:{values['sandbox']['port']}",
+        f"inference:{values['inference']['servePort']}",
+        f"ray:{values['ray']['metricsPort']}",
+    }
+    ray = compose["services"]["ray"]["entrypoint"]
+    assert f"--metrics-export-port={values['ray']['metricsPort']}" in ray
+    # The dashboards filter by namespace; outside Kubernetes the scrape config sets it.
+    labels = [group["labels"] for job in config["scrape_configs"] for group in job["static_configs"]]
+    assert all(label.get("namespace") for label in labels)
+    networks = compose["services"]["prometheus"]["networks"]
+    assert "sandbox" in networks, "the sandbox's /metrics is only on its internal network"
+
+
+def test_grafana_loads_the_charts_dashboards() -> None:
+    compose = load()
+    grafana = compose["services"]["grafana"]
+    (mount,) = [v for v in grafana["volumes"] if v.startswith("./")]
+    source, target, _ = mount.split(":")
+    assert (ROOT / source).resolve() == CHART / "dashboards"
+    provider = yaml.safe_load(compose["configs"]["grafana-dashboards"]["content"])["providers"][0]
+    assert provider["options"]["path"] == target
+    datasource = yaml.safe_load(compose["configs"]["grafana-datasource"]["content"])["datasources"][0]
+    assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
