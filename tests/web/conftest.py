@@ -159,6 +159,8 @@ def launch_gateway(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: obj
                 "port": 0,
                 "web_dir": str(WEB_DIR),
                 "artifacts_root": str(root),
+                # Explicit, so a REDIS_URL another test exported cannot send the jobs elsewhere.
+                "redis_url": f"unix://{redis.socket_file}",
                 "checkpoint": f"{RUN}/{STAGE}",
                 "tokenizer_name": "web-tiny",
                 "job_command": f"{shlex.quote(sys.executable)} {shlex.quote(str(JOB_SCRIPT))}",
