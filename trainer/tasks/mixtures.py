@@ -40,7 +40,8 @@ def mixture(
     check_split(split)
     if source not in ("offline", "hub"):
         raise ValueError(f"task source must be 'offline' or 'hub', got {source!r}")
-    size = rows if split == "train" else max(1, rows // 10)
+    generated = rows or 1000  # generated tasks need a size even when hub tasks are uncapped (rows=0)
+    size = generated if split == "train" else max(1, generated // 10)
     entries: list[tuple[Task, float]] = []
     for spec in TASKS:
         name, load, make_row, convert, weight = spec[0], spec[1], spec[2], spec[3], spec[STAGE_WEIGHT[stage]]
