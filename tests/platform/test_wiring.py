@@ -7,12 +7,13 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from chatforge.cli import build_parser
 
-from .chart import FULL_VALUES, RELEASE, ROOT, by_kind, render
+from .chart import FULL_VALUES, RELEASE, ROOT, by_kind, crd_schema, pod_templates, render
 from .dockerfile import check_command, command
 
 FULL = ("-f", str(FULL_VALUES))
@@ -128,3 +129,38 @@ def test_training_example_runs_one_worker_per_gpu() -> None:
     (workers,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert workers["replicas"] == values["gpuWorkers"] == 2
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
+
+
+def test_gateway_rayjobs_fit_the_chart(clean_env: Callable[[dict[str, str]], None]) -> None:
+    """The RayJob the gateway creates under the chart's settings: valid for KubeRay's CRD, running
+    the chart's trainer image, and labelled so the chart's NetworkPolicies and PodMonitor find it."""
+    from gateway.jobs.kuberay import rayjob_manifest
+    from gateway.jobs.service import JobEnv
+    from gateway.jobs.spec import JobRecord
+    from gateway.settings import load_settings
+
+    objects = render(*FULL)
+    clean_env(container_env(objects, deployment_container(objects, "gateway")))
+    settings = load_settings()
+    record = JobRecord(
+        id="j1",
+        stage="base",
+        run="r1",
+        config={},
+        backend="kuberay",
+        entrypoint="chatforge train base",
+        owner="k",
+    )
+    job = rayjob_manifest(record, JobEnv(settings.redis_url, settings.artifacts_root).as_dict(), settings)
+    errors = list(jsonschema.Draft7Validator(crd_schema(job["apiVersion"], job["kind"])).iter_errors(job))
+    assert not errors, [e.message for e in errors[:3]]
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NetworkPolicy")}
+    selector = policies[f"{RELEASE}-chatforge-training-ray"]["podSelector"]["matchLabels"]
+    for template in pod_templates(job):
+        assert selector.items() <= template["metadata"]["labels"].items()
+        (container,) = template["spec"]["containers"]
+        assert container["image"] == "registry.example.com/chatforge/trainer:0.1.0"
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["CHATFORGE_ARTIFACTS"] == "/artifacts"
+        assert env["REDIS_URL"] == f"redis://{RELEASE}-chatforge-redis:6379/0"
+    assert job["metadata"]["namespace"] == "chatforge"
