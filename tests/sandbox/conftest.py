@@ -23,6 +23,7 @@ from chatforge.sandbox_client import SandboxClient
 SERVICE_SLOTS = 4
 SERVICE_QUEUE = 12
 UID_BASE = Settings.model_fields["uid_base"].default
+RUN_UIDS = range(UID_BASE, UID_BASE + Settings.model_fields["uid_span"].default)
 
 
 def namespaces_executor(**overrides: object) -> SandboxExecutor:
@@ -33,14 +34,15 @@ def namespaces_executor(**overrides: object) -> SandboxExecutor:
         pytest.skip(f"user namespaces unavailable on this host, namespaces-mode tests cannot run: {e}")
 
 
-def leftover_pids(slots: int = SERVICE_SLOTS) -> list[int]:
-    """Processes, zombies included, owned by any run slot's uid (root only: slot uids exist only then)."""
-    return [pid for uid in range(UID_BASE, UID_BASE + slots) for pid, _ in pids_of(uid)]
+def leftover_pids() -> list[int]:
+    """Processes, zombies included, owned by any run uid (those exist only when tests run as root)."""
+    return [pid for pid, _ in pids_of(RUN_UIDS)]
 
 
 @pytest.fixture(scope="module")
-def executor() -> SandboxExecutor:
-    return namespaces_executor(max_concurrent=2, max_queue=4)
+def executor() -> Iterator[SandboxExecutor]:
+    with namespaces_executor(max_concurrent=2, max_queue=4) as ex:
+        yield ex
 
 
 @dataclass

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from sandbox.executor import SandboxExecutor, classify
@@ -16,7 +17,7 @@ from sandbox.settings import Settings, SettingsError, load_settings
 
 from chatforge.tools import ToolLimits
 
-from .conftest import UID_BASE, leftover_pids, namespaces_executor
+from .conftest import leftover_pids, namespaces_executor
 
 LIMITS = ToolLimits(timeout_s=2.0, memory_mb=128, output_bytes=100)
 
@@ -58,16 +59,18 @@ def test_oversize_code_is_an_error_result_not_a_run(executor: SandboxExecutor) -
 
 
 def test_busy_when_slots_and_queue_are_full() -> None:
-    ex = namespaces_executor(max_concurrent=1, max_queue=0)
-    holder = threading.Thread(target=ex.run, args=("import time; time.sleep(1)", ToolLimits(timeout_s=3.0)))
-    holder.start()
-    deadline = time.monotonic() + 3
-    while ex.pool.running == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    result = ex.run("print(1)")
-    holder.join()
-    assert result.outcome == "busy" and "busy" in result.message
-    assert ex.run("print(1)").outcome == "ok"
+    with namespaces_executor(max_concurrent=1, max_queue=0) as ex:
+        holder = threading.Thread(
+            target=ex.run, args=("import time; time.sleep(1)", ToolLimits(timeout_s=3.0))
+        )
+        holder.start()
+        deadline = time.monotonic() + 3
+        while ex.pool.running == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        result = ex.run("print(1)")
+        holder.join()
+        assert result.outcome == "busy" and "busy" in result.message
+        assert ex.run("print(1)").outcome == "ok"
 
 
 def test_unicode_round_trips(executor: SandboxExecutor) -> None:
@@ -76,10 +79,9 @@ def test_unicode_round_trips(executor: SandboxExecutor) -> None:
 
 
 def test_launch_failure_is_unavailable(executor: SandboxExecutor) -> None:
-    broken = SandboxExecutor(
-        executor.settings, dataclasses.replace(executor.isolation, bwrap="/nonexistent/bwrap")
-    )
-    result = broken.run("print(1)")
+    broken_iso = dataclasses.replace(executor.isolation, bwrap="/nonexistent/bwrap")
+    with SandboxExecutor(executor.settings, broken_iso) as broken:
+        result = broken.run("print(1)")
     assert result.outcome == "unavailable" and "/nonexistent/bwrap" in result.message
 
 
@@ -101,8 +103,9 @@ def test_settings_errors_name_the_variable() -> None:
 
 
 @pytest.fixture(scope="module")
-def weak() -> SandboxExecutor:
-    return SandboxExecutor(Settings(mode="weak", uid_base=UID_BASE, max_concurrent=2))
+def weak() -> Iterator[SandboxExecutor]:
+    with SandboxExecutor(Settings(mode="weak", max_concurrent=2)) as ex:
+        yield ex
 
 
 def test_weak_mode_still_drops_privileges_and_clears_the_environment(weak: SandboxExecutor) -> None:
@@ -117,7 +120,7 @@ def test_weak_mode_still_drops_privileges_and_clears_the_environment(weak: Sandb
     uid, oom, rest = result.stdout.split(" ", 2)
     assert oom == "1000"
     if os.geteuid() == 0:
-        assert UID_BASE <= int(uid) < UID_BASE + 2
+        assert int(uid) in weak.run_uids
     assert "SECRET" not in rest and "chatforge-sandbox-" in rest
 
 
@@ -130,9 +133,11 @@ def test_weak_mode_enforces_time_output_and_no_leftovers(weak: SandboxExecutor) 
     )
     assert weak.run(daemon).stdout == "bye\n"
     if os.geteuid() == 0:
-        assert leftover_pids(2) == []
+        assert leftover_pids() == []
 
 
 def test_run_uids_never_include_nobody() -> None:
     with pytest.raises(SettingsError, match="nobody"):
-        load_settings(uid_base=65530, max_concurrent=8)
+        load_settings(uid_base=65000, uid_span=1024)
+    with pytest.raises(SettingsError, match="uid_span"):
+        load_settings(max_concurrent=8, uid_span=4)

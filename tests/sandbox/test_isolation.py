@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,17 +15,18 @@ from sandbox.process import live_pids_of
 
 from chatforge.tools import ToolLimits
 
-from .conftest import UID_BASE, leftover_pids, namespaces_executor
+from .conftest import leftover_pids, namespaces_executor
 
 MIB = 1024 * 1024
 FAST = ToolLimits(timeout_s=2.0)
 
 
 @pytest.fixture(scope="module")
-def small() -> SandboxExecutor:
-    return namespaces_executor(
+def small() -> Iterator[SandboxExecutor]:
+    with namespaces_executor(
         max_concurrent=2, max_file_bytes=1 * MIB, max_open_files=32, max_processes=16, tmpfs_bytes=4 * MIB
-    )
+    ) as ex:
+        yield ex
 
 
 def run_json(executor: SandboxExecutor, code: str, limits: ToolLimits = FAST) -> dict:
@@ -63,7 +65,7 @@ def test_each_slot_runs_as_its_own_host_uid(small: SandboxExecutor) -> None:
         running = pool.submit(small.run, "import time; time.sleep(1.5)", FAST)
         seen: set[int] = set()
         while not running.done() and not seen:
-            seen = {uid for uid in (UID_BASE, UID_BASE + 1) if live_pids_of(uid)}
+            seen = {uid for uid in small.run_uids if live_pids_of(uid)}
             time.sleep(0.02)
         assert running.result().outcome == "ok"
     assert len(seen) == 1, "the run's processes are not owned by a slot uid on the host"
@@ -231,4 +233,4 @@ time.sleep(100)
     result = small.run(code, ToolLimits(timeout_s=1.0))
     assert result.outcome == "timeout" and result.exit_code is None
     assert result.stdout == "started\n", "output printed before the kill is kept"
-    assert leftover_pids(2) == []
+    assert leftover_pids() == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import struct
+from collections.abc import Iterator
 
 import pytest
 from sandbox.executor import SandboxExecutor
@@ -12,7 +13,7 @@ from sandbox.settings import Settings
 
 from chatforge.tools import ToolLimits
 
-from .conftest import UID_BASE, namespaces_executor
+from .conftest import namespaces_executor
 
 # ctypes probes inside the sandbox: each prints "<name> <return> <errno>".
 PROBE = """
@@ -76,13 +77,15 @@ def check_probe_output(stdout: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def weak() -> SandboxExecutor:
-    return SandboxExecutor(Settings(mode="weak", uid_base=UID_BASE, max_concurrent=2))
+def weak() -> Iterator[SandboxExecutor]:
+    with SandboxExecutor(Settings(mode="weak", max_concurrent=2)) as ex:
+        yield ex
 
 
 @x86_64_only
 def test_filter_denies_inside_namespaces_mode() -> None:
-    result = namespaces_executor(max_concurrent=1).run(probe_code(), ToolLimits(timeout_s=3.0))
+    with namespaces_executor(max_concurrent=1) as ex:
+        result = ex.run(probe_code(), ToolLimits(timeout_s=3.0))
     assert result.outcome == "ok", result
     check_probe_output(result.stdout)
 

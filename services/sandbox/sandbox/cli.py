@@ -93,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         else:
             from .executor import SandboxExecutor
 
-            result = SandboxExecutor(settings).run(code, limits)
+            with SandboxExecutor(settings) as executor:
+                result = executor.run(code, limits)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,9 +116,11 @@ def _read_source(path: str) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .isolation import detect_isolation
+    from .executor import SandboxExecutor
 
-    iso = detect_isolation(_settings(args))
-    info = {"mode": iso.mode, "weak_reason": iso.reason, "layers": iso.layers(), "python": iso.python}
+    with SandboxExecutor(_settings(args)) as executor:  # probes exactly as the service would
+        iso = executor.isolation
+        info = {"mode": iso.mode, "weak_reason": iso.reason, "layers": iso.layers(), "python": iso.python}
+        info["run_uids"] = executor.run_uids
     print(json.dumps(info, indent=2))
     return 0

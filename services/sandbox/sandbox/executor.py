@@ -18,6 +18,7 @@ from .admission import Busy, Reservation, SlotPool
 from .isolation import Isolation, detect_isolation, prepare
 from .process import RawRun, become_subreaper, run_capped
 from .settings import Settings, load_settings
+from .uids import UidLease
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,29 @@ class SandboxExecutor:
     """Runs untrusted Python snippets, one fresh isolated process each; never raises for bad code."""
 
     def __init__(self, settings: Settings | None = None, isolation: Isolation | None = None) -> None:
-        self.settings = settings or load_settings()
+        self.settings = s = settings or load_settings()
+        self._uids: UidLease | None = None
         if os.geteuid() == 0:
             become_subreaper()  # before the probe run: its leftovers must be ours to reap
-        self.isolation = isolation or detect_isolation(self.settings)
-        self.pool = SlotPool(self.settings.max_concurrent, self.settings.max_queue)
+            self._uids = UidLease(s.uid_base, s.uid_span, s.max_concurrent)
+        self.isolation = isolation or detect_isolation(s, self._uids.uids[0] if self._uids else None)
+        self.pool = SlotPool(s.max_concurrent, s.max_queue)
+
+    def close(self) -> None:
+        """Give the run uids back to the host (runs must have finished)."""
+        if self._uids is not None:
+            self._uids.close()
+
+    def __enter__(self) -> SandboxExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def run_uids(self) -> list[int]:
+        """The host uids this executor's slots run as (empty when the service is not root)."""
+        return list(self._uids.uids) if self._uids else []
 
     def run(self, code: str, limits: ToolLimits | None = None) -> ToolResult:
         limits = self.check_limits(limits)
@@ -54,7 +73,8 @@ class SandboxExecutor:
             )
         try:
             with reservation.slot(self.settings.queue_timeout_s) as slot:
-                launch = prepare(self.isolation, self.settings, code, limits, slot)
+                uid = self._uids.uids[slot] if self._uids else None
+                launch = prepare(self.isolation, self.settings, code, limits, uid)
                 try:
                     raw = run_capped(launch, limits.timeout_s, limits.output_bytes)
                 finally:

@@ -37,7 +37,7 @@ from typing import Literal
 
 from chatforge.tools import ToolLimits
 
-from .process import run_capped
+from .process import MIN_RUN_UID, run_capped
 from .seccomp import UnsupportedArchitecture, build_filter
 from .settings import Settings
 
@@ -99,8 +99,9 @@ class Launch:
         self.workdir = None
 
 
-def detect_isolation(settings: Settings) -> Isolation:
-    """Pick the mode for this host, probing bubblewrap with a real run unless told `weak`."""
+def detect_isolation(settings: Settings, probe_uid: int | None = None) -> Isolation:
+    """Pick the mode for this host, probing bubblewrap with a real run (as `probe_uid`, a run uid
+    this process owns) unless told `weak`."""
     python = find_interpreter(settings.python_path)
     per_run_uid = os.geteuid() == 0
     try:
@@ -113,7 +114,7 @@ def detect_isolation(settings: Settings) -> Isolation:
     ns = Isolation("namespaces", python, bwrap, per_run_uid, seccomp)
     if settings.mode == "weak":
         return Isolation("weak", python, bwrap, per_run_uid, seccomp, reason="configured")
-    problem = _probe(ns, settings)
+    problem = _probe(ns, settings, probe_uid)
     if problem is None:
         return ns
     if settings.mode == "namespaces":
@@ -122,9 +123,11 @@ def detect_isolation(settings: Settings) -> Isolation:
     return Isolation("weak", python, bwrap, per_run_uid, seccomp, reason=problem)
 
 
-def prepare(iso: Isolation, settings: Settings, code: str, limits: ToolLimits, slot: int) -> Launch:
-    """Build the launch for one run in `slot`; the caller must `release()` it."""
-    uid = settings.uid_base + slot if iso.per_run_uid else None
+def prepare(iso: Isolation, settings: Settings, code: str, limits: ToolLimits, uid: int | None) -> Launch:
+    """Build the launch for one run as host `uid` (None: the service's own); the caller must
+    `release()` it."""
+    if uid is not None and uid < MIN_RUN_UID:
+        raise ValueError(f"run uid {uid} is a system uid; run uids come from a UidLease")
     if iso.mode == "namespaces":
         # bubblewrap needs unshare/mount itself; it installs the filter just before exec.
         return _prepare_namespaces(iso, settings, code, uid, _make_preexec(settings, limits, uid, None))
@@ -297,13 +300,12 @@ def _seccomp_installer(program: bytes) -> Callable[[], None]:
     return install
 
 
-def _probe(iso: Isolation, settings: Settings) -> str | None:
+def _probe(iso: Isolation, settings: Settings, uid: int | None) -> str | None:
     """Run `pass` under bubblewrap exactly as a real run would; None if it works, else the reason."""
     if not os.path.exists(iso.bwrap) and shutil.which(iso.bwrap) is None:
         return f"{settings.bwrap_path!r} not found (install bubblewrap)"
     if platform.system() != "Linux":
         return f"namespaces need Linux, not {platform.system()}"
-    uid = settings.uid_base if iso.per_run_uid else None  # slot 0's uid: no run holds it yet
     launch = _prepare_namespaces(iso, settings, "pass", uid, _make_preexec(settings, ToolLimits(), uid, None))
     try:
         raw = run_capped(launch, timeout_s=10.0, output_bytes=4096)

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .settings import NOBODY_UID
+
 if TYPE_CHECKING:
     from .isolation import Launch
 
@@ -28,6 +30,7 @@ _READ_CHUNK_BYTES = 65_536
 _EXIT_DRAIN_S = 0.1
 _POLL_S = 0.05
 _PR_SET_CHILD_SUBREAPER = 36
+MIN_RUN_UID = 1000  # below: root and system accounts
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ def become_subreaper() -> None:
 def clear_uid(uid: int, wait_s: float = 2.0) -> bool:
     """SIGKILL every process whose real uid is `uid` and reap those adopted by us, repeating until
     none is left (forks race us). False, with a warning, if some remain after `wait_s`."""
+    _check_run_uid(uid)
     deadline = time.monotonic() + wait_s
     while True:
         procs = pids_of(uid)
@@ -168,13 +172,20 @@ def clear_uid(uid: int, wait_s: float = 2.0) -> bool:
         time.sleep(0.002)
 
 
+def _check_run_uid(uid: int) -> None:
+    """Killing by uid is only ever meant for a run uid: never root, a system account or ourselves."""
+    if uid < MIN_RUN_UID or uid in (os.getuid(), os.geteuid(), NOBODY_UID):
+        raise ValueError(f"refusing to kill every process of uid {uid}: not a sandbox run uid")
+
+
 def live_pids_of(uid: int) -> list[int]:
     """Processes of `uid` that are still running (not zombies)."""
     return [pid for pid, zombie in pids_of(uid) if not zombie]
 
 
-def pids_of(uid: int) -> list[tuple[int, bool]]:
-    """(pid, is_zombie) for every process whose real uid is `uid`."""
+def pids_of(uid: int | range) -> list[tuple[int, bool]]:
+    """(pid, is_zombie) for every process whose real uid is `uid` (or in that range)."""
+    uids = range(uid, uid + 1) if isinstance(uid, int) else uid
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -186,7 +197,7 @@ def pids_of(uid: int) -> list[tuple[int, bool]]:
             continue  # exited while we looked
         # "State:\tZ (zombie)" and "Uid:\t<real>\t<effective>..." lines; find() beats parsing all ~55.
         at = status.find(b"\nUid:\t")
-        if at < 0 or int(status[at + 6 : status.index(b"\t", at + 6)]) != uid:
+        if at < 0 or int(status[at + 6 : status.index(b"\t", at + 6)]) not in uids:
             continue
         state = status.find(b"\nState:\t")
         found.append((int(name), status[state + 8 : state + 9] == b"Z"))

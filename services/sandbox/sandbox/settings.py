@@ -60,19 +60,26 @@ class Settings(BaseSettings):
     tmpfs_bytes: int = Field(
         default=32 * MIB, ge=MIB, description="size of each run's private /tmp (and /dev/shm)"
     )
-    # When the service runs as root, run slot i executes as uid uid_base + i: runs cannot see or
-    # signal each other, RLIMIT_NPROC counts one run only, and cleanup kills by uid. 50000 leaves
-    # the slots inside a pod user namespace's mapped range (0-65535) and below nobody (65534).
-    uid_base: int = Field(default=50_000, ge=1000, le=2**31 - 4096)
+    # When the service runs as root, each run slot executes as its own uid: runs cannot see or
+    # signal each other, RLIMIT_NPROC counts one run only, and cleanup kills by uid. 50000 + 1024
+    # stays inside a pod user namespace's mapped range (0-65535) and below nobody (65534).
+    uid_base: int = Field(default=50_000, ge=1000, le=2**31 - 65536)
+    # Run uids are leased from [uid_base, uid_base + uid_span) with lock files, so several
+    # sandboxes on one host (the service, in-process executors, tests) never share one.
+    uid_span: int = Field(default=1024, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _defaults_within_maxima(self) -> Settings:
         for name in ("timeout_s", "memory_mb", "output_bytes"):
             if getattr(self, f"default_{name}") > getattr(self, f"max_{name}"):
                 raise ValueError(f"default_{name} is above max_{name}")
-        if self.uid_base <= NOBODY_UID < self.uid_base + self.max_concurrent:
+        if self.uid_base <= NOBODY_UID < self.uid_base + self.uid_span:
             raise ValueError(
-                f"uid_base {self.uid_base} + max_concurrent would give a run uid {NOBODY_UID} (nobody)"
+                f"run uids {self.uid_base}..+{self.uid_span} would include {NOBODY_UID} (nobody)"
+            )
+        if self.max_concurrent > self.uid_span:
+            raise ValueError(
+                f"max_concurrent {self.max_concurrent} needs that many run uids; uid_span is {self.uid_span}"
             )
         return self
 
