@@ -120,7 +120,7 @@ def _info(args: argparse.Namespace) -> int:
 
     with SandboxExecutor(_settings(args)) as executor:  # probes exactly as the service would
         iso = executor.isolation
-        info = {"mode": iso.mode, "weak_reason": iso.reason, "layers": iso.layers(), "python": iso.python}
-        info["run_uids"] = executor.run_uids
+        info: dict[str, Any] = {"mode": iso.mode, "weak_reason": iso.reason, "layers": iso.layers()}
+        info.update(python=iso.python, run_uids=executor.run_uids)
     print(json.dumps(info, indent=2))
     return 0
