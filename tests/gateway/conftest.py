@@ -105,7 +105,7 @@ def launch(artifacts, redis_server, redis_url, tokenizer_service, kube) -> Itera
     """Start gateways with settings overrides: the tokenizer over gRPC, the engine in process."""
     started: list[RunningGateway] = []
 
-    def start(backend: Any = None, **overrides: Any) -> RunningGateway:
+    def start(backend: Any = None, deploy: bool = True, **overrides: Any) -> RunningGateway:
         settings = settings_for(artifacts, redis_url, tokenizer_target=tokenizer_service.address, **overrides)
 
         async def build(s: Settings) -> tuple[Any, Any, Any]:
@@ -115,7 +115,8 @@ def launch(artifacts, redis_server, redis_url, tokenizer_service, kube) -> Itera
                 artifacts_root=s.artifacts_root,
                 engine_config=EngineConfig(num_blocks=512, max_num_seqs=32, max_num_batched_tokens=256),
             )
-            await inference.deploy(CHECKPOINT)
+            if deploy:
+                await inference.deploy(CHECKPOINT)
             return codec, inference, backend or KubeRayBackend(s, api_client=kube.api_client())
 
         gateway = RunningGateway(settings, build, redis_server).start()

@@ -8,6 +8,7 @@ answers like the API server: 201 on create, 409 on a duplicate name, 404 for mis
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -25,8 +26,11 @@ CRD_PATH = (
 )
 
 
+@functools.cache
 def rayjob_schema(path: Path = CRD_PATH) -> dict[str, Any]:
-    crd = yaml.safe_load(path.read_text())
+    """The CRD's v1 schema (read once: the file is large and YAML parsing is slow)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load(path.read_text(), Loader=loader)
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     return version["schema"]["openAPIV3Schema"]
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from chatforge.artifacts import ArtifactStore
@@ -110,11 +111,31 @@ def create_app(state: GatewayState, *, close_parts: bool = True) -> FastAPI:
     for module in (chat, models, conversations, jobs, admin, health):
         app.include_router(module.router)
     web = Path(state.settings.web_dir)
-    if web.is_dir() and (web / "index.html").is_file():
-        # Mounted last: every API route matches first, the UI gets the rest.
-        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+    if (web / "index.html").is_file():
+        _serve_web(app, web)
     app.add_middleware(MetricsMiddleware, metrics=lambda: state.metrics)
     return app
+
+
+def _serve_web(app: FastAPI, web: Path) -> None:
+    """The UI at `/`: each top-level folder mounted under its name, each top-level file as a route.
+
+    Not one catch-all mount at `/`: that would also answer API paths (a GET on a POST-only route
+    would be the UI's 404 instead of the API's 405).
+    """
+    for entry in sorted(web.iterdir()):
+        if entry.is_dir():
+            app.mount(f"/{entry.name}", StaticFiles(directory=entry), name=f"web-{entry.name}")
+        elif entry.is_file():
+            path = "/" if entry.name == "index.html" else f"/{entry.name}"
+            app.add_api_route(path, _file_route(entry), methods=["GET"], include_in_schema=False)
+
+
+def _file_route(path: Path):  # type: ignore[no-untyped-def]
+    def serve() -> FileResponse:
+        return FileResponse(path)
+
+    return serve
 
 
 def _set_job_gauges(state: GatewayState):  # type: ignore[no-untyped-def]

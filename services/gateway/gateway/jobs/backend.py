@@ -12,6 +12,10 @@ class BackendError(RuntimeError):
     """The backend refused or could not be reached; the message says which and why."""
 
 
+class JobGone(BackendError):
+    """The backend has no such job (deleted, or a cluster that was replaced)."""
+
+
 @dataclass(frozen=True)
 class BackendStatus:
     state: str  # one of spec.STATES

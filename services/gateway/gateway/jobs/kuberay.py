@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from gateway.jobs.backend import BackendError, BackendStatus
+from gateway.jobs.backend import BackendError, BackendStatus, JobGone
 from gateway.jobs.spec import JobRecord
 from gateway.settings import Settings
 
@@ -142,8 +142,7 @@ class KubeRayBackend:
             obj = self._api.get_namespaced_custom_object(GROUP, VERSION, self._ns, PLURAL, name)
         except Exception as e:
             if getattr(e, "status", None) == 404:
-                # Deleted: by a cancel, or by its TTL after it finished (then the record is terminal).
-                return BackendStatus("cancelled", f"RayJob {name} no longer exists")
+                raise JobGone(f"RayJob {name} no longer exists in namespace {self._ns}") from None
             raise BackendError(f"cannot read RayJob {name}: {_reason(e)}") from None
         status = obj.get("status") or {}
         if status.get("jobDeploymentStatus") == "Failed" and status.get("jobStatus") != "SUCCEEDED":

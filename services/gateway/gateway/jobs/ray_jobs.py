@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from typing import Any
 
-from gateway.jobs.backend import BackendError, BackendStatus
+from gateway.jobs.backend import BackendError, BackendStatus, JobGone
 from gateway.jobs.spec import JobRecord
 
 log = logging.getLogger(__name__)
 
+AGENT_WAIT_S = 30.0
 # Ray's JobStatus values -> the jobs API's states.
 _STATES = {
     "PENDING": "queued",
@@ -52,20 +54,29 @@ class RayJobsBackend:
         return backend
 
     def submit(self, record: JobRecord, env: dict[str, str]) -> str:
-        try:
-            return self._client.submit_job(
-                entrypoint=record.entrypoint,
-                submission_id=record.id,
-                runtime_env={"env_vars": env},
-                metadata={"chatforge_job": record.id, "stage": record.stage, "run": record.run},
-            )
-        except Exception as e:
-            raise BackendError(f"Ray refused the job: {e}") from None
+        # A fresh cluster's dashboard answers before its job agent is up ("No available agent");
+        # that clears within seconds, so it is retried rather than failing the job.
+        deadline = time.monotonic() + AGENT_WAIT_S
+        while True:
+            try:
+                return self._client.submit_job(
+                    entrypoint=record.entrypoint,
+                    submission_id=record.id,
+                    runtime_env={"env_vars": env},
+                    metadata={"chatforge_job": record.id, "stage": record.stage, "run": record.run},
+                )
+            except Exception as e:
+                if "No available agent" in str(e) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
+                raise BackendError(f"Ray refused the job: {e}") from None
 
     def status(self, record: JobRecord) -> BackendStatus:
         try:
             info: Any = self._client.get_job_info(record.backend_ref or record.id)
         except Exception as e:
+            if "does not exist" in str(e):
+                raise JobGone(f"Ray has no job {record.id} (a new cluster, or the job was deleted)") from None
             raise BackendError(f"cannot read job {record.id} from Ray: {e}") from None
         state = _STATES.get(str(getattr(info.status, "value", info.status)), "queued")
         return BackendStatus(state, info.message or "")

@@ -18,7 +18,7 @@ from typing import Any
 from chatforge.artifacts import ArtifactStore
 from gateway import redis_keys
 from gateway.errors import APIError
-from gateway.jobs.backend import BackendError, JobBackend
+from gateway.jobs.backend import BackendError, BackendStatus, JobBackend, JobGone
 from gateway.jobs.spec import STATES, JobRecord, JobRequest, entrypoint, new_job_id
 from gateway.jobs.store import JobStore
 
@@ -70,7 +70,7 @@ class JobService:
         record = self.store.get(job_id)
         if record is None:
             raise APIError(404, f"no job {job_id!r}", param="job_id", code="job_not_found")
-        if refresh and not record.terminal:
+        if refresh and not record.terminal and record.backend == self.backend.name:
             record = self._refresh(record)
         return record
 
@@ -81,6 +81,11 @@ class JobService:
         record = self.get(job_id)
         if record.terminal:
             raise APIError(409, f"job {job_id} already ended ({record.state})", code="job_finished")
+        if record.backend != self.backend.name:
+            raise APIError(
+                409, f"job {job_id} runs on the {record.backend} backend; this gateway uses {self.backend.name}",
+                code="other_backend",
+            )  # fmt: skip
         try:
             self.backend.stop(record)
         except BackendError as e:
@@ -113,8 +118,8 @@ class JobService:
         """Bring every unfinished record in line with the backend; returns how many changed."""
         changed = 0
         for record in self.store.list(self.store.max_jobs):
-            if record.terminal:
-                continue
+            if record.terminal or record.backend != self.backend.name:
+                continue  # another backend's job (the gateway was reconfigured): left as it was
             before = record.state
             record = self._refresh(record)
             changed += record.state != before
@@ -140,6 +145,8 @@ class JobService:
     def _refresh(self, record: JobRecord) -> JobRecord:
         try:
             status = self.backend.status(record)
+        except JobGone as e:
+            status = BackendStatus("failed", str(e))
         except BackendError as e:
             log.warning("job %s: %s", record.id, e)
             return record

@@ -1,0 +1,108 @@
+"""The kuberay backend: RayJobs created through the real kubernetes client against the emulator,
+validated against KubeRay's CRD; status followed, cancel deletes the object."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import jsonschema
+import pytest
+from gateway.jobs.kuberay import rayjob_manifest
+from gateway.jobs.spec import JobRecord
+
+from tests.gateway.conftest import settings_for
+from tests.gateway.kube_emulator import rayjob_schema
+
+NS = "chatforge-test"
+
+
+def _object(kube, job_id: str) -> dict:
+    return kube.objects[(NS, f"chatforge-{job_id}")]
+
+
+def _set_status(kube, job_id: str, **status) -> None:
+    r = httpx.patch(
+        f"{kube.url}/apis/ray.io/v1/namespaces/{NS}/rayjobs/chatforge-{job_id}/status",
+        json={"status": status},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_manifest_validates_against_the_crd(kube, artifacts, redis_url):
+    settings = settings_for(artifacts, redis_url, kube_gpu_workers=2, kube_gpus_per_worker=4)
+    record = JobRecord(id="job-abc123", stage="base", run="r1", config={}, backend="kuberay",
+                       entrypoint="chatforge train base --run r1 --job-id job-abc123", owner="local")  # fmt: skip
+    manifest = rayjob_manifest(record, {"REDIS_URL": "redis://redis:6379/0"}, settings)
+    jsonschema.Draft7Validator(rayjob_schema()).validate(manifest)
+    spec = manifest["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] == 3600
+    workers = spec["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert workers["replicas"] == 2
+    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert "REDIS_URL" in spec["runtimeEnvYAML"]
+    broken = {**manifest, "spec": {**spec, "shutdownAfterJobFinishes": "yes"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(rayjob_schema()).validate(broken)
+
+
+def test_submit_follow_and_cancel(gateway, kube):
+    r = httpx.post(
+        gateway.url + "/v1/jobs",
+        json={"stage": "sft", "run": "kr", "config": {"num_steps": 5, "use_gpu": True}},
+    )
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["state"] == "queued" and job["backend"] == "kuberay"
+    obj = _object(kube, job["id"])  # the emulator validated it against the CRD on create
+    assert obj["spec"]["entrypoint"] == job["entrypoint"]
+    assert "--num-steps 5" in job["entrypoint"] and "--use-gpu" in job["entrypoint"]
+    assert f"--job-id {job['id']}" in job["entrypoint"]
+
+    _set_status(kube, job["id"], jobStatus="RUNNING", jobDeploymentStatus="Running")
+    got = httpx.get(gateway.url + f"/v1/jobs/{job['id']}").json()
+    assert got["state"] == "running" and got["started"] is not None
+
+    r = httpx.post(gateway.url + f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert (NS, f"chatforge-{job['id']}") not in kube.objects
+    again = httpx.post(gateway.url + f"/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+
+
+def test_finished_states_and_listing(gateway, kube):
+    ids = [httpx.post(gateway.url + "/v1/jobs", json={"stage": s}).json()["id"] for s in ("base", "mid")]
+    _set_status(kube, ids[0], jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+    _set_status(kube, ids[1], jobStatus="FAILED", jobDeploymentStatus="Failed", message="OOM")
+    states = {i: httpx.get(gateway.url + f"/v1/jobs/{i}").json() for i in ids}
+    assert states[ids[0]]["state"] == "succeeded" and states[ids[0]]["finished"] is not None
+    assert states[ids[1]]["state"] == "failed" and states[ids[1]]["message"] == "OOM"
+    listed = [j["id"] for j in httpx.get(gateway.url + "/v1/jobs").json()["data"]]
+    assert listed[:2] == ids[::-1]  # newest first
+    logs = httpx.get(gateway.url + f"/v1/jobs/{ids[0]}/logs")
+    assert logs.status_code == 200 and "kubectl logs" in logs.text
+
+
+def test_watcher_reconciles_without_a_request(gateway, kube):
+    job_id = httpx.post(gateway.url + "/v1/jobs", json={"stage": "eval"}).json()["id"]
+    _set_status(kube, job_id, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if gateway.state.jobs.store.get(job_id).state == "succeeded":
+            break
+        time.sleep(0.2)
+    assert gateway.state.jobs.store.get(job_id).state == "succeeded"
+
+
+def test_invalid_job_requests(gateway):
+    for body, param in (
+        ({"stage": "bake"}, "stage"),
+        ({"stage": "base", "run": "../x"}, "run"),
+        ({"stage": "base", "config": {"Num Steps": 1}}, "config"),
+        ({"stage": "base", "config": {"job_id": "x"}}, "config"),
+        ({"stage": "base", "config": {"depth": [1, 2]}}, "config.depth"),
+        ({"stage": "base", "extra": 1}, "extra"),
+    ):
+        r = httpx.post(gateway.url + "/v1/jobs", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert (r.json()["error"]["param"] or "").startswith(param)
