@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import shutil
+from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+
+from chatforge.cli import build_parser
 
 from .chart import (
     CHART,
@@ -348,3 +353,43 @@ def test_every_value_is_documented_and_covered_by_the_schema() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.validate(yaml.safe_load(text), schema)
+
+
+def render_notes(tmp_path: Path, *args: str) -> str:
+    """NOTES.txt as `helm install` prints it: helm template skips NOTES, so a copy of the chart
+    renders the same text inside a ConfigMap."""
+    chart = tmp_path / "chatforge"
+    shutil.copytree(CHART, chart)
+    notes = chart / "templates" / "NOTES.txt"
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "chatforge.notes" -}}\n' + notes.read_text() + "{{- end }}\n"
+    )
+    notes.unlink()
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+        '  notes: {{ include "chatforge.notes" . | quote }}\n'
+    )
+    out = helm(
+        "template",
+        RELEASE,
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "--show-only",
+        "templates/zz-notes.yaml",
+        *args,
+    )
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)["data"]["notes"]
+
+
+def test_notes_tell_the_next_steps_with_real_commands(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path)
+    assert f"port-forward svc/{RELEASE}-chatforge-gateway 8000:80" in notes
+    (key_command,) = [line.split(" -- ", 1)[1] for line in notes.splitlines() if "keys create" in line]
+    argv = shlex.split(key_command)
+    assert argv[0] == "chatforge" and callable(build_parser().parse_args(argv[1:]).func)
+    assert "--set inference.enabled=true" in notes  # how to start serving once a checkpoint exists
+    full = render_notes(tmp_path / "full", "-f", str(FULL_VALUES))
+    assert "https://chat.example.com/" in full
+    assert f"RayService {RELEASE}-chatforge-inference with checkpoint example/sft" in full
