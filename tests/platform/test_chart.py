@@ -393,3 +393,18 @@ def test_notes_tell_the_next_steps_with_real_commands(tmp_path: Path) -> None:
     full = render_notes(tmp_path / "full", "-f", str(FULL_VALUES))
     assert "https://chat.example.com/" in full
     assert f"RayService {RELEASE}-chatforge-inference with checkpoint example/sft" in full
+
+
+def test_each_template_holds_one_kind_of_object() -> None:
+    out = template(*FULL, "--set", "inference.enabled=true")
+    kinds: dict[str, set[str]] = {}
+    for doc in out.stdout.split("\n---\n"):
+        source = re.search(r"^# Source: chatforge/(\S+)$", doc, re.M)
+        body = yaml.safe_load(doc)
+        if source and body:
+            kinds.setdefault(source.group(1), set()).add(body["kind"])
+    mixed = {path: sorted(k) for path, k in kinds.items() if len(k) > 1}
+    assert not mixed, f"templates mixing kinds: {mixed}"
+    rendered = {path.removeprefix("templates/") for path in kinds}
+    on_disk = {str(p.relative_to(CHART / "templates")) for p in (CHART / "templates").rglob("*.yaml")}
+    assert rendered == on_disk, f"templates that render nothing with every feature on: {on_disk - rendered}"
