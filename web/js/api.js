@@ -98,6 +98,7 @@ export const api = {
   cancelJob: (id) => json("POST", `/v1/jobs/${enc(id)}/cancel`),
   jobEvents: (id, after, signal) => stream("GET", `/v1/jobs/${enc(id)}/events?after=${enc(after)}`, { signal }),
   jobLogs: async (id) => (await call("GET", `/v1/jobs/${enc(id)}/logs`)).text(),
+  jobArtifacts: (id) => json("GET", `/v1/jobs/${enc(id)}/artifacts`),
 
   reports: () => json("GET", "/v1/reports"),
   reportBase: (run) => `/v1/reports/${enc(run)}/`,

@@ -35,7 +35,7 @@ function renderList(main) {
         h(
           "section",
           { class: "card jobs-card", "aria-labelledby": "jobs-heading" },
-          h("div", { class: "row between" }, h("h2", { id: "jobs-heading" }, "Jobs"), h("button", { type: "button", class: "button small", onclick: refresh }, "Refresh")),
+          h("div", { class: "row between" }, h("h2", { id: "jobs-heading" }, "Jobs"), h("button", { type: "button", class: "button small", "aria-label": "Refresh jobs", onclick: refresh }, "Refresh")),
           table,
         ),
       ),
@@ -183,6 +183,7 @@ function renderJob(main, jobId) {
     cancel: h("button", { type: "button", class: "button danger", hidden: true }, "Cancel job"),
     message: h("p", { role: "status" }),
     config: h("pre", {}),
+    artifacts: h("div", { class: "table-scroll" }),
   };
   ui.cancel.addEventListener("click", async () => {
     if (!window.confirm(`Cancel job ${jobId}?`)) return;
@@ -209,7 +210,13 @@ function renderJob(main, jobId) {
       h("div", { class: "row between" }, h("div", { class: "row" }, ui.heading, ui.state), ui.cancel),
       ui.message,
       h("section", { class: "card", "aria-labelledby": "progress-heading" }, h("h2", { id: "progress-heading" }, "Progress"), ui.stage, ui.bar, ui.summary, h("h3", {}, "Events"), ui.events),
-      h("section", { class: "card", "aria-labelledby": "logs-heading" }, h("div", { class: "row between" }, h("h2", { id: "logs-heading" }, "Logs"), h("button", { type: "button", class: "button small", onclick: loadLogs }, "Refresh")), ui.logs),
+      h("section", { class: "card", "aria-labelledby": "logs-heading" }, h("div", { class: "row between" }, h("h2", { id: "logs-heading" }, "Logs"), h("button", { type: "button", class: "button small", "aria-label": "Refresh logs", onclick: loadLogs }, "Refresh")), ui.logs),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "artifacts-heading" },
+        h("div", { class: "row between" }, h("h2", { id: "artifacts-heading" }, "Checkpoints of this run"), h("button", { type: "button", class: "button small", "aria-label": "Refresh checkpoints", onclick: () => loadArtifacts(jobId, ui) }, "Refresh")),
+        ui.artifacts,
+      ),
       h("section", { class: "card", "aria-labelledby": "config-heading" }, h("h2", { id: "config-heading" }, "Config"), ui.config),
     ),
   );
@@ -221,7 +228,32 @@ function renderJob(main, jobId) {
     })
     .catch((error) => mount(ui.stage, `Could not load the job: ${error.message}`));
   loadLogs();
+  loadArtifacts(jobId, ui);
   return () => controller.abort();
+}
+
+async function loadArtifacts(jobId, ui) {
+  let artifacts;
+  try {
+    artifacts = (await api.jobArtifacts(jobId)).data;
+  } catch (error) {
+    return mount(ui.artifacts, h("p", { class: "muted" }, `Could not load artifacts: ${error.message}`));
+  }
+  if (!artifacts.length) return mount(ui.artifacts, h("p", { class: "muted" }, "No checkpoints yet."));
+  const metric = (m) =>
+    Object.entries(m || {})
+      .filter(([, v]) => typeof v === "number")
+      .map(([k, v]) => `${k} ${formatNumber(v)}`)
+      .join(", ");
+  mount(
+    ui.artifacts,
+    h(
+      "table",
+      { class: "artifacts-table" },
+      h("thead", {}, h("tr", {}, ["Checkpoint", "Step", "Metrics"].map((label) => h("th", { scope: "col" }, label)))),
+      h("tbody", {}, artifacts.map((a) => h("tr", {}, h("td", {}, h("a", { href: "#/models" }, a.name)), h("td", {}, formatNumber(a.step)), h("td", {}, metric(a.metrics))))),
+    ),
+  );
 }
 
 function showJob(ui, job, progress) {
@@ -244,6 +276,7 @@ const RECONNECT_MS = 2000;
 
 async function followEvents(jobId, ui, progress, signal) {
   let after = "0";
+  let lastState = null;
   let told = false;
   while (!signal.aborted) {
     try {
@@ -257,6 +290,9 @@ async function followEvents(jobId, ui, progress, signal) {
           continue; // a line the page does not know
         }
         const type = data.type || event.event;
+        // Each connection starts with the job's state: after a reconnect that is no news.
+        if (type === "state" && data.state === lastState) continue;
+        if (type === "state") lastState = data.state;
         progress.add(type, data);
         ui.events.append(h("li", {}, eventLine(type, data)));
         while (ui.events.children.length > 200) ui.events.firstChild.remove();

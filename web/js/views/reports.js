@@ -1,6 +1,6 @@
 // The reports page: a run's report card (Markdown with PNG plots), as the gateway serves it.
 
-import { api, call } from "../api.js";
+import { api, ApiError, call } from "../api.js";
 import { h, mount } from "../dom.js";
 import { renderMarkdown, safeUrl } from "../markdown.js";
 
@@ -24,7 +24,8 @@ async function listRuns(page) {
         : h("p", { class: "muted" }, "No report cards yet: a pipeline job writes one at its end."),
     );
   } catch (error) {
-    mount(page, h("h1", {}, "Reports"), h("p", { class: "muted" }, `Could not load reports: ${error.message}`));
+    const why = error instanceof ApiError && error.status === 404 ? "this gateway does not serve report cards (no GET /v1/reports)" : error.message;
+    mount(page, h("h1", {}, "Reports"), h("p", { class: "muted" }, `Could not load reports: ${why}`));
   }
 }
 
