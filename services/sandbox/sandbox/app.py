@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 import anyio
@@ -61,6 +62,7 @@ class RunResult(BaseModel):
 
 def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> FastAPI:
     """The service app; builds (and probes) the executor unless one is given."""
+    owned = executor is None
     executor = executor or SandboxExecutor(settings)
     iso = executor.isolation
     metrics = SandboxMetrics(executor.pool, iso.mode)
@@ -79,6 +81,8 @@ def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> F
         # who waits; anyio's default pool of 40 would queue runs invisibly behind it.
         app.state.limiter = anyio.CapacityLimiter(settings.max_concurrent + settings.max_queue)
         yield
+        if owned:
+            executor.close()  # in-flight runs have finished: uvicorn drains requests first
 
     app = FastAPI(title="chatforge sandbox", version="1", lifespan=lifespan)
     # JSON escaping can grow code up to 6x (\uXXXX); anything larger is refused before it is read.
@@ -129,7 +133,7 @@ def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> F
             "weak_reason": iso.reason,
             "layers": iso.layers(),
             "python": iso.python,
-            "defaults": settings.default_limits().__dict__,
+            "defaults": asdict(settings.default_limits()),
             "maxima": {
                 "timeout_s": settings.max_timeout_s,
                 "memory_mb": settings.max_memory_mb,

@@ -32,7 +32,11 @@ class SandboxExecutor:
         if os.geteuid() == 0:
             become_subreaper()  # before the probe run: its leftovers must be ours to reap
             self._uids = UidLease(s.uid_base, s.uid_span, s.max_concurrent)
-        self.isolation = isolation or detect_isolation(s, self._uids.uids[0] if self._uids else None)
+        try:
+            self.isolation = isolation or detect_isolation(s, self._uids.uids[0] if self._uids else None)
+        except BaseException:
+            self.close()
+            raise
         self.pool = SlotPool(s.max_concurrent, s.max_queue)
 
     def close(self) -> None:

@@ -252,7 +252,7 @@ def _make_preexec(
         (resource.RLIMIT_NOFILE, settings.max_open_files),
         (resource.RLIMIT_CORE, 0),
     ]
-    if os.geteuid() == 0:
+    if uid is not None:
         # Counted per host uid: meaningful only when each run has its own uid (the service is root).
         rlimits.append((resource.RLIMIT_NPROC, settings.max_processes))
     install_seccomp = _seccomp_installer(seccomp_filter) if seccomp_filter is not None else None
@@ -260,12 +260,16 @@ def _make_preexec(
     def preexec() -> None:
         # Memory is capped per process, not per run (no cgroup here), so the container's limit is
         # the backstop; this makes the kernel's OOM killer pick a snippet, never the service.
-        # Written before the uid drop, which makes /proc/self unwritable to us.
-        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        # Written before the uid drop, which makes /proc/self unwritable to us. Best effort: a
+        # host without it still runs snippets.
         try:
-            os.write(fd, b"1000")
-        finally:
-            os.close(fd)
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            try:
+                os.write(fd, b"1000")
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
         if uid is not None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)

@@ -117,10 +117,10 @@ def _exited(pid: int) -> bool:
 
 
 def _stop_tree(proc: subprocess.Popen[bytes], uid: int | None) -> None:
-    """Kill everything the run started and reap it. The process group goes first, while the
-    unreaped launcher still holds its id; then, with a per-run uid, whatever is left of that uid."""
-    if not _exited(proc.pid):
-        _kill_group(proc.pid)
+    """Kill everything the run started and reap it. The process group goes first (even after a
+    normal exit: a child may linger in it), while the unreaped launcher still holds the group's id;
+    then, with a per-run uid, whatever is left of that uid, wherever it went."""
+    _kill_group(proc.pid)
     proc.wait()
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()
