@@ -58,6 +58,6 @@ def build_backend(settings: Settings) -> JobBackend:
         return KubeRayBackend(settings)
     from gateway.jobs.ray_jobs import RayJobsBackend
 
-    if settings.ray_address:
-        return RayJobsBackend(settings.ray_address, name=settings.job_backend)
-    return RayJobsBackend.start_local(settings.ray_temp_dir)
+    return RayJobsBackend(
+        settings.ray_address, name=settings.job_backend, local_temp_dir=settings.ray_temp_dir
+    )

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     # --- jobs --------------------------------------------------------------------------------
     job_backend: Literal["local", "ray", "kuberay"] = "local"
     ray_address: str = Field(default="", description="ray: the cluster's dashboard URL (http://host:8265)")
-    ray_temp_dir: str = Field(default="/tmp/chatforge-ray", max_length=60)
+    ray_temp_dir: str = Field(
+        default="", max_length=60, description="local Ray's temp dir; empty: a new one in /tmp"
+    )
     job_command: str = Field(default="chatforge train", description="what a job runs; stage and flags follow")
     job_ttl_s: int = Field(default=30 * 86400, ge=60, description="finished job records expire after this")
     max_jobs_listed: int = Field(default=1000, ge=1, description="cap on the job index")

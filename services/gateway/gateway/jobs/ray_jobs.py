@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -29,37 +30,29 @@ _STATES = {
 
 
 class RayJobsBackend:
-    def __init__(self, address: str, *, name: str = "ray"):
-        from ray.job_submission import JobSubmissionClient
+    """`address`: a running cluster's dashboard URL; empty: start a local Ray on first use.
 
+    Starting Ray lazily keeps the gateway's start fast and Ray-free until a job is submitted (or an
+    unfinished local job needs reconciling). A local Ray started here lives as long as this process:
+    on one machine, jobs end with the gateway; a cluster's jobs outlive it.
+    """
+
+    def __init__(self, address: str = "", *, name: str = "ray", local_temp_dir: str = ""):
         self.name = name
         self.address = address
-        self._owns_ray = False  # set when this backend started the Ray instance it talks to
-        try:
-            self._client = JobSubmissionClient(address)
-        except Exception as e:  # ray raises ConnectionError or RuntimeError depending on the failure
-            raise BackendError(f"cannot reach the Ray Jobs API at {address}: {e}") from None
-
-    @classmethod
-    def start_local(cls, temp_dir: str) -> RayJobsBackend:
-        """Start a Ray head with its dashboard on 127.0.0.1 and connect to its Jobs API."""
-        from chatforge.raylocal import init_local_ray
-
-        temp = temp_dir or tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp")
-        context = init_local_ray(temp, include_dashboard=True, dashboard_host="127.0.0.1")
-        url = context.dashboard_url
-        log.info("local Ray started for jobs; dashboard on %s", url)
-        backend = cls(url if url.startswith("http") else f"http://{url}", name="local")
-        backend._owns_ray = True
-        return backend
+        self.local_temp_dir = local_temp_dir
+        self._client: Any = None
+        self._owns_ray = False
+        self._lock = threading.Lock()
 
     def submit(self, record: JobRecord, env: dict[str, str]) -> str:
+        client = self._jobs()
         # A fresh cluster's dashboard answers before its job agent is up ("No available agent");
         # that clears within seconds, so it is retried rather than failing the job.
         deadline = time.monotonic() + AGENT_WAIT_S
         while True:
             try:
-                return self._client.submit_job(
+                return client.submit_job(
                     entrypoint=record.entrypoint,
                     submission_id=record.id,
                     runtime_env={"env_vars": env},
@@ -73,7 +66,7 @@ class RayJobsBackend:
 
     def status(self, record: JobRecord) -> BackendStatus:
         try:
-            info: Any = self._client.get_job_info(record.backend_ref or record.id)
+            info: Any = self._jobs().get_job_info(record.backend_ref or record.id)
         except Exception as e:
             if "does not exist" in str(e):
                 raise JobGone(f"Ray has no job {record.id} (a new cluster, or the job was deleted)") from None
@@ -83,15 +76,39 @@ class RayJobsBackend:
 
     def stop(self, record: JobRecord) -> None:
         try:
-            self._client.stop_job(record.backend_ref or record.id)
+            self._jobs().stop_job(record.backend_ref or record.id)
         except Exception as e:
             raise BackendError(f"Ray could not stop job {record.id}: {e}") from None
 
     def logs(self, record: JobRecord) -> str:
         try:
-            return self._client.get_job_logs(record.backend_ref or record.id)
+            return self._jobs().get_job_logs(record.backend_ref or record.id)
         except Exception as e:
             raise BackendError(f"cannot read the logs of job {record.id} from Ray: {e}") from None
+
+    def _jobs(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> Any:
+        from ray.job_submission import JobSubmissionClient
+
+        address = self.address
+        if not address:
+            from chatforge.raylocal import init_local_ray
+
+            temp = self.local_temp_dir or tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp")
+            context = init_local_ray(temp, include_dashboard=True, dashboard_host="127.0.0.1")
+            self._owns_ray = True
+            url = context.dashboard_url
+            address = url if url.startswith("http") else f"http://{url}"
+            log.info("started a local Ray for jobs; its Jobs API is on %s", address)
+        try:
+            return JobSubmissionClient(address)
+        except Exception as e:  # ray raises ConnectionError or RuntimeError depending on the failure
+            raise BackendError(f"cannot reach the Ray Jobs API at {address}: {e}") from None
 
     def close(self) -> None:
         if self._owns_ray:
