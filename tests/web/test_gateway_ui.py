@@ -63,10 +63,21 @@ def test_chat_streams_a_reply_and_keeps_history_across_reloads(ui, tmp_path) -> 
     current = page.locator('.conv-title[aria-current="page"]')
     expect(current).to_have_text("Hello there, model")
     expect(page).to_have_url(re.compile(r"#/chat/conv_[0-9a-f]+$"))
+    address = page.url
+
+    # A second turn goes into the same conversation (the history is sent back and saved again).
+    page.get_by_label("Message", exact=True).fill("And again")
+    page.get_by_label("Message", exact=True).press("Enter")
+    expect(page.locator("article.message.assistant")).to_have_count(2)
+    expect(page.locator("article.message.assistant").last).not_to_have_attribute("aria-busy", "true")
+    assert '"content":"Hello there, model"' in streamed[1], "the first turn is sent back"
+    expect(page.locator(".conv-title", has_text="Hello there, model")).to_have_count(1)
+    assert page.url == address
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+
     page.reload()
-    expect(page.locator("article.message.user")).to_have_text(re.compile("Hello there, model"))
-    expect(page.locator("article.message.assistant")).to_have_count(1)
+    expect(page.locator("article.message.user .text")).to_have_text(["Hello there, model", "And again"])
+    expect(page.locator("article.message.assistant")).to_have_count(2)
     expect(current).to_have_text("Hello there, model")
 
     # Rename inline, then delete (confirming the browser's dialog).

@@ -9,7 +9,7 @@ import { clampField, LIMITS, loadSampling, saveSampling } from "../settings.js";
 const TITLE_CHARS = 60;
 
 export function render(main, [conversationId]) {
-  const state = { id: conversationId || null, messages: [], controller: null, sampling: loadSampling() };
+  const state = { id: conversationId || null, messages: [], controller: null, saving: null, sampling: loadSampling() };
   const ui = layout(state);
   mount(main, ui.root);
 
@@ -248,6 +248,10 @@ function blockView(block) {
 async function send(state, ui) {
   const text = ui.input.value.trim();
   if (!text || state.controller) return;
+  // A new conversation gets its id when its first exchange is saved: wait for that, or a quick
+  // second message would create a second conversation.
+  await state.saving;
+  if (state.controller) return; // another send went first while this one waited
   if (!ui.model.value) {
     toast("No model to send to: the gateway lists none.", "error");
     return;
@@ -305,7 +309,8 @@ async function send(state, ui) {
   }
   if (status) article.append(h("p", { class: "status muted" }, status));
   state.messages.push({ role: "assistant", content: reply.content });
-  await save(state, ui);
+  state.saving = save(state, ui);
+  await state.saving;
 }
 
 function busy(ui, on) {
