@@ -75,6 +75,9 @@ def ray_session(run_dir: Path, *, address: str | None = None, num_cpus: int | No
 
     for key, value in loopback_env().items():  # before `import ray`, which reads them (raylocal)
         os.environ.setdefault(key, value)
+    # Ray starts workers at nice 15 to keep its own daemons responsive; training *is* the work here,
+    # and at nice 15 it gets almost no CPU on a machine that is busy with anything else.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     if ray.is_initialized():
