@@ -211,13 +211,28 @@ def test_network_policies_isolate_the_sandbox() -> None:
             ]
     sandbox = policies[f"{RELEASE}-chatforge-sandbox"]
     assert "Egress" in sandbox["policyTypes"] and sandbox["egress"] == []
-    callers = {
-        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        for rule in sandbox["ingress"]
-        for peer in rule["from"]
-        if "podSelector" in peer
+    peers = [peer for rule in sandbox["ingress"] for peer in rule["from"]]
+    # Only the release namespace's engine and training pods: no namespaceSelector opens it wider.
+    assert all(set(peer) == {"podSelector"} for peer in peers), peers
+    assert {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in peers} == {
+        "inference",
+        "training",
     }
-    assert callers == {"inference", "training"}
+    # With monitoring on, Prometheus may scrape it too (its /metrics shares the API port).
+    (monitored,) = [
+        p for p in by_kind(render(*FULL), "NetworkPolicy") if p["metadata"]["name"].endswith("-sandbox")
+    ]
+    scrapers = [
+        peer for rule in monitored["spec"]["ingress"] for peer in rule["from"] if "namespaceSelector" in peer
+    ]
+    assert scrapers == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    ]
+    # Behind the front door, no rule opens a port to a whole namespace or the whole cluster.
+    for name, spec in policies.items():
+        for rule in spec.get("ingress", []):
+            if not name.endswith("-gateway"):
+                assert rule.get("from") and all("podSelector" in peer for peer in rule["from"]), (name, rule)
     # No other policy grants the sandbox egress.
     for name, spec in policies.items():
         if "Egress" in spec.get("policyTypes", []) and name != f"{RELEASE}-chatforge-sandbox":
