@@ -219,7 +219,7 @@ def test_api_key_is_asked_for_kept_in_local_storage_and_scoped(page, launch_gate
 
 
 @pytest.mark.parametrize("view", ["chat", "jobs", "models"])
-def test_dark_small_screen_layout_fits_without_sideways_scrolling(
+def test_each_page_names_its_controls_and_fits_a_dark_small_screen(
     browser, gateway_url, tmp_path, view
 ) -> None:  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 390, "height": 800}, color_scheme="dark")
@@ -234,6 +234,14 @@ def test_dark_small_screen_layout_fits_without_sideways_scrolling(
         assert max(channels) < 64, f"dark scheme asked for, body background is {background}"
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the {view} page is {overflow}px wider than a 390px screen"
+        # Every control has a name a screen reader can say, and the page has one top heading.
+        unnamed = page.evaluate(
+            """() => [...document.querySelectorAll("input, select, textarea, button, a[href]")]
+                .filter((el) => !(el.labels?.length || el.getAttribute("aria-label") || el.textContent.trim()))
+                .map((el) => el.outerHTML)"""
+        )
+        assert unnamed == [], f"controls without an accessible name: {unnamed}"
+        assert page.locator("h1").count() == 1
     finally:
         context.close()
 

@@ -61,7 +61,7 @@ function layout(state) {
     "div",
     { class: "chat-layout" },
     ui.sidebar,
-    h("section", { class: "chat-main", "aria-label": "Chat" }, ui.log, ui.form),
+    h("section", { class: "chat-main", "aria-labelledby": "chat-heading" }, h("h1", { id: "chat-heading", class: "visually-hidden" }, "Chat"), ui.log, ui.form),
     settingsPanel(state, ui),
   );
   return ui;
