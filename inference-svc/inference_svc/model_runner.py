@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from chatforge.model import GPT
@@ -28,12 +30,24 @@ class ModelRunner:
             self.cache.block_size,
             self.device,
         )
-        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        logits_rows, sampling_ids, row = [], [], 0
+        rows, sampling_ids, row = [], [], 0
         for c in chunks:
             row += len(c.token_ids)
             if c.sample:
-                logits_rows.append(row - 1)
+                rows.append(row - 1)
                 sampling_ids.append(c.request_id)
-        logits = self.model(idx, positions=meta.positions.view(1, -1), attention=self.backend.bind(meta))
-        return sampling_ids, logits[0, logits_rows]
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        selected = torch.tensor(rows, dtype=torch.long, device=self.device)
+
+        # Only the sampling rows need the head: a prefill chunk of 1,000 tokens would otherwise pay
+        # a 1,000 x vocab matmul (as much as the whole body of a small model) for logits nobody reads.
+        # The model stays unchanged: a forward pre-hook on its head picks the rows for this call.
+        def pick_rows(module: Any, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
+            return (args[0].index_select(1, selected),)
+
+        hook = self.model.lm_head.register_forward_pre_hook(pick_rows)
+        try:
+            logits = self.model(idx, positions=meta.positions.view(1, -1), attention=self.backend.bind(meta))
+        finally:
+            hook.remove()
+        return sampling_ids, logits[0]

@@ -1,0 +1,245 @@
+"""Serving benchmark: our engine against Hugging Face `transformers` generate, same sizes, same run.
+
+Both models have random weights and the same shape (layers, width, heads, vocabulary); the
+`transformers` one is a LlamaForCausalLM with an MLP sized to the same parameter count (it need
+not match our numerics, only the work). The workload is realistic chat traffic: N requests arriving
+together with mixed prompt lengths and mixed output lengths (fixed per request, no early EOS), all
+greedy. Measured for N = 1, 8, 32:
+
+- generated tokens/s of our engine (continuous batching, paged KV cache);
+- `transformers` one request at a time, and all N as one left-padded batch (`generate` runs until
+  the longest request is done; only the tokens each request asked for count);
+- our time to first token and inter-token latency, p50/p99;
+- KV memory: our peak blocks in use against the tokens they hold (waste inside blocks), and
+  against the contiguous cache a padded batch keeps (N x longest sequence).
+
+    python bench/serving.py [--quick] [--threads N] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "inference-svc"))
+
+from inference_svc.config import EngineConfig  # noqa: E402
+from inference_svc.engine import LLMEngine  # noqa: E402
+from inference_svc.sampling import SamplingParams  # noqa: E402
+
+from chatforge.model import GPT, GPTConfig  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Workload:
+    n_layer: int
+    n_embd: int
+    n_head: int
+    vocab_size: int
+    prompt_len: tuple[int, int]  # uniform range, tokens
+    output_len: tuple[int, int]
+    one_by_one_cap: int  # transformers one-by-one runs at most this many requests (its rate is per request)
+
+
+FULL = Workload(
+    n_layer=4,
+    n_embd=256,
+    n_head=4,
+    vocab_size=8192,
+    prompt_len=(32, 512),
+    output_len=(32, 256),
+    one_by_one_cap=32,
+)
+QUICK = Workload(
+    n_layer=2,
+    n_embd=128,
+    n_head=2,
+    vocab_size=4096,
+    prompt_len=(16, 256),
+    output_len=(16, 128),
+    one_by_one_cap=4,
+)
+
+
+@dataclass
+class Run:
+    tokens: int
+    seconds: float
+    ttft_s: list[float] | None = None
+    itl_s: list[float] | None = None
+    kv_waste: float | None = None  # time-averaged share of allocated KV slots holding no token
+    kv_peak_slots: int | None = None
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller model and lengths (< 1 minute)")
+    # One thread by default: the comparison is about the engines, not BLAS threading, and on a
+    # shared machine spinning OpenMP threads make multi-threaded timings swing by 10x or more.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    try:
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError:
+        print("transformers is not installed: pip install -e '.[dev]'", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    w = QUICK if args.quick else FULL
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    max_len = w.prompt_len[1] + w.output_len[1]
+    config = GPTConfig(
+        vocab_size=w.vocab_size,
+        n_layer=w.n_layer,
+        n_embd=w.n_embd,
+        n_head=w.n_head,
+        n_kv_head=w.n_head,
+        sequence_len=max_len,
+    )
+    ours = GPT(config)
+    with torch.no_grad():  # nanochat's init zeroes these; random values make the work real
+        for block in ours.blocks:
+            torch.nn.init.normal_(block.attn.c_proj.weight, std=0.02)
+            torch.nn.init.normal_(block.mlp.c_proj.weight, std=0.02)
+    ours = ours.to(device).eval()
+    hf_config = LlamaConfig(
+        vocab_size=w.vocab_size,
+        hidden_size=w.n_embd,
+        intermediate_size=8 * w.n_embd // 3,  # 3 matrices of h x 8h/3 = our 2 of h x 4h
+        num_hidden_layers=w.n_layer,
+        num_attention_heads=w.n_head,
+        num_key_value_heads=w.n_head,
+        max_position_embeddings=max_len,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    hf = LlamaForCausalLM(hf_config).to(device).eval()
+    print(
+        f"model: {w.n_layer} layers, width {w.n_embd}, {w.n_head} heads, vocab {w.vocab_size}; "
+        f"ours {ours.num_params() / 1e6:.1f}M params, transformers {hf.num_parameters() / 1e6:.1f}M; "
+        f"device {device}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"workload: prompts {w.prompt_len[0]}-{w.prompt_len[1]} tokens, outputs {w.output_len[0]}-{w.output_len[1]}"
+    )
+
+    results = {}
+    for n in (1, 8, 32):
+        rng = random.Random(n)
+        prompts = [
+            [rng.randrange(1, w.vocab_size) for _ in range(rng.randint(*w.prompt_len))] for _ in range(n)
+        ]
+        outputs = [rng.randint(*w.output_len) for _ in range(n)]
+        ours_run = run_ours(ours, prompts, outputs)
+        one = run_hf_one_by_one(hf, prompts[: w.one_by_one_cap], outputs[: w.one_by_one_cap], device)
+        padded = run_hf_padded(hf, prompts, outputs, device)
+        contiguous = n * max(len(p) + o for p, o in zip(prompts, outputs, strict=True))
+        results[n] = (ours_run, one, padded)
+        print(
+            f"N={n:>2}: ours {ours_run.tok_s:7.1f} tok/s | transformers one-by-one {one.tok_s:7.1f} tok/s "
+            f"({ours_run.tok_s / one.tok_s:5.1f}x) | padded batch {padded.tok_s:7.1f} tok/s "
+            f"({ours_run.tok_s / padded.tok_s:4.1f}x)"
+        )
+        print(
+            f"       TTFT p50 {pct(ours_run.ttft_s, 50) * 1e3:7.1f} ms  p99 {pct(ours_run.ttft_s, 99) * 1e3:7.1f} ms | "
+            f"ITL p50 {pct(ours_run.itl_s, 50) * 1e3:6.2f} ms  p99 {pct(ours_run.itl_s, 99) * 1e3:6.2f} ms"
+        )
+        print(
+            f"       KV: waste inside blocks {ours_run.kv_waste:.1%} (time-averaged); peak {ours_run.kv_peak_slots} slots "
+            f"vs {contiguous} for a contiguous padded cache ({1 - ours_run.kv_peak_slots / contiguous:.0%} less)"
+        )
+
+    ours32, one32, padded32 = results[32]
+    print(
+        f"serving_vs_padded_batch: {ours32.tok_s:.0f} tok/s ({ours32.tok_s / padded32.tok_s:.1f}x vs transformers padded batch; goal >= 3x)"
+    )
+    print(f"serving_kv_waste: {ours32.kv_waste:.1%} of allocated KV slots (goal < 4%)")
+    print(
+        f"serving: {ours32.tok_s:.0f} tok/s ({ours32.tok_s / one32.tok_s:.1f}x vs transformers one-by-one; goal >= 10x)"
+    )
+    return 0
+
+
+def run_ours(model: GPT, prompts: list[list[int]], outputs: list[int]) -> Run:
+    engine = LLMEngine(model, EngineConfig(kv_cache_bytes=256 * 2**20, max_num_batched_tokens=1024))
+    warm = engine.add_request([1, 2, 3], SamplingParams(max_tokens=2))
+    while engine.has_work():
+        engine.step()
+    assert warm
+    start = time.perf_counter()
+    ids = [engine.add_request(p, SamplingParams(max_tokens=o)) for p, o in zip(prompts, outputs, strict=True)]
+    stamps: dict[str, list[float]] = {i: [] for i in ids}
+    wasted = allocated = 0
+    peak = 0
+    while engine.has_work():
+        items = engine.step()
+        now = time.perf_counter()
+        for rid, new in items.items():
+            stamps[rid].extend(now for x in new if x.token_id is not None)
+        slots = sum(len(b) for b in engine.kv.req_to_blocks.values()) * engine.config.block_size
+        held = sum(r.num_computed_tokens for r in engine.scheduler.running)
+        if slots:
+            allocated += slots
+            wasted += slots - held
+            peak = max(peak, slots)
+    seconds = time.perf_counter() - start
+    ttft = [s[0] - start for s in stamps.values()]
+    itl = [b - a for s in stamps.values() for a, b in zip(s, s[1:], strict=False)]
+    tokens = sum(len(s) for s in stamps.values())
+    assert tokens == sum(outputs), (tokens, sum(outputs))
+    return Run(tokens, seconds, ttft, itl, wasted / allocated, peak)
+
+
+@torch.inference_mode()
+def run_hf_one_by_one(model, prompts: list[list[int]], outputs: list[int], device: torch.device) -> Run:
+    _hf_generate(model, [[1, 2, 3]], 2, device)  # warm-up
+    start = time.perf_counter()
+    for prompt, n in zip(prompts, outputs, strict=True):
+        _hf_generate(model, [prompt], n, device)
+    return Run(sum(outputs), time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def run_hf_padded(model, prompts: list[list[int]], outputs: list[int], device: torch.device) -> Run:
+    start = time.perf_counter()
+    _hf_generate(model, prompts, max(outputs), device)
+    return Run(sum(outputs), time.perf_counter() - start)  # useful tokens only
+
+
+def _hf_generate(model, prompts: list[list[int]], max_new_tokens: int, device: torch.device) -> torch.Tensor:
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
+
+
+def pct(values: list[float] | None, q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
