@@ -307,27 +307,35 @@ def _evaluate(
 
 
 def run_rl(cfg: RLConfig) -> dict[str, Any]:
-    """Run the stage as a Ray Train job of `cfg.workers` workers (Ray must be running)."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    """Run the stage as a Ray Train job of `cfg.workers` workers (Ray must be running). Process
+    groups are set up as for the other stages (`trainer.driver`): NCCL through Ray Train's torch
+    backend on GPUs, gloo through a rendezvous file on CPUs (no TCP store on every interface)."""
+    from ray.train import BackendConfig, RunConfig, ScalingConfig
 
     stage_dir = ArtifactStore(Path(cfg.artifacts_dir)).stage_dir(cfg.run, STAGE)
+    storage = stage_dir.parent / "ray"
     cpus = max(1, (os.cpu_count() or 1) // cfg.workers)
     env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpus)}
-    trainer = TorchTrainer(
-        _ray_worker,
-        train_loop_config={"rl": cfg.to_dict(), "env": env},
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=cfg.workers,
-            use_gpu=cfg.use_gpu,
-            resources_per_worker=None if cfg.use_gpu else {"CPU": 1},
-        ),
-        run_config=RunConfig(
-            name=f"{cfg.run}-rl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-            storage_path=str(stage_dir.parent / "ray"),
-        ),
+    if os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    worker_config = {"rl": cfg.to_dict(), "env": env, "rendezvous_dir": str(storage)}
+    scaling = ScalingConfig(
+        num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=None if cfg.use_gpu else {"CPU": 1}
     )
+    run_config = RunConfig(
+        name=f"{cfg.run}-rl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(storage)
+    )
+    if cfg.use_gpu:
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        trainer: Any = TorchTrainer(_ray_worker, train_loop_config=worker_config, torch_config=TorchConfig(backend="nccl"),
+                                    scaling_config=scaling, run_config=run_config)  # fmt: skip
+    else:
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        worker_config["rendezvous"] = "file"
+        trainer = DataParallelTrainer(_ray_worker, train_loop_config=worker_config, backend_config=BackendConfig(),
+                                      scaling_config=scaling, run_config=run_config)  # fmt: skip
     result = trainer.fit()
     if result.error is not None:
         raise result.error
@@ -337,8 +345,19 @@ def run_rl(cfg: RLConfig) -> dict[str, Any]:
 
 def _ray_worker(config: dict[str, Any]) -> None:
     import ray.train
+    import torch.distributed as dist
+
+    from .driver import _join_by_file
 
     os.environ.update(config["env"])
     torch.set_num_threads(int(config["env"]["OMP_NUM_THREADS"]))
-    metrics = rl_worker(config["rl"])
+    context = ray.train.get_context()
+    joined = config.get("rendezvous") == "file" and context.get_world_size() > 1
+    if joined:
+        _join_by_file(Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size())
+    try:
+        metrics = rl_worker(config["rl"])
+    finally:
+        if joined:
+            dist.destroy_process_group()
     ray.train.report({k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)})
