@@ -15,11 +15,14 @@ export function render(main, [jobId]) {
 
 function renderList(main) {
   const table = h("div", { class: "table-scroll" });
+  let timer = null;
   const refresh = async () => {
     try {
       drawJobs(table, (await api.jobs()).data);
     } catch (error) {
       mount(table, h("p", { class: "muted" }, `Could not load jobs: ${error.message}`));
+      // A key without the admin scope will not gain it by asking every few seconds.
+      if (error instanceof ApiError && (error.status === 401 || error.status === 403)) clearInterval(timer);
     }
   };
   mount(
@@ -41,8 +44,8 @@ function renderList(main) {
       ),
     ),
   );
+  timer = setInterval(refresh, POLL_MS);
   refresh();
-  const timer = setInterval(refresh, POLL_MS);
   return () => clearInterval(timer);
 }
 
@@ -229,7 +232,13 @@ function renderJob(main, jobId) {
     .catch((error) => mount(ui.stage, `Could not load the job: ${error.message}`));
   loadLogs();
   loadArtifacts(jobId, ui);
-  return () => controller.abort();
+  // Logs have no stream of their own: re-read them while the job runs.
+  const logTimer = setInterval(() => FINAL_STATES.has(progress.state) || loadLogs(), POLL_MS);
+  ui.onCheckpoint = () => loadArtifacts(jobId, ui);
+  return () => {
+    controller.abort();
+    clearInterval(logTimer);
+  };
 }
 
 async function loadArtifacts(jobId, ui) {
@@ -299,6 +308,7 @@ async function followEvents(jobId, ui, progress, signal) {
         ui.events.scrollTop = ui.events.scrollHeight;
         if (type === "state") showState(ui, data, progress);
         else drawProgress(ui, progress);
+        if (type === "checkpoint") ui.onCheckpoint();
       }
     } catch (error) {
       if (error.name === "AbortError") return;
