@@ -16,7 +16,7 @@ from chatforge.tools import Outcome, ToolLimits, ToolResult
 
 from .admission import Busy, Reservation, SlotPool
 from .isolation import Isolation, detect_isolation, prepare
-from .process import RawRun, become_subreaper, run_capped
+from .process import RawRun, run_capped
 from .settings import Settings, load_settings
 from .uids import UidLease
 
@@ -30,7 +30,6 @@ class SandboxExecutor:
         self.settings = s = settings or load_settings()
         self._uids: UidLease | None = None
         if os.geteuid() == 0:
-            become_subreaper()  # before the probe run: its leftovers must be ours to reap
             self._uids = UidLease(s.uid_base, s.uid_span, s.max_concurrent)
         try:
             self.isolation = isolation or detect_isolation(s, self._uids.uids[0] if self._uids else None)

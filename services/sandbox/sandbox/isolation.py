@@ -4,7 +4,8 @@ Namespaces mode (the normal one) runs the snippet under bubblewrap:
 - a fresh process per run, as an unprivileged host uid (one per run slot when the service is root)
   and as `nobody` (65534) inside its own user namespace, with no capabilities;
 - its own network namespace (only a private loopback: the host's 127.0.0.1 is unreachable, no DNS),
-  pid namespace (it sees only itself; when it ends every process it left behind is killed), IPC,
+  pid namespace (the snippet is its pid 1 and sees only its own processes; when it exits, every
+  process it left behind is killed), IPC,
   UTS and cgroup namespaces; no further user namespaces;
 - a private filesystem: /usr (the interpreter and its stdlib) read-only, /proc and a minimal
   read-only /dev, fresh size-capped tmpfs mounts at /tmp and /dev/shm, the root read-only; no /etc,
@@ -175,6 +176,9 @@ def _prepare_namespaces(
         "--disable-userns",
         "--die-with-parent",
         "--new-session",
+        # The snippet is the namespace's pid 1, so bubblewrap's launcher waits for (and reaps) it
+        # instead of exiting on a status message and orphaning an init process to the host.
+        "--as-pid-1",
         "--uid", str(SANDBOX_UID),
         "--gid", str(SANDBOX_UID),
         "--hostname", "sandbox",

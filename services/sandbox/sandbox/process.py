@@ -8,7 +8,6 @@ so nothing a snippet started outlives its run, even if it left the process group
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import selectors
@@ -29,7 +28,7 @@ _READ_CHUNK_BYTES = 65_536
 # After the main process exits, how long to keep reading pipes a leftover child may hold open.
 _EXIT_DRAIN_S = 0.1
 _POLL_S = 0.05
-_PR_SET_CHILD_SUBREAPER = 36
+_LAUNCHER_EXIT_S = 1.0  # how long bubblewrap's launcher gets to exit once its child is dead
 MIN_RUN_UID = 1000  # below: root and system accounts
 
 
@@ -117,16 +116,26 @@ def _exited(pid: int) -> bool:
 
 
 def _stop_tree(proc: subprocess.Popen[bytes], uid: int | None) -> None:
-    """Kill everything the run started and reap it. The process group goes first (even after a
-    normal exit: a child may linger in it), while the unreaped launcher still holds the group's id;
-    then, with a per-run uid, whatever is left of that uid, wherever it went."""
-    _kill_group(proc.pid)
+    """Kill everything the run started and reap the launcher.
+
+    With a per-run uid, the run's own processes die first and the launcher is spared: under
+    bubblewrap it then reaps the sandbox's pid 1 and exits, so no zombie is left to the host's init
+    (zombies count against the uid's RLIMIT_NPROC until reaped). Then the process group, while the
+    unreaped launcher still holds its id; in weak mode that is the snippet's own group."""
+    if uid is not None:
+        clear_uid(uid, spare=proc.pid)
+        try:
+            proc.wait(timeout=_LAUNCHER_EXIT_S)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.returncode is None:
+        _kill_group(proc.pid)
     proc.wait()
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()
     proc.stderr.close()
     if uid is not None:
-        clear_uid(uid)
+        clear_uid(uid)  # anything that slipped out between the two kills
 
 
 def _kill_group(pgid: int) -> None:
@@ -136,39 +145,23 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def become_subreaper() -> None:
-    """Adopt orphaned descendants (PR_SET_CHILD_SUBREAPER) so `clear_uid` can reap them.
-
-    bubblewrap's launcher exits as soon as the snippet does, orphaning the sandbox's pid 1, and a
-    weak-mode snippet can daemonize. Left to the host's init they linger as zombies (forever when
-    the service is pid 1 of its container), and zombies count against the uid's RLIMIT_NPROC,
-    so the slot's later runs could not start. Other orphans adopted this way stay unreaped; the
-    sandbox service starts none."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
-
-
-def clear_uid(uid: int, wait_s: float = 2.0) -> bool:
-    """SIGKILL every process whose real uid is `uid` and reap those adopted by us, repeating until
-    none is left (forks race us). False, with a warning, if some remain after `wait_s`."""
+def clear_uid(uid: int, spare: int | None = None, wait_s: float = 2.0) -> bool:
+    """SIGKILL every running process whose real uid is `uid` (but `spare`), repeating until none is
+    left (forks race us). False, with a warning, if some still run after `wait_s`."""
     _check_run_uid(uid)
     deadline = time.monotonic() + wait_s
     while True:
-        procs = pids_of(uid)
-        if not procs:
+        pids = [pid for pid in live_pids_of(uid) if pid != spare]
+        if not pids:
             return True
         if time.monotonic() > deadline:
-            log.warning("uid %d still has processes %s after SIGKILL", uid, procs)
+            log.warning("uid %d still has running processes %s after SIGKILL", uid, pids)
             return False
-        for pid, zombie in procs:
+        for pid in pids:
             try:
-                if zombie:
-                    os.waitpid(pid, os.WNOHANG)
-                else:
-                    os.kill(pid, signal.SIGKILL)
-            except (ChildProcessError, ProcessLookupError, PermissionError):
-                pass  # not our child (its own parent reaps it) or already gone
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         time.sleep(0.002)
 
 
