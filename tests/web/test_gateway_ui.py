@@ -99,10 +99,10 @@ def test_chat_streams_a_reply_and_keeps_history_across_reloads(ui, tmp_path) -> 
 def test_stop_aborts_the_stream_and_gives_the_message_back(ui, how) -> None:  # type: ignore[no-untyped-def]
     page = ui
     _greedy(page, 200)
-    # Three seconds of emulated network latency: Stop is pressed before any reply byte arrives.
+    # Ten seconds of emulated network latency: Stop is pressed before any reply byte arrives.
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    slow = {"offline": False, "latency": 3000, "downloadThroughput": -1, "uploadThroughput": -1}
+    slow = {"offline": False, "latency": 10_000, "downloadThroughput": -1, "uploadThroughput": -1}
     cdp.send("Network.emulateNetworkConditions", slow)
     page.get_by_label("Message", exact=True).fill("Tell me a long story")
     page.get_by_role("button", name="Send").click()
