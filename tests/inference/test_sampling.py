@@ -1,0 +1,95 @@
+"""Sampling rules on hand-made logits, stop strings on hand-made text, request parsing at the edge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from inference_svc.protocol import BadRequest, parse_request
+from inference_svc.sampling import (
+    SamplingError,
+    SamplingParams,
+    StopStrings,
+    check_stop,
+    make_generator,
+    sample,
+)
+
+
+def draws(logits, params, n=300):
+    generator = make_generator(params, torch.device("cpu"))
+    return {sample(logits.view(1, -1), [params], [generator])[0] for _ in range(n)}
+
+
+def test_greedy_is_argmax_and_needs_no_generator():
+    params = SamplingParams(temperature=0.0)
+    assert make_generator(params, torch.device("cpu")) is None
+    assert sample(torch.tensor([[0.1, 3.0, 2.9], [5.0, 0.0, 0.0]]), [params] * 2, [None, None]) == [1, 0]
+
+
+def test_top_k_and_top_p_cut_the_tail():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert draws(logits, SamplingParams(temperature=1.0, top_k=2, seed=0)) == {0, 1}
+    # top_p 0.7: 0.5 alone is short of it, 0.5 + 0.3 reaches it; 0.15 and 0.05 are never drawn.
+    assert draws(logits, SamplingParams(temperature=1.0, top_p=0.7, seed=0)) == {0, 1}
+    assert draws(logits, SamplingParams(temperature=1.0, top_p=0.01, seed=0)) == {0}
+    assert draws(logits, SamplingParams(temperature=1.0, seed=0)) == {0, 1, 2, 3}
+
+
+def test_same_seed_same_draws():
+    logits = torch.randn(1, 50)
+    a, b, c = (SamplingParams(temperature=1.0, seed=s) for s in (7, 7, 8))
+
+    def run(p):
+        generator = make_generator(p, torch.device("cpu"))
+        return [sample(logits, [p], [generator])[0] for _ in range(20)]
+
+    assert run(a) == run(b) != run(c)
+
+
+def test_stop_rules():
+    p = SamplingParams(max_tokens=3, stop_token_ids=(9,))
+    assert check_stop(9, 1, 10, p, 100) == "stop"
+    assert check_stop(1, 3, 10, p, 100) == "length"
+    assert check_stop(1, 1, 100, p, 100) == "length"  # the model's context is full
+    assert check_stop(1, 1, 10, p, 100) is None
+
+
+def test_invalid_parameters_name_the_field():
+    with pytest.raises(SamplingError, match="temperature"):
+        SamplingParams(temperature=-1)
+    with pytest.raises(SamplingError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(SamplingError, match="max_tokens"):
+        SamplingParams(max_tokens=0)
+
+
+def test_stop_strings_hold_back_a_possible_start_and_cut_at_the_match():
+    s = StopStrings(("END",))
+    assert s.feed("hello E") == ("hello ", False)  # "E" may start "END": held back
+    assert s.feed("x") == ("Ex", False)  # it did not
+    assert s.feed(" ok EN") == (" ok ", False)
+    assert s.feed("D and more") == ("", True)
+    assert StopStrings(()).feed("anything") == ("anything", False)
+    t = StopStrings(("ab", "b"))
+    assert t.feed("xab") == ("x", True)  # the earliest match wins
+
+
+def test_requests_are_parsed_once_at_the_edge(tiny_tokenizer):
+    ids, params = parse_request({"prompt_ids": [1, 2], "max_tokens": 5, "stop": ["\n"]}, None)
+    assert ids == [1, 2] and params.max_tokens == 5 and params.stop == ("\n",)
+    ids, params = parse_request({"messages": [{"role": "user", "content": "hi"}]}, tiny_tokenizer)
+    assert ids[-1] == tiny_tokenizer.special_id("<|assistant_start|>")
+    assert tiny_tokenizer.special_id("<|assistant_end|>") in params.stop_token_ids
+    for body, message in (
+        ([1, 2], "JSON object"),
+        ({"prompt_ids": [1], "messages": []}, "exactly one"),
+        ({"prompt_ids": "abc"}, "list of integers"),
+        ({"prompt_ids": [1], "temprature": 1}, "unknown fields"),
+        ({"prompt_ids": [1], "stop": "x"}, "'stop' must be a list"),
+        ({"prompt_ids": [1], "top_p": 2}, "top_p"),
+        ({"messages": [{"role": "assistant", "content": "hi"}]}, "expected role 'user'"),
+    ):
+        with pytest.raises(BadRequest, match=message):
+            parse_request(body, tiny_tokenizer)
+    with pytest.raises(BadRequest, match="no tokenizer"):
+        parse_request({"messages": [{"role": "user", "content": "hi"}]}, None)
