@@ -56,6 +56,7 @@ def test_chat_streams_a_reply_and_keeps_history_across_reloads(ui, tmp_path) -> 
     expect(reply).to_have_count(1)
     expect(reply).not_to_have_attribute("aria-busy", "true", timeout=30_000)
     assert reply.locator(".message-body").inner_text().strip(), "the reply has text"
+    expect(reply.locator(".status")).to_have_text("Stopped at the max tokens limit. · 24 tokens")
     assert '"stream":true' in streamed[0] and '"max_tokens":24' in streamed[0]
 
     # Saved server-side: the sidebar lists it, the address names it, and a reload brings it back.

@@ -307,7 +307,8 @@ async function send(state, ui) {
     if (status) toast(status, status === "Stopped." ? "info" : "error");
     return;
   }
-  if (status) article.append(h("p", { class: "status muted" }, status));
+  const tokens = reply.usage ? `${reply.usage.completion_tokens} tokens` : null;
+  if (status || tokens) article.append(h("p", { class: "status muted" }, [status, tokens].filter(Boolean).join(" · ")));
   state.messages.push({ role: "assistant", content: reply.content });
   state.saving = save(state, ui);
   await state.saving;
