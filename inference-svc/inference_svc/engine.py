@@ -105,6 +105,7 @@ class LLMEngine:
         self._tracks: dict[str, _Track] = {}
         self._inbox: list[Request | str] = []  # new requests and ids to abort, from any thread
         self._inbox_lock = threading.Lock()
+        self.last_num_scheduled_tokens = 0  # tokens the last step computed (0: it only waited)
         self._finished_items: dict[str, list[StreamItem]] = {}  # items of requests that ended this step
         self._ids = itertools.count()
         self._seen = {"preemptions": 0, "queries": 0, "hits": 0}
@@ -160,6 +161,7 @@ class LLMEngine:
         self._drain_inbox()
         self._collect_tool_results()
         output = self.scheduler.schedule()
+        self.last_num_scheduled_tokens = output.num_batched_tokens
         if not output.is_empty:
             request_ids, logits = self.runner.execute(output)
             requests = [self.scheduler.requests[r] for r in request_ids]
@@ -428,8 +430,8 @@ class AsyncEngine:
             finally:
                 self._step_started_s = None
             self._dispatch(outputs)
-            if not any(outputs.values()) and not self.engine.scheduler.has_work():
-                await asyncio.sleep(0.002)  # only tool calls in flight: poll them without spinning
+            if self.engine.last_num_scheduled_tokens == 0:
+                await asyncio.sleep(0.002)  # waiting on tool calls (or on blocks they hold): no spinning
 
     def _dispatch(self, outputs: dict[str, list[StreamItem]]) -> None:
         for request_id, items in outputs.items():

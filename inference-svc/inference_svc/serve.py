@@ -12,12 +12,14 @@ event, and new ones go to the new model.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chatforge.artifacts import ArtifactStore
@@ -62,15 +64,14 @@ class InferenceServer:
         self.config = config
         self.store = ArtifactStore.from_env(config.artifacts_root)
         self.metrics = EngineMetrics()  # one registry per replica, kept across checkpoint switches
-        self.loaded: LoadedModel | None = None
         self.engine: AsyncEngine | None = None
-        self._load(config.checkpoint)
+        self.loaded = self._load(config.checkpoint)
 
     # --- Serve hooks -------------------------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve's in-place update: `{"checkpoint": name}` switches the weights."""
         name = user_config.get("checkpoint")
-        if name and (self.loaded is None or name != self.loaded.name):
+        if name and name != self.loaded.name:
             await self.switch_checkpoint(name)
 
     async def check_health(self) -> None:
@@ -84,16 +85,23 @@ class InferenceServer:
             yield item.to_dict()
 
     async def switch_checkpoint(self, name: str) -> dict[str, Any]:
-        """Load other weights without restarting anything; returns the new model's info."""
-        old = self.engine
-        self.engine = None
+        """Load other weights without restarting anything; returns the new model's info.
+
+        The new checkpoint is loaded before the old engine stops, so a bad name leaves the server
+        serving what it served; requests in flight on the old model end with an error event.
+        """
+        loaded = await asyncio.get_running_loop().run_in_executor(None, self._load, name)
+        old, self.engine = self.engine, None
         if old is not None:
             await old.stop(f"the server switched to checkpoint {name!r}")
-        await asyncio.get_running_loop().run_in_executor(None, self._load, name)
+        self.loaded = loaded
+        del old
+        gc.collect()  # the old KV cache must be gone before the new one is sized from free memory
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return await self.info()
 
     async def info(self) -> dict[str, Any]:
-        assert self.loaded is not None
         engine = self._engine().engine
         return {
             "checkpoint": self.loaded.name,
@@ -148,7 +156,6 @@ class InferenceServer:
     async def _stream(self, body: Any) -> AsyncIterator[StreamItem]:
         engine = self._engine()
         loaded = self.loaded
-        assert loaded is not None
         try:
             prompt, params = parse_request(body, loaded.tokenizer)
             stream = engine.generate(prompt, params)
@@ -166,7 +173,6 @@ class InferenceServer:
     def _engine(self) -> AsyncEngine:
         """The engine, started on first use (Serve constructs replicas outside their event loop)."""
         if self.engine is None:
-            assert self.loaded is not None
             tools = None
             if self.config.sandbox_url and self.loaded.tokenizer is not None:
                 from chatforge.sandbox_client import SandboxClient
@@ -183,8 +189,8 @@ class InferenceServer:
             self.engine.start()
         return self.engine
 
-    def _load(self, name: str) -> None:
-        self.loaded = load_model(name, self.store, device=self.config.device, tokenizer=self.config.tokenizer)
+    def _load(self, name: str) -> LoadedModel:
+        return load_model(name, self.store, device=self.config.device, tokenizer=self.config.tokenizer)
 
 
 def _line(item: StreamItem) -> bytes:

@@ -143,6 +143,12 @@ def test_serve_app_streams_reports_and_switches_checkpoints(artifacts, tiny_toke
                 assert info["checkpoint"] == "demo2/sft" and info["kv_cache"]["num_blocks"] == 64
                 after = stream_http(f"{base}/generate", {"prompt_ids": prompt, "max_tokens": 12})
                 assert ids_of(after) == reference(models["demo2"], prompt, 12) != ids_of(items)
+
+                # A bad name is refused and the server keeps serving what it served.
+                with pytest.raises(Exception, match="no complete checkpoint for 'nope/sft'"):
+                    handle.switch_checkpoint.remote("nope/sft").result()
+                again = stream_http(f"{base}/generate", {"prompt_ids": prompt, "max_tokens": 12})
+                assert ids_of(again) == ids_of(after)
             finally:
                 serve.shutdown()
     finally:
