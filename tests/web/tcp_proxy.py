@@ -1,10 +1,12 @@
 """A TCP proxy on 127.0.0.1 whose open connections the test can cut, as a network drop or a proxy's
-idle timeout would: the way to check that the UI reconnects its event streams."""
+idle timeout would (to check that the UI reconnects its event streams), and whose replies it can
+slow down (to stop a reply half-way through, whatever the speed of the machine)."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -14,6 +16,8 @@ class TcpProxy:
         self.port = self._listener.getsockname()[1]
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._reply_chunk_bytes = 65536
+        self._reply_delay_s = 0.0
         threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
 
     def cut(self) -> int:
@@ -28,6 +32,10 @@ class TcpProxy:
             s.close()
         return len(sockets) // 2
 
+    def slow_replies(self, chunk_bytes: int, delay_s: float) -> None:
+        """From now on, pass replies on `chunk_bytes` at a time with `delay_s` between chunks."""
+        self._reply_chunk_bytes, self._reply_delay_s = chunk_bytes, delay_s
+
     def close(self) -> None:
         self._listener.close()
         self.cut()
@@ -41,13 +49,15 @@ class TcpProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._open |= {client, upstream}
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, reply in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(src, dst, reply), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, reply: bool) -> None:
         try:
-            while data := src.recv(65536):
+            while data := src.recv(self._reply_chunk_bytes if reply else 65536):
                 dst.sendall(data)
+                if reply and self._reply_delay_s:
+                    time.sleep(self._reply_delay_s)
         except OSError:
             pass  # cut, or the peer went away
         finally:

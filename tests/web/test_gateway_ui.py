@@ -247,6 +247,28 @@ def test_each_page_names_its_controls_and_fits_a_dark_small_screen(
         context.close()
 
 
+def test_stop_half_way_keeps_the_partial_reply(page, gateway_url) -> None:  # type: ignore[no-untyped-def]
+    proxy = TcpProxy(int(gateway_url.rsplit(":", 1)[1]))
+    try:
+        page.goto(f"http://127.0.0.1:{proxy.port}/")
+        _greedy(page, 200)
+        proxy.slow_replies(chunk_bytes=400, delay_s=0.25)  # about two SSE chunks every quarter second
+        page.get_by_label("Message", exact=True).fill("Count to a hundred")
+        page.get_by_label("Message", exact=True).press("Enter")
+        reply = page.locator("article.message.assistant")
+        expect(reply.locator(".text")).not_to_have_text("")  # the first words arrived
+        page.get_by_role("button", name="Stop").click()
+        expect(reply.locator(".status")).to_have_text("Stopped.")
+        partial = reply.locator(".text").inner_text()
+        proxy.slow_replies(chunk_bytes=65536, delay_s=0)
+        expect(page).to_have_url(re.compile(r"#/chat/conv_[0-9a-f]+$"))  # saved
+        page.reload()
+        # Saved as far as it got: the stored reply is what was on screen, not the whole generation.
+        expect(page.locator("article.message.assistant .text")).to_have_text(partial)
+    finally:
+        proxy.close()
+
+
 def test_stored_tool_calls_render_as_distinct_blocks_and_errors_are_shown(ui, gateway_url) -> None:  # type: ignore[no-untyped-def]
     import httpx
 

@@ -98,7 +98,7 @@ function submitForm(onSubmitted) {
   const preset = h("select", { id: "job-preset", name: "preset" }, h("option", { value: "" }, "(stage default)"), PRESETS.map((p) => h("option", { value: p }, p)));
   const number = (id, name) => h("input", { id, name, type: "number", min: 1, step: 1, inputmode: "numeric" });
   const fields = { preset, depth: number("job-depth", "depth"), num_steps: number("job-steps", "num_steps"), workers: number("job-workers", "workers") };
-  const gpu = h("input", { id: "job-gpu", name: "gpu", type: "checkbox", class: "checkbox" });
+  const gpu = h("input", { id: "job-gpu", name: "gpu", type: "checkbox" });
   const extra = h("textarea", { id: "job-config", name: "config", rows: 3, spellcheck: false, placeholder: '{"seed": 1, "eval_every_steps": 50}' });
   const error = h("p", { class: "hint", role: "alert" });
   const form = h(
