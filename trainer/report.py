@@ -158,12 +158,12 @@ def tokenizer_summary(
     store: ArtifactStore, stages: Sequence[StageSummary], corpus_dir: str
 ) -> dict[str, Any]:
     """Vocabulary size and, given the corpus, compression (bytes per token) on validation text."""
-    names = set()
+    names: set[str] = set()
     for s in stages:
         if s.checkpoint:
-            path = store.resolve_checkpoint(s.checkpoint)
-            names.add(ckpt.read_meta(path).get("tokenizer"))
-    names.discard(None)
+            name = ckpt.read_meta(store.resolve_checkpoint(s.checkpoint)).get("tokenizer")
+            if isinstance(name, str):
+                names.add(name)
     if not names:
         return {}
     from chatforge.tokenizer import Tokenizer

@@ -32,7 +32,7 @@ import torch
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from chatforge.chat import Conversation, message, render_for_completion
-from chatforge.model import GPT, GPTConfig
+from chatforge.model import GPT, GPTConfig, autocast_dtype
 from chatforge.tokenizer import Tokenizer
 from chatforge.tools import ToolExecutor
 
@@ -55,7 +55,7 @@ def group_advantages(rewards: Sequence[float], group_size: int) -> list[float]:
     """Reward minus the mean of its group; groups are consecutive runs of `group_size`."""
     if len(rewards) % group_size:
         raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
-    out = []
+    out: list[float] = []
     for g in range(0, len(rewards), group_size):
         group = rewards[g : g + group_size]
         mean = sum(group) / group_size
@@ -212,8 +212,8 @@ def _rows(cfg: RLConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     elif cfg.task_source == "hub":
         from .tasks.gsm8k import load_gsm8k
 
-        train = list(load_gsm8k("train").rows)
-        held = list(load_gsm8k("val").rows)
+        train = [dict(r) for r in load_gsm8k("train").rows]
+        held = [dict(r) for r in load_gsm8k("val").rows]
     else:
         from .tasks.base import GeneratedRows
         from .tasks.generated import gsm8k_row
@@ -260,7 +260,9 @@ def _learn(
     for b in range(0, len(completions), rows):
         x, y = policy_batch(completions[b : b + rows], pad_id)
         adv = torch.tensor(advantages[b : b + rows], dtype=torch.float32, device=ranks.device)
-        loss = policy_loss(model, x.to(ranks.device), y.to(ranks.device), adv, n_global)
+        device = ranks.device
+        with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
+            loss = policy_loss(model, x.to(device), y.to(device), adv, n_global)
         loss.backward()
         total += float(loss.detach())
     if ranks.world_size > 1:

