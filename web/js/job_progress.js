@@ -10,17 +10,16 @@ export class JobProgress {
     this.numSteps = null;
     this.latest = {}; // loss, lr, tokens_per_s, mfu, eta_s, val_bpb
     this.state = null;
-    this.events = []; // newest last, capped
   }
 
   /** Fold one event: `type` names it, the rest is its data. */
   add(type, data) {
-    this.events.push({ type, data });
-    if (this.events.length > 200) this.events.shift();
     if (data.stage && data.stage !== this.stage) {
+      // A new stage (in a pipeline): the last stage's numbers say nothing about this one.
       this.stage = data.stage;
       this.step = 0;
       this.numSteps = null;
+      this.latest = {};
     }
     if (type === "start" && data.num_steps) this.numSteps = data.num_steps;
     if (typeof data.step === "number") this.step = data.step;
