@@ -84,3 +84,26 @@ def test_multibyte_characters_are_never_split(tiny_tokenizer):
     texts = asyncio.run(run())
     assert "".join(texts) == "😀 café" and all("\ufffd" not in t for t in texts)
     assert assembler.outcome.finish_reason == "length"
+
+
+def test_engine_text_mode_takes_the_pieces_text_outside_tool_blocks(tiny_tokenizer):
+    sp = tiny_tokenizer.special_ids
+    assembler = ChoiceAssembler(sp, None, StopScanner(["STOP"]))
+
+    async def run():
+        pieces = [
+            Piece((5,), text="Hi "),
+            Piece((sp["<|python_start|>"],)),
+            Piece((6,), text="code-text-the-engine-showed"),
+            Piece((sp["<|python_end|>"],), "tool_call", {"code": "1"}),
+            Piece((7,), text="there"),
+            Piece((), text="!"),  # the engine's final flush
+            Piece((8,), text=" STOP and more"),
+            Piece((sp["<|assistant_end|>"],), "finish", {"finish_reason": "stop"}),
+        ]
+        return [d for p in pieces for d in await assembler.feed(p)]
+
+    deltas = asyncio.run(run())
+    assert "".join(d.text for d in deltas) == "Hi there! "
+    assert [d.tool for d in deltas if d.tool] == [{"type": "python_call", "code": "1"}]
+    assert assembler.outcome.finish_reason == "stop"

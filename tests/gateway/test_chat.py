@@ -122,21 +122,45 @@ def test_client_disconnect_cancels_generation(gateway):
     body = {
         "model": "chatforge",
         "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 200,
+        "max_tokens": 240,
         "stream": True,
     }
+    aborted = gateway.state.inference._server.metrics.requests_finished.labels("abort")
+    before = aborted._value.get()
     with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=30) as r:
         first = next(r.iter_lines())
         assert first.startswith("data: ")
     import time
 
-    deadline = time.monotonic() + 10
     state = gateway.state
+    engine = state.inference._server.engine.engine
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (
-        state.admission.running or state.metrics.streams_open._value.get()
+        state.admission.running or state.metrics.streams_open._value.get() or engine.num_unfinished
     ):
         time.sleep(0.05)
     assert state.admission.running == 0
     assert state.metrics.streams_open._value.get() == 0
-    engine = state.inference._server.engine.engine
+    assert aborted._value.get() == before + 1  # the engine aborted it, it did not run to the end
     assert engine.num_unfinished == 0
+
+
+def test_tokenizer_service_decode_gives_the_same_text(gateway, launch):
+    """The two stream decoders (the engine's, the tokenizer service's DecodeStream) agree."""
+    via_service = launch(auth="off", detokenize="tokenizer")
+    body = {
+        "model": "chatforge",
+        "messages": [{"role": "user", "content": "naïve café 😀"}],
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    engine_text = httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=30).json()
+    service_text = httpx.post(via_service.url + "/v1/chat/completions", json=body, timeout=30).json()
+    assert engine_text["choices"][0]["message"] == service_text["choices"][0]["message"]
+    assert engine_text["usage"] == service_text["usage"]
+    client = openai.OpenAI(base_url=via_service.url + "/v1", api_key="-", max_retries=0)
+    chunks = client.chat.completions.create(**body, stream=True)
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == service_text["choices"][0]["message"]["content"]
+    )

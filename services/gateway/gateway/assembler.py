@@ -5,6 +5,10 @@ ids include the chat format's special tokens and the python tool's code and outp
 text outside tool blocks becomes message text. Tool calls and their outputs become `tool` deltas so
 a UI can show them. Stop strings are matched here, across deltas: text that might be the start of a
 stop string is held back until it is known not to be.
+
+Text comes from one of two stream decoders, both `chatforge.detokenize.StreamDecoder`: the tokenizer
+service's DecodeStream (`decoder` given: one RPC per piece) or the engine's own, whose text rides
+along with each id (`decoder` None: no extra round trip; used when the engine has the tokenizer).
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ class ChoiceAssembler:
     """One choice's stream: feed pieces, get deltas; `outcome` says how and when it ended."""
 
     special_ids: dict[str, int]
-    decoder: IdDecoder
+    decoder: IdDecoder | None  # None: use the engine's text
     stops: StopScanner
     outcome: Outcome = field(default_factory=Outcome)
     _block: str = ""  # "", "python" or "output": inside a tool block, ids are not message text
@@ -87,8 +91,13 @@ class ChoiceAssembler:
         deltas: list[Delta] = []
         visible = [t for t in piece.token_ids if self._visible(t)]
         self.outcome.completion_tokens += len(piece.token_ids)
-        if visible and not self.stops.stopped:
-            text = self.stops.feed(await self.decoder.feed(visible))
+        if self.decoder is None:
+            # A piece without ids carries text the engine's decoder held back (its final flush).
+            raw = piece.text if visible or (not piece.token_ids and not self._block) else ""
+        else:
+            raw = await self.decoder.feed(visible) if visible else ""
+        if raw and not self.stops.stopped:
+            text = self.stops.feed(raw)
             if text:
                 deltas.append(Delta(text=text))
             if self.stops.stopped:
@@ -109,7 +118,8 @@ class ChoiceAssembler:
         """End early (a stop string matched, the client left): release the decoder."""
         if not self._closed:
             self._closed = True
-            await self.decoder.close()
+            if self.decoder is not None:
+                await self.decoder.close()
 
     async def _end(self, piece: Piece) -> list[Delta]:
         usage = piece.data.get("usage") or {}
@@ -117,7 +127,7 @@ class ChoiceAssembler:
         if "completion_tokens" in usage:
             self.outcome.completion_tokens = int(usage["completion_tokens"])
         self._closed = True
-        tail = self.stops.feed(await self.decoder.close())
+        tail = self.stops.feed(await self.decoder.close()) if self.decoder is not None else ""
         tail += self.stops.flush()
         if piece.event == "error":
             self.outcome.error = str(piece.data.get("message", "generation failed"))

@@ -25,6 +25,7 @@ class CompletionPlan:
     params: GenerationParams
     stops: list[str]
     n: int
+    engine_text: bool = False  # take the engine's detokenized text instead of the tokenizer service's
 
 
 class CompletionRun:
@@ -67,9 +68,8 @@ class CompletionRun:
                 await task
 
     async def _choice(self, index: int, params: GenerationParams) -> None:
-        assembler = ChoiceAssembler(
-            self.codec.special_ids, self.codec.decoder(), StopScanner(self.plan.stops)
-        )
+        decoder = None if self.plan.engine_text else self.codec.decoder()
+        assembler = ChoiceAssembler(self.codec.special_ids, decoder, StopScanner(self.plan.stops))
         stream = self.inference.generate(self.plan.prompt_ids, params)
         started = self._started[index]
         try:

@@ -37,6 +37,8 @@ class Piece:
     token_ids: tuple[int, ...] = ()
     event: str | None = None  # tool_call, tool_result, finish, error
     data: dict[str, Any] = field(default_factory=dict)
+    # The engine's own detokenized text for these ids (its StreamDecoder), when it has a tokenizer.
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ def piece_from_item(item: dict[str, Any]) -> Piece:
     """A stream item dict (`inference_svc.outputs.StreamItem.to_dict`) as a Piece."""
     token = item.get("token_id")
     ids = (int(token),) if token is not None else ()
+    text = str(item.get("text") or "")
     event = item.get("event")
     if not event:
-        return Piece(ids)
-    return Piece(ids, str(event.get("kind")), dict(event.get("data") or {}))
+        return Piece(ids, text=text)
+    return Piece(ids, str(event.get("kind")), dict(event.get("data") or {}), text)

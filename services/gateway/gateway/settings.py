@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         default="", description="remote mode: Ray client address (ray://head:10001) for deployments"
     )
     checkpoint: str = Field(default="", description="local mode: checkpoint served at start (run/stage)")
+    # Who turns generated ids into text; both run chatforge.detokenize.StreamDecoder. "engine": the
+    # text the engine streams with each id (when its model has a tokenizer; no extra hop);
+    # "tokenizer": the tokenizer service's DecodeStream, one RPC per piece (bench/gateway.py shows
+    # the cost: several times fewer tokens/s at 32+ streams on 2 cores).
+    detokenize: Literal["engine", "tokenizer"] = "engine"
     model_id: str = Field(default="chatforge", min_length=1, max_length=128)
 
     # --- auth ------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ async def chat_completions(
         stop_token_ids=tuple(sp[t] for t in ("<|assistant_end|>", "<|bos|>") if t in sp),
         tools=body.tools_enabled,
     )
-    plan = CompletionPlan(prompt_ids, params, body.stop_list, body.n)
+    engine_text = settings.detokenize == "engine" and bool(info.tokenizer)
+    plan = CompletionPlan(prompt_ids, params, body.stop_list, body.n, engine_text)
     slot = state.admission.slot()
     await slot.__aenter__()
     run = CompletionRun(state.inference, state.codec, plan)
