@@ -87,7 +87,8 @@ function settingsPanel(state, ui) {
     { class: "settings", "aria-label": "Sampling settings" },
     h(
       "details",
-      { open: window.matchMedia("(min-width: 1100px)").matches },
+      // Open beside the chat on wide screens; below it (narrower), closed until asked for.
+      { open: window.matchMedia("(min-width: 1101px)").matches },
       h("summary", {}, "Settings"),
       h(
         "div",
