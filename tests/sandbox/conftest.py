@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +24,6 @@ from chatforge.sandbox_client import SandboxClient
 SERVICE_SLOTS = 4
 SERVICE_QUEUE = 12
 UID_BASE = Settings.model_fields["uid_base"].default
-RUN_UIDS = range(UID_BASE, UID_BASE + Settings.model_fields["uid_span"].default)
 
 
 def namespaces_executor(**overrides: object) -> SandboxExecutor:
@@ -34,10 +34,10 @@ def namespaces_executor(**overrides: object) -> SandboxExecutor:
         pytest.skip(f"user namespaces unavailable on this host, namespaces-mode tests cannot run: {e}")
 
 
-def leftover_pids(include_zombies: bool = True) -> list[int]:
-    """Processes owned by any run uid (those exist only when tests run as root). Namespaces mode
-    leaves not even zombies; weak mode's killed daemons are the host init's to reap."""
-    return [pid for pid, zombie in pids_of(RUN_UIDS) if include_zombies or not zombie]
+def leftover_pids(uids: list[int], include_zombies: bool = True) -> list[int]:
+    """Processes owned by these run uids (which exist only when tests run as root). Namespaces
+    mode leaves not even zombies; weak mode's killed daemons are the host init's to reap."""
+    return [pid for uid in uids for pid, zombie in pids_of(uid) if include_zombies or not zombie]
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,4 @@ def service() -> Iterator[Service]:
             proc.kill()
             proc.wait()
         log.close()
+        shutil.rmtree(workdir, ignore_errors=True)

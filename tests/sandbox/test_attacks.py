@@ -18,16 +18,19 @@ from chatforge.tools import ToolLimits
 
 from .conftest import SERVICE_SLOTS, Service, leftover_pids
 
-FAST = ToolLimits(timeout_s=1.5)
+# Generous where the test is not about time: the shared test host can be heavily loaded.
+ROOMY = ToolLimits(timeout_s=15.0)
 
 
 @pytest.fixture(autouse=True)
 def service_survives(service: Service) -> Iterator[None]:
     yield
     assert service.client.healthy(), "service stopped answering /healthz"
-    after = service.client.run("print('still here')", FAST)
+    after = service.client.run("print('still here')", ROOMY)
     assert after.outcome == "ok" and after.stdout == "still here\n", after
-    assert leftover_pids() == [], "a run left processes behind"
+    run_uids = service.client.info()["run_uids"]
+    assert len(run_uids) == (SERVICE_SLOTS if os.geteuid() == 0 else 0)
+    assert leftover_pids(run_uids) == [], "a run left processes behind"
 
 
 def test_host_loopback_server_is_unreachable(service: Service) -> None:
@@ -57,7 +60,7 @@ for host in ("127.0.0.1", "localhost", "::1"):
     except OSError as e:
         print("blocked", host, type(e).__name__)
 """
-        result = service.client.run(code, FAST)
+        result = service.client.run(code, ROOMY)
         stop.set()
         t.join()
     assert result.outcome == "ok", result
@@ -77,7 +80,7 @@ for name in ("localhost", "example.invalid"):
     except OSError as e:
         print("unresolved", name, type(e).__name__)
 """
-    result = service.client.run(code, FAST)
+    result = service.client.run(code, ROOMY)
     assert result.outcome == "ok", result
     assert "resolv.conf False" in result.stdout
     assert "RESOLVED" not in result.stdout and result.stdout.count("unresolved") == 2
@@ -99,10 +102,10 @@ while True:
 
 def test_memory_bomb_hits_the_memory_limit(service: Service) -> None:
     code = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))\n"
-    result = service.client.run(code, ToolLimits(timeout_s=5.0, memory_mb=128))
+    result = service.client.run(code, ToolLimits(timeout_s=15.0, memory_mb=128))
     assert result.outcome == "memory", result
     assert "MemoryError" in result.stderr
-    huge = service.client.run("x = bytearray(10**12)", FAST)
+    huge = service.client.run("x = bytearray(10**12)", ROOMY)
     assert huge.outcome == "memory", huge
 
 
@@ -115,12 +118,12 @@ def test_infinite_loop_is_killed_at_the_timeout(service: Service) -> None:
 
 def test_print_loop_is_cut_at_the_output_cap(service: Service) -> None:
     result = service.client.run(
-        "while True:\n    print('spam' * 20)\n", ToolLimits(timeout_s=5.0, output_bytes=4096)
+        "while True:\n    print('spam' * 20)\n", ToolLimits(timeout_s=30.0, output_bytes=4096)
     )
     assert result.outcome == "output_limit", result
     assert result.truncated
     assert 0 < len(result.stdout.encode()) <= 4096
-    assert result.duration_s < 2.0, "the run should be stopped at the cap, not at its timeout"
+    assert result.duration_s < 15.0, "the run should be stopped at the cap, not at its timeout"
 
 
 def test_writes_outside_tmp_fail_and_tmp_is_private(service: Service, tmp_path: Path) -> None:
@@ -136,13 +139,13 @@ for path in ("/x", "/usr/x", "/etc/x", "/sandbox/main.py", "/proc/x", {str(host_
 open({marker!r}, "w").write("inside")
 print("tmp ok")
 """
-    result = service.client.run(code, FAST)
+    result = service.client.run(code, ROOMY)
     assert result.outcome == "ok", result
     assert "WROTE" not in result.stdout and result.stdout.count("denied") == 7
     assert "tmp ok" in result.stdout
     assert not host_target.exists()
     assert not os.path.exists(marker), "the sandbox's /tmp is the host's /tmp"
-    again = service.client.run(f"import os; print(os.path.exists({marker!r}))", FAST)
+    again = service.client.run(f"import os; print(os.path.exists({marker!r}))", ROOMY)
     assert again.stdout == "False\n", "a run's /tmp survived into the next run"
 
 
@@ -166,7 +169,7 @@ found.append(repr(os.listdir("/")))
 print("LEAK" if any({service.secret!r} in text for text in found) else "no secret")
 print("env", sorted(os.environ))
 """
-    result = service.client.run(code, FAST)
+    result = service.client.run(code, ROOMY)
     assert result.outcome == "ok", result
     assert service.secret not in result.stdout + result.stderr
     assert "no secret" in result.stdout and "READ" not in result.stdout
@@ -185,7 +188,7 @@ print("system", os.system("cat /etc/shadow 2>/dev/null") != 0)
 out = subprocess.run(["/bin/sh", "-c", "id -u; ls /root /home /etc 2>&1 | head -3"], capture_output=True, text=True)
 print("sub", out.stdout.split())
 """
-    result = service.client.run(code, FAST)
+    result = service.client.run(code, ROOMY)
     assert result.outcome == "ok", result
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
     assert lines["ptrace"] == "-1 1"  # EPERM from the seccomp filter
@@ -207,7 +210,7 @@ for target in (os.getppid(), 1, {service.pid}, -1):
         print("failed", target, type(e).__name__)
 print("after", flush=True)
 """
-    result = service.client.run(code, FAST)
+    result = service.client.run(code, ROOMY)
     # Whatever it managed inside its own pid namespace, the service and the run's answer survive.
     assert result.outcome in ("ok", "error"), result
     assert f"sent {service.pid}" not in result.stdout
@@ -227,15 +230,15 @@ if os.fork() == 0:
     os._exit(0)
 print("left them running")
 """
-    result = service.client.run(code, FAST)
+    result = service.client.run(code, ROOMY)
     assert result.outcome == "ok", result
     assert "left them running" in result.stdout
-    assert leftover_pids() == []
+    assert leftover_pids(service.client.info()["run_uids"]) == []
 
 
 def test_fifty_concurrent_runs_complete_or_get_busy(service: Service) -> None:
     with ThreadPoolExecutor(50) as pool:
-        results = list(pool.map(lambda i: service.client.run(f"print({i} * 2)", FAST), range(50)))
+        results = list(pool.map(lambda i: service.client.run(f"print({i} * 2)", ROOMY), range(50)))
     outcomes = [r.outcome for r in results]
     assert set(outcomes) <= {"ok", "busy"}, outcomes
     ok = [(i, r) for i, r in enumerate(results) if r.ok]

@@ -36,6 +36,8 @@ def test_classify_every_outcome() -> None:
     assert classify(raw(exit_code=None, timed_out=True), LIMITS).outcome == "timeout"
     assert classify(raw(exit_code=128 + 24), LIMITS).outcome == "timeout"  # SIGXCPU via bubblewrap
     assert classify(raw(exit_code=-24), LIMITS).outcome == "timeout"  # SIGXCPU, direct child
+    broken = classify(raw(exit_code=1, stderr=b"bwrap: Creating new namespace failed\n"), LIMITS)
+    assert broken.outcome == "unavailable" and "namespace" in broken.message
     cut = classify(raw(exit_code=None, stdout=b"x" * 100, output_capped=True), LIMITS)
     assert cut.outcome == "output_limit" and cut.truncated and "100 bytes" in cut.message
     # A multi-byte character cut at the cap decodes with a replacement, never an exception.
@@ -61,7 +63,7 @@ def test_oversize_code_is_an_error_result_not_a_run(executor: SandboxExecutor) -
 def test_busy_when_slots_and_queue_are_full() -> None:
     with namespaces_executor(max_concurrent=1, max_queue=0) as ex:
         holder = threading.Thread(
-            target=ex.run, args=("import time; time.sleep(1)", ToolLimits(timeout_s=3.0))
+            target=ex.run, args=("import time; time.sleep(1)", ToolLimits(timeout_s=15.0))
         )
         holder.start()
         deadline = time.monotonic() + 3
@@ -126,14 +128,17 @@ def test_weak_mode_still_drops_privileges_and_clears_the_environment(weak: Sandb
 
 def test_weak_mode_enforces_time_output_and_no_leftovers(weak: SandboxExecutor) -> None:
     assert weak.run("while True: pass", ToolLimits(timeout_s=1.0)).outcome == "timeout"
-    assert weak.run("while True: print('x')", ToolLimits(output_bytes=1000)).outcome == "output_limit"
-    assert weak.run("x = bytearray(10**10)", ToolLimits(memory_mb=128)).outcome == "memory"
+    assert (
+        weak.run("while True: print('x')", ToolLimits(timeout_s=15.0, output_bytes=1000)).outcome
+        == "output_limit"
+    )
+    assert weak.run("x = bytearray(10**10)", ToolLimits(timeout_s=15.0, memory_mb=128)).outcome == "memory"
     daemon = (
         "import os\nif os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(60)\nprint('bye')"
     )
     assert weak.run(daemon).stdout == "bye\n"
     if os.geteuid() == 0:
-        assert leftover_pids(include_zombies=False) == []
+        assert leftover_pids(weak.run_uids, include_zombies=False) == []
 
 
 def test_run_uids_never_include_nobody() -> None:

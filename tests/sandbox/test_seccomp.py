@@ -85,7 +85,7 @@ def weak() -> Iterator[SandboxExecutor]:
 @x86_64_only
 def test_filter_denies_inside_namespaces_mode() -> None:
     with namespaces_executor(max_concurrent=1) as ex:
-        result = ex.run(probe_code(), ToolLimits(timeout_s=3.0))
+        result = ex.run(probe_code(), ToolLimits(timeout_s=15.0))
     assert result.outcome == "ok", result
     check_probe_output(result.stdout)
 
@@ -93,6 +93,6 @@ def test_filter_denies_inside_namespaces_mode() -> None:
 @x86_64_only
 def test_filter_denies_inside_weak_mode(weak: SandboxExecutor) -> None:
     assert weak.isolation.mode == "weak" and weak.isolation.seccomp
-    result = weak.run(probe_code(), ToolLimits(timeout_s=3.0))
+    result = weak.run(probe_code(), ToolLimits(timeout_s=15.0))
     assert result.outcome == "ok", result
     check_probe_output(result.stdout)

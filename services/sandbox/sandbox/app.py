@@ -142,6 +142,7 @@ def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> F
             },
             "max_concurrent": settings.max_concurrent,
             "max_queue": settings.max_queue,
+            "run_uids": executor.run_uids,
             "running": executor.pool.running,
             "waiting": executor.pool.waiting,
         }

@@ -15,7 +15,7 @@ import subprocess
 from chatforge.tools import Outcome, ToolLimits, ToolResult
 
 from .admission import Busy, Reservation, SlotPool
-from .isolation import Isolation, detect_isolation, prepare
+from .isolation import LAUNCHER_ERROR_PREFIXES, Isolation, detect_isolation, prepare
 from .process import RawRun, run_capped
 from .settings import Settings, load_settings
 from .uids import UidLease
@@ -106,6 +106,9 @@ def classify(raw: RawRun, limits: ToolLimits) -> ToolResult:
     """One outcome for a finished run; limits hit by the sandbox win over the exit status."""
     stderr = raw.stderr.decode("utf-8", errors="replace")
     code = raw.exit_code
+    if code and raw.stderr.startswith(LAUNCHER_ERROR_PREFIXES):
+        # The sandbox failed to set the run up (a snippet printing this only spoils its own result).
+        return _result("unavailable", raw, f"sandbox could not start the run: {stderr.strip()[:500]}")
     if raw.output_capped:
         return _result("output_limit", raw, f"output passed {limits.output_bytes} bytes; the run was stopped")
     if raw.timed_out:

@@ -13,7 +13,7 @@ Namespaces mode (the normal one) runs the snippet under bubblewrap:
 - an empty environment except PATH/HOME/LANG; bubblewrap itself gets an empty environment too,
   because its pid 1 inside the sandbox would otherwise expose the service's variables via /proc;
 - the seccomp filter from `seccomp.py`, and rlimits (CPU, address space, processes, file size,
-  open files, no core dumps) set on the process before bubblewrap starts, inherited by everything.
+  open files, no core dumps) and OOM priority set before bubblewrap starts, inherited by everything.
 
 Weak mode is for hosts where namespaces are unavailable: the same fresh process, uid drop, rlimits
 and seccomp filter, a per-run private directory as cwd, but the host's filesystem and network stay
@@ -50,6 +50,8 @@ _RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.U
 # -I: ignore PYTHON* variables, user site and cwd; -B: no .pyc writes; -u: output reaches us
 # as it is printed, so a run killed at its timeout still returns what it printed before.
 _PYTHON_FLAGS = ("-I", "-B", "-u")
+# How the launchers in front of the snippet report their own failures on stderr.
+LAUNCHER_ERROR_PREFIXES = (b"bwrap: ", b"choom: ", b"prlimit: ", b"setpriv: ")
 
 IsolationMode = Literal["namespaces", "weak"]
 
@@ -68,6 +70,11 @@ class Isolation:
     per_run_uid: bool  # the service is root, so each run slot gets its own host uid
     seccomp: bool
     reason: str = ""  # why the mode is weak
+    # util-linux's choom, prlimit and setpriv: OOM priority, rlimits and the uid drop as a chain of
+    # execs in front of bubblewrap. Then the service starts runs with vfork instead of fork plus
+    # Python code in the child, which costs tens of ms in a large process (an engine with torch
+    # loaded) and is unsafe in a threaded one. None: that work runs in a preexec function.
+    exec_chain: tuple[str, str, str] | None = None
 
     def layers(self) -> list[str]:
         out = ["fresh-process", "rlimits", "wall-clock-kill", "output-cap"]
@@ -86,8 +93,8 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     cwd: str
-    uid: int | None  # host uid the run executes as (preexec switches to it); None keeps the service's
-    preexec: Callable[[], None]
+    uid: int | None  # host uid the run executes as; None keeps the service's
+    preexec: Callable[[], None] | None  # run in the child before exec; None lets Popen use vfork
     pass_fds: tuple[int, ...] = ()  # memfds the launcher reads; closed by release()
     workdir: str | None = None  # weak mode's private directory; removed by release()
 
@@ -112,7 +119,9 @@ def detect_isolation(settings: Settings, probe_uid: int | None = None) -> Isolat
         log.warning("no seccomp filter: %s", e)
         seccomp = False
     bwrap = shutil.which(settings.bwrap_path) or settings.bwrap_path
-    ns = Isolation("namespaces", python, bwrap, per_run_uid, seccomp)
+    choom, prlimit, setpriv = (shutil.which(tool) for tool in ("choom", "prlimit", "setpriv"))
+    chain = (choom, prlimit, setpriv) if choom and prlimit and setpriv else None
+    ns = Isolation("namespaces", python, bwrap, per_run_uid, seccomp, exec_chain=chain)
     if settings.mode == "weak":
         return Isolation("weak", python, bwrap, per_run_uid, seccomp, reason="configured")
     problem = _probe(ns, settings, probe_uid)
@@ -130,8 +139,7 @@ def prepare(iso: Isolation, settings: Settings, code: str, limits: ToolLimits, u
     if uid is not None and uid < MIN_RUN_UID:
         raise ValueError(f"run uid {uid} is a system uid; run uids come from a UidLease")
     if iso.mode == "namespaces":
-        # bubblewrap needs unshare/mount itself; it installs the filter just before exec.
-        return _prepare_namespaces(iso, settings, code, uid, _make_preexec(settings, limits, uid, None))
+        return _prepare_namespaces(iso, settings, code, limits, uid)
     preexec = _make_preexec(settings, limits, uid, build_filter() if iso.seccomp else None)
     return _prepare_weak(iso, code, uid, preexec)
 
@@ -165,11 +173,17 @@ def _world_executable(path: str) -> bool:
 
 
 def _prepare_namespaces(
-    iso: Isolation, settings: Settings, code: str, uid: int | None, preexec: Callable[[], None]
+    iso: Isolation, settings: Settings, code: str, limits: ToolLimits, uid: int | None
 ) -> Launch:
+    # bubblewrap needs unshare and mount itself, so it installs the seccomp filter just before exec.
+    if iso.exec_chain is not None:
+        prefix, preexec = _exec_chain(iso.exec_chain, _rlimits(settings, limits, uid), uid), None
+    else:
+        prefix, preexec = [], _make_preexec(settings, limits, uid, None)
     code_fd = _memfd("snippet", code.encode("utf-8", errors="surrogatepass"))
     fds = [code_fd]
     argv = [
+        *prefix,
         iso.bwrap,
         "--unshare-all",
         "--unshare-user",
@@ -247,18 +261,7 @@ def _make_preexec(
 ) -> Callable[[], None]:
     """The function run in the child between fork and exec: OOM priority, the uid drop, rlimits,
     and in weak mode the seccomp filter (bubblewrap installs it itself in namespaces mode)."""
-    # The CPU limit backs up the wall-clock kill; a second of slack lets the wall clock win normally.
-    cpu_s = math.ceil(limits.timeout_s) + 1
-    rlimits = [
-        (resource.RLIMIT_CPU, cpu_s),
-        (resource.RLIMIT_AS, limits.memory_mb * 1024 * 1024),
-        (resource.RLIMIT_FSIZE, settings.max_file_bytes),
-        (resource.RLIMIT_NOFILE, settings.max_open_files),
-        (resource.RLIMIT_CORE, 0),
-    ]
-    if uid is not None:
-        # Counted per host uid: meaningful only when each run has its own uid (the service is root).
-        rlimits.append((resource.RLIMIT_NPROC, settings.max_processes))
+    rlimits = [(which, value) for which, value, _ in _rlimits(settings, limits, uid)]
     install_seccomp = _seccomp_installer(seccomp_filter) if seccomp_filter is not None else None
 
     def preexec() -> None:
@@ -284,6 +287,34 @@ def _make_preexec(
             install_seccomp()
 
     return preexec
+
+
+def _rlimits(settings: Settings, limits: ToolLimits, uid: int | None) -> list[tuple[int, int, str]]:
+    """(resource, value, prlimit option) for one run; soft and hard limits are the same."""
+    # The CPU limit backs up the wall-clock kill; a second of slack lets the wall clock win normally.
+    out = [
+        (resource.RLIMIT_CPU, math.ceil(limits.timeout_s) + 1, "--cpu"),
+        (resource.RLIMIT_AS, limits.memory_mb * 1024 * 1024, "--as"),
+        (resource.RLIMIT_FSIZE, settings.max_file_bytes, "--fsize"),
+        (resource.RLIMIT_NOFILE, settings.max_open_files, "--nofile"),
+        (resource.RLIMIT_CORE, 0, "--core"),
+    ]
+    if uid is not None:
+        # Counted per host uid: meaningful only when each run has its own uid (the service is root).
+        out.append((resource.RLIMIT_NPROC, settings.max_processes, "--nproc"))
+    return out
+
+
+def _exec_chain(
+    tools: tuple[str, str, str], rlimits: list[tuple[int, int, str]], uid: int | None
+) -> list[str]:
+    """`choom -n 1000 -- prlimit --cpu=N ... -- setpriv --reuid=U ... --`: what `_make_preexec` does,
+    as execs. OOM priority first (the uid drop makes /proc/self unwritable), the uid drop last."""
+    choom, prlimit, setpriv = tools
+    argv = [choom, "-n", "1000", "--", prlimit, *(f"{opt}={value}" for _, value, opt in rlimits), "--"]
+    if uid is not None:
+        argv += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    return argv
 
 
 class _SockFprog(ctypes.Structure):
@@ -314,7 +345,7 @@ def _probe(iso: Isolation, settings: Settings, uid: int | None) -> str | None:
         return f"{settings.bwrap_path!r} not found (install bubblewrap)"
     if platform.system() != "Linux":
         return f"namespaces need Linux, not {platform.system()}"
-    launch = _prepare_namespaces(iso, settings, "pass", uid, _make_preexec(settings, ToolLimits(), uid, None))
+    launch = _prepare_namespaces(iso, settings, "pass", ToolLimits(), uid)
     try:
         raw = run_capped(launch, timeout_s=10.0, output_bytes=4096)
     except OSError as e:

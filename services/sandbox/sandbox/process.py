@@ -135,7 +135,9 @@ def _stop_tree(proc: subprocess.Popen[bytes], uid: int | None) -> None:
     proc.stdout.close()
     proc.stderr.close()
     if uid is not None:
-        clear_uid(uid)  # anything that slipped out between the two kills
+        # Anything that slipped out between the two kills; and the slot is reused only once the
+        # kernel has finished tearing the run down.
+        clear_uid(uid, until_reaped=True)
 
 
 def _kill_group(pgid: int) -> None:
@@ -145,19 +147,21 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def clear_uid(uid: int, spare: int | None = None, wait_s: float = 2.0) -> bool:
+def clear_uid(uid: int, spare: int | None = None, wait_s: float = 2.0, until_reaped: bool = False) -> bool:
     """SIGKILL every running process whose real uid is `uid` (but `spare`), repeating until none is
-    left (forks race us). False, with a warning, if some still run after `wait_s`."""
+    left (forks race us); with `until_reaped`, also wait for their zombies to be reaped, since
+    zombies count against the uid's RLIMIT_NPROC. False, with a warning, if that takes over `wait_s`."""
     _check_run_uid(uid)
     deadline = time.monotonic() + wait_s
     while True:
-        pids = [pid for pid in live_pids_of(uid) if pid != spare]
-        if not pids:
+        procs = [(pid, zombie) for pid, zombie in pids_of(uid) if pid != spare]
+        running = [pid for pid, zombie in procs if not zombie]
+        if not running and not (until_reaped and procs):
             return True
         if time.monotonic() > deadline:
-            log.warning("uid %d still has running processes %s after SIGKILL", uid, pids)
+            log.warning("uid %d still has processes %s after SIGKILL", uid, procs)
             return False
-        for pid in pids:
+        for pid in running:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
