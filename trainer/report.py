@@ -223,7 +223,8 @@ def write_plots(stages: Sequence[StageSummary], out: Path) -> dict[str, str]:
         ("lr", "Learning rate", "learning rate"),
         ("tokens_per_s", "Throughput", "tokens / s"),
     ):
-        series = [(s.stage, s.curves.get(key, [])) for s in stages if s.curves.get(key)]
+        # RL's policy loss and sampled-token rate measure other things: RL has its own plot
+        series = [(s.stage, s.curves.get(key, [])) for s in stages if s.curves.get(key) and s.stage != "rl"]
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(7, 4))
