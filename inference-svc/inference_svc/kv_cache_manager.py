@@ -21,6 +21,7 @@ class KVCacheManager:
         self.block_size = block_size
         self.req_to_blocks: dict[str, list[KVBlock]] = {}
         self._req_hashes: dict[str, list[BlockHash]] = {}  # chained hashes of each full block so far
+        self._num_registered: dict[str, int] = {}  # leading blocks of each table already offered to the cache
         self.prefix_queries = 0  # prompt tokens looked up in the prefix cache
         self.prefix_hits = 0  # of which found cached
 
@@ -73,6 +74,7 @@ class KVCacheManager:
         """Return a request's blocks, tail first so shared prefixes stay cached the longest."""
         blocks = self.req_to_blocks.pop(request.request_id, [])
         self._req_hashes.pop(request.request_id, None)
+        self._num_registered.pop(request.request_id, None)
         self.pool.free_blocks(reversed(blocks))
 
     def block_ids(self, request_id: str) -> list[int]:
@@ -97,5 +99,8 @@ class KVCacheManager:
             return
         table = self.req_to_blocks[request.request_id]
         hashes = self._hashes(request)
-        for i in range(min(num_tokens // self.block_size, len(hashes))):
+        done = self._num_registered.get(request.request_id, 0)
+        full = min(num_tokens // self.block_size, len(hashes))
+        for i in range(done, full):
             self.pool.cache_full_block(table[i], hashes[i])
+        self._num_registered[request.request_id] = max(done, full)
