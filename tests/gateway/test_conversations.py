@@ -43,3 +43,22 @@ def test_cap_and_ttl(redis_server):
     assert store.get("cap-owner", ids[0]) is None
     assert 0 < redis_server.ttl(f"chatforge:conv:cap-owner:{ids[-1]}") <= 120
     assert 0 < redis_server.ttl("chatforge:convs:cap-owner") <= 120
+
+
+def test_report_cards(gateway, artifacts):
+    report = artifacts / "runs" / "tiny" / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "report.md").write_text("# tiny\n\n![loss](loss.png)\n")
+    (report / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (report / "notes.txt").write_text("not served")
+    assert {"run": "tiny"}.items() <= httpx.get(gateway.url + "/v1/reports").json()["data"][0].items()
+    card = httpx.get(gateway.url + "/v1/reports/tiny/report.md")
+    assert (
+        card.status_code == 200
+        and card.text.startswith("# tiny")
+        and card.headers["content-type"].startswith("text/markdown")
+    )
+    assert httpx.get(gateway.url + "/v1/reports/tiny/loss.png").headers["content-type"] == "image/png"
+    assert httpx.get(gateway.url + "/v1/reports/tiny/notes.txt").status_code == 404
+    assert httpx.get(gateway.url + "/v1/reports/tiny/..%2Fsft").status_code in (400, 404)
+    assert httpx.get(gateway.url + "/v1/reports/..%2F..%2Fetc/passwd").status_code in (400, 404)

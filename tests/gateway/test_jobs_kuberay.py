@@ -84,7 +84,7 @@ def test_finished_states_and_listing(gateway, kube):
 
 
 def test_watcher_reconciles_without_a_request(gateway, kube):
-    job_id = httpx.post(gateway.url + "/v1/jobs", json={"stage": "eval"}).json()["id"]
+    job_id = httpx.post(gateway.url + "/v1/jobs", json={"stage": "pipeline"}).json()["id"]
     _set_status(kube, job_id, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -30,7 +30,7 @@ from gateway.jobs.service import JobEnv, JobService
 from gateway.jobs.store import JobStore
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.ratelimit import RateLimiter
-from gateway.routes import admin, chat, conversations, health, jobs, models
+from gateway.routes import admin, chat, conversations, health, jobs, models, reports
 from gateway.settings import Settings
 from gateway.state import GatewayState
 
@@ -108,7 +108,7 @@ def create_app(state: GatewayState, *, close_parts: bool = True) -> FastAPI:
     )
     app.state.gateway = state
     errors.install(app)
-    for module in (chat, models, conversations, jobs, admin, health):
+    for module in (chat, models, conversations, jobs, reports, admin, health):
         app.include_router(module.router)
     web = Path(state.settings.web_dir)
     if (web / "index.html").is_file():

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-STAGES: tuple[str, ...] = ("tokenizer", "base", "mid", "sft", "rl", "eval", "report", "pipeline")
+# What `chatforge train <stage>` runs (trainer/cli.py); "pipeline" is tokenizer -> base -> mid -> sft.
+STAGES: tuple[str, ...] = ("tokenizer", "base", "mid", "sft", "pipeline")
 STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 _FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -30,7 +31,7 @@ Scalar = bool | int | float | str
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    stage: Literal["tokenizer", "base", "mid", "sft", "rl", "eval", "report", "pipeline"]
+    stage: Literal["tokenizer", "base", "mid", "sft", "pipeline"]
     run: str = Field(default="demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     config: dict[str, Scalar] = Field(default_factory=dict, max_length=64)
 
