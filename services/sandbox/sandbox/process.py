@@ -28,6 +28,9 @@ _READ_CHUNK_BYTES = 65_536
 # After the main process exits, how long to keep reading pipes a leftover child may hold open.
 _EXIT_DRAIN_S = 0.1
 _POLL_S = 0.05
+# Under bubblewrap the kernel has reaped a run within milliseconds; a weak-mode daemon's zombie
+# waits for the host's init, which the next run on the slot need not wait for.
+_REAP_WAIT_S = 0.5
 _LAUNCHER_EXIT_S = 1.0  # how long bubblewrap's launcher gets to exit once its child is dead
 MIN_RUN_UID = 1000  # below: root and system accounts
 
@@ -137,7 +140,7 @@ def _stop_tree(proc: subprocess.Popen[bytes], uid: int | None) -> None:
     if uid is not None:
         # Anything that slipped out between the two kills; and the slot is reused only once the
         # kernel has finished tearing the run down.
-        clear_uid(uid, until_reaped=True)
+        clear_uid(uid, wait_s=_REAP_WAIT_S, until_reaped=True)
 
 
 def _kill_group(pgid: int) -> None:
@@ -159,7 +162,8 @@ def clear_uid(uid: int, spare: int | None = None, wait_s: float = 2.0, until_rea
         if not running and not (until_reaped and procs):
             return True
         if time.monotonic() > deadline:
-            log.warning("uid %d still has processes %s after SIGKILL", uid, procs)
+            # Zombies alone are only slow reaping (by the host's init, for a weak-mode daemon).
+            (log.warning if running else log.debug)("uid %d still has processes %s after SIGKILL", uid, procs)
             return False
         for pid in running:
             try:
