@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     uid_span: int = Field(default=1024, ge=1, le=65536)
 
     @model_validator(mode="after")
-    def _defaults_within_maxima(self) -> Settings:
+    def _check_consistent(self) -> Settings:
         for name in ("timeout_s", "memory_mb", "output_bytes"):
             if getattr(self, f"default_{name}") > getattr(self, f"max_{name}"):
                 raise ValueError(f"default_{name} is above max_{name}")
