@@ -17,6 +17,7 @@ from chatforge.tools import ToolLimits, ToolResult
 DEFAULT_URL = "http://127.0.0.1:8092"
 # The service enforces the run's own timeout; the HTTP call allows that plus queueing and start-up.
 _QUEUE_AND_OVERHEAD_S = 15.0
+_SERVICE_MAX_TIMEOUT_S = 60.0  # the service's default max_timeout_s
 
 
 class SandboxClient:
@@ -28,12 +29,12 @@ class SandboxClient:
 
     def run(self, code: str, limits: ToolLimits | None = None) -> ToolResult:
         body: dict[str, Any] = {"code": code}
-        read_timeout_s = _QUEUE_AND_OVERHEAD_S
+        # Without limits the service applies its own default, which is at most its maximum.
+        read_timeout_s = _QUEUE_AND_OVERHEAD_S + (limits.timeout_s if limits else _SERVICE_MAX_TIMEOUT_S)
         if limits is not None:
             body.update(
                 timeout_s=limits.timeout_s, memory_mb=limits.memory_mb, output_bytes=limits.output_bytes
             )
-            read_timeout_s += limits.timeout_s
         try:
             resp = self._http.post("/v1/run", json=body, timeout=httpx.Timeout(read_timeout_s, connect=2.0))
         except httpx.HTTPError as e:
