@@ -266,7 +266,10 @@ def write_plots(stages: Sequence[StageSummary], out: Path) -> dict[str, str]:
         width = 0.8 / len(scores)
         for i, (stage, per) in enumerate(scores.items()):
             xs = [j + i * width for j in range(len(metrics))]
-            ax.bar(xs, [per.get(m, 0.0) for m in metrics], width=width, label=stage)
+            values = [per.get(m, math.nan) for m in metrics]  # NaN: not measured at this stage, no bar
+            bars = ax.bar(xs, values, width=width, label=stage)
+            # a score of 0 has no visible bar, but still its number
+            ax.bar_label(bars, labels=["" if math.isnan(v) else f"{v:.2f}" for v in values], fontsize=8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, rotation=30, ha="right")
         ax.set(title="Eval scores by stage", ylabel="score")
         ax.axhline(0, color="black", linewidth=0.6)
@@ -338,6 +341,10 @@ def render_markdown(
                 "- held-out pass@k by step: " + ", ".join(f"{x}: {y:.3f}" for x, y in s.curves["pass_at_k"])
             )
         e = s.latest_eval
+        if "bpb" in e:
+            lines.append(
+                f"- eval bits per byte on the corpus's validation text: {e['bpb']:.4f} (`{e['checkpoint']}`)"
+            )
         if "core" in e:
             lines += ["", f"CORE = **{e['core']['score']:.4f}** (`{e['checkpoint']}`)", "",
                       "| task | accuracy | centred | examples |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
