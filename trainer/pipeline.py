@@ -28,19 +28,20 @@ def run_pipeline(
     train_tokenizer(recipe.tokenizer, redo="tokenizer" in redo, log=log)
     results: dict[str, Any] = {}
     first = recipe.stages[0]
-    run_dir = ArtifactStore(Path(first.artifacts_dir)).run_dir(first.run)
-    with _maybe_ray(run_dir, local):
-        for i, cfg in enumerate(recipe.stages):
-            # redoing a stage invalidates everything trained from it
-            again = bool({"tokenizer", cfg.stage, *(s.stage for s in recipe.stages[:i])} & redo)
-            if again:
-                cfg = replace(cfg, resume=False)
-            elif stage_done(cfg):
-                log(
-                    f"[{cfg.run}/{cfg.stage}] finished earlier; skipping (pass --redo {cfg.stage} to retrain)"
-                )
-                continue
-            results[cfg.stage] = run_stage(cfg, launcher="local" if local else "ray")
+    todo = []
+    for i, cfg in enumerate(recipe.stages):
+        # redoing a stage invalidates everything trained from it
+        if {"tokenizer", cfg.stage, *(s.stage for s in recipe.stages[:i])} & redo:
+            todo.append(replace(cfg, resume=False))
+        elif stage_done(cfg):
+            log(f"[{cfg.run}/{cfg.stage}] finished earlier; skipping (pass --redo {cfg.stage} to retrain)")
+        else:
+            todo.append(cfg)  # new, or resumed from its latest checkpoint
+    if todo:
+        run_dir = ArtifactStore(Path(first.artifacts_dir)).run_dir(first.run)
+        with _maybe_ray(run_dir, local):
+            for cfg in todo:
+                results[cfg.stage] = run_stage(cfg, launcher="local" if local else "ray")
     log(
         f"[{first.run}] pipeline {recipe.name} done in {time.perf_counter() - t0:.0f}s; artifacts in {first.artifacts_dir}"
     )
