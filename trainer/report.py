@@ -4,13 +4,14 @@
 stage's latest checkpoint metadata (its config, steps, metrics), its `log.jsonl` (the loss curve,
 learning rate, throughput, MFU, validation bits per byte, RL rewards and pass@k), and the eval
 results stored beside its checkpoints (`step_N.eval.json`: bpb, CORE per task, chat evals and
-ChatCORE). It writes `<run>/report/report.md` with the environment, a section per stage, a summary
+ChatCORE). It writes `<run>/report/report.md` (and its numbers as report.json) with the environment, a section per stage, a summary
 table across stages and a cost estimate at `dollars_per_hour`, plus loss.png, bpb.png, lr.png,
 throughput.png, rl.png and evals.png (a plot only when there is data to draw).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -67,12 +68,46 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(stages, out)
     tokenizer = tokenizer_summary(store, stages, corpus_dir)
-    text = render_markdown(run, stages, plots, tokenizer, environment(), dollars_per_hour)
+    env = environment()
+    text = render_markdown(run, stages, plots, tokenizer, env, dollars_per_hour)
+    _write(
+        out / "report.json", json.dumps(summary_data(run, stages, tokenizer, env, dollars_per_hour), indent=1)
+    )
     path = out / "report.md"
+    _write(path, text)
+    return path
+
+
+def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-    return path
+
+
+def summary_data(
+    run: str,
+    stages: Sequence[StageSummary],
+    tokenizer: dict[str, Any],
+    env: dict[str, str],
+    dollars_per_hour: float,
+) -> dict[str, Any]:
+    """The report's numbers as JSON (report.json), for the web console's tables."""
+    total_s = sum(s.duration_s for s in stages)
+    rows = []
+    for s in stages:
+        e = s.latest_eval
+        rows.append({
+            "stage": s.stage, "checkpoint": s.checkpoint, "step": s.step, "params": s.params,
+            "tokens": s.tokens, "duration_s": s.duration_s, "mfu": s.mfu, "final_loss": s.final_loss,
+            "val_bpb": s.val_bpb, "eval_bpb": e.get("bpb"),
+            "core": e.get("core", {}).get("score"), "core_tasks": e.get("core", {}).get("tasks", {}),
+            "chatcore": e.get("chat", {}).get("chatcore"), "chat_tasks": e.get("chat", {}).get("tasks", {}),
+            "rl_reward": s.curves.get("reward", []), "rl_pass_at_k": s.curves.get("pass_at_k", []),
+        })  # fmt: skip
+    return {
+        "run": run, "environment": env, "tokenizer": tokenizer, "stages": rows, "total_duration_s": total_s,
+        "dollars_per_hour": dollars_per_hour, "estimated_cost_dollars": total_s / 3600 * dollars_per_hour,
+    }  # fmt: skip
 
 
 # --- gathering --------------------------------------------------------------------------------------

@@ -74,6 +74,9 @@ def test_tiny_pipeline_ends_with_a_report(tmp_path, tiny_tokenizer, capsys):
         coloured = int(((rgb.max(-1) - rgb.min(-1)) > 0.25).sum())
         assert coloured > 600, f"{name} has no data drawn ({coloured} coloured pixels)"
 
+    data = json.loads((report.parent / "report.json").read_text())
+    assert [r["stage"] for r in data["stages"]] == ["base", "sft", "rl"]
+    assert data["stages"][0]["core"] == base["core"]["score"] and data["estimated_cost_dollars"] > 0
     assert main(["report", "r", "--artifacts", str(root)]) == 0
     assert capsys.readouterr().out.strip().endswith("report.md")
     assert main(["eval", "run", "r/nope", "--artifacts", str(root)]) == 2

@@ -152,7 +152,11 @@ def tool_executor_from(spec: str) -> ToolExecutor | None:
 
         return SandboxClient(spec)
     if spec == "local":
-        from sandbox.executor import SandboxExecutor
-
+        try:
+            from sandbox.executor import SandboxExecutor
+        except ImportError as e:
+            raise ValueError(
+                f"--tools local needs the sandbox package here ({e}); pass the sandbox service's URL or none"
+            ) from None
         return SandboxExecutor()
     raise ValueError(f"tool executor must be 'local', 'none' or a sandbox URL, got {spec!r}")
