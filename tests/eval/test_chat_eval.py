@@ -3,6 +3,8 @@ engine with a tool call, HumanEval through the sandbox, spelling rows, ChatCORE.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -163,5 +165,9 @@ def test_chatcore_and_task_loading(tmp_path):
     assert len(task.rows) == 7
     with pytest.raises(ChatEvalError, match="chatforge eval data"):
         load_chat_tasks(["mmlu"], data_dir=tmp_path)
+    rows = [{"question": "Q?", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "B"}]
+    (tmp_path / "arc_easy.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (arc,) = load_chat_tasks(["arc_easy"], data_dir=tmp_path)
+    assert list(arc.rows) == rows and arc.gold(rows[0]) == "B"
     with pytest.raises(ChatEvalError, match="unknown chat task"):
         load_chat_tasks(["trivia"], data_dir=tmp_path)

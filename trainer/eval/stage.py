@@ -33,7 +33,7 @@ class EvalConfig:
     bpb_docs: int = 200
     core_bundle: str = ""  # a DCLM-layout bundle ("" to skip CORE)
     core_tasks: tuple[str, ...] = ()  # labels; empty = every task of the bundle
-    chat_data: str = ""  # folder of <task>.jsonl written by `chatforge eval data`
+    chat_data: str = ""  # folder of <task>.jsonl written by `chatforge eval data`, or "hub"
     chat_tasks: tuple[str, ...] = ()  # empty = those with data, plus spelling; chat stages only
     max_examples: int = 0  # per task; 0 = all
     batch_rows: int = 32
@@ -95,7 +95,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         results["core"] = {"score": core_score(core), "tasks": {r.label: r.to_dict() for r in core}}
     names = list(cfg.chat_tasks)
     if not names and stage in CHAT_STAGES:
-        have = {p.stem for p in Path(cfg.chat_data).glob("*.jsonl")} if cfg.chat_data else set()
+        if cfg.chat_data == "hub":
+            have = set(CHAT_TASKS)
+        else:
+            have = {p.stem for p in Path(cfg.chat_data).glob("*.jsonl")} if cfg.chat_data else set()
         names = [n for n in CHAT_TASKS if n in have or n == "spelling"]
         if cfg.tools == "none" and "humaneval" in names:
             names.remove("humaneval")
