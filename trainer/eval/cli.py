@@ -109,6 +109,7 @@ def _guard(run: Callable[[], Any]) -> int:
     """Run a command; errors the user can fix become one line and exit status 2."""
     from chatforge.artifacts import ArtifactError
     from chatforge.checkpoint import CheckpointError
+    from trainer.tasks.hub import HubUnavailable
 
     from .chat_eval import ChatEvalError
     from .core import CoreTaskError
@@ -122,6 +123,7 @@ def _guard(run: Callable[[], Any]) -> int:
         BundleError,
         ChatEvalError,
         CoreTaskError,
+        HubUnavailable,
         FileNotFoundError,
         ValueError,
     ) as e:
