@@ -295,7 +295,7 @@ def _evaluate(
         correct = [[r > 0 for r in rewards[q * k : (q + 1) * k]] for q in range(len(mine))]
     totals = ranks.sum_(
         torch.tensor(
-            [sum(any(c) for c in correct), len(correct), sum(rewards), len(rewards)], dtype=torch.float64
+            [pass_at_k(correct) * len(correct), len(correct), sum(rewards), len(rewards)], dtype=torch.float64
         )
     )
     return {
