@@ -164,3 +164,13 @@ def test_tokenizer_service_decode_gives_the_same_text(gateway, launch):
         "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         == service_text["choices"][0]["message"]["content"]
     )
+    # Abandoned streams must not pin the tokenizer service's worker threads (it has 8): after more
+    # disconnects than that, generation still works.
+    body_stream = {**body, "max_tokens": 200, "stream": True}
+    for _ in range(10):
+        with httpx.stream(
+            "POST", via_service.url + "/v1/chat/completions", json=body_stream, timeout=30
+        ) as r:
+            next(r.iter_lines())
+    after = httpx.post(via_service.url + "/v1/chat/completions", json=body, timeout=30).json()
+    assert after["choices"][0]["message"] == service_text["choices"][0]["message"]

@@ -121,7 +121,7 @@ class GrpcCodec:
         return list(response.ids)
 
     def decoder(self) -> IdDecoder:
-        return _GrpcDecoder(self._stub.DecodeStream())
+        return _GrpcDecoder(self._stub.DecodeStream(), self.timeout_s)
 
     async def check(self) -> None:
         await self._call(self._stub.Info, pb.InfoRequest())
@@ -137,30 +137,49 @@ class GrpcCodec:
 
 
 class _GrpcDecoder:
-    """One DecodeStream call: the server answers each request with exactly one response."""
+    """One DecodeStream call: the server answers each request with exactly one response.
 
-    def __init__(self, call: Any):
+    The call holds one of the server's worker threads while it is open, so it is always ended:
+    `close` half-closes and drains it, and cancels it when that fails or is itself cancelled (a
+    client that left); an abandoned call would pin a server thread until the server stopped.
+    """
+
+    def __init__(self, call: Any, timeout_s: float):
         self._call = call
+        self._timeout_s = timeout_s
 
     async def feed(self, ids: Sequence[int]) -> str:
         try:
-            await self._call.write(pb.DecodeStreamRequest(ids=list(ids)))
-            response = await self._call.read()
+            await asyncio.wait_for(self._call.write(pb.DecodeStreamRequest(ids=list(ids))), self._timeout_s)
+            response = await asyncio.wait_for(self._call.read(), self._timeout_s)
         except grpc.aio.AioRpcError as e:
             raise _unavailable_or_bad(e) from None
+        except TimeoutError:
+            self._call.cancel()
+            raise CodecUnavailable(
+                f"the tokenizer service did not decode within {self._timeout_s:g} s"
+            ) from None
         if response is grpc.aio.EOF:
             raise CodecUnavailable("the tokenizer service ended the decode stream early")
         return response.text
 
     async def close(self) -> str:
-        tail = ""
         try:
-            await self._call.done_writing()
-            while (response := await self._call.read()) is not grpc.aio.EOF:
-                tail += response.text
+            return await asyncio.wait_for(self._drain(), self._timeout_s)
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
                 raise _unavailable_or_bad(e) from None
+            return ""
+        except TimeoutError:
+            raise CodecUnavailable("the tokenizer service did not end the decode stream") from None
+        finally:
+            self._call.cancel()  # a no-op once the call has ended; frees the server thread otherwise
+
+    async def _drain(self) -> str:
+        tail = ""
+        await self._call.done_writing()
+        while (response := await self._call.read()) is not grpc.aio.EOF:
+            tail += response.text
         return tail
 
 
