@@ -79,5 +79,9 @@ def test_tiny_pipeline_ends_with_a_report(tmp_path, tiny_tokenizer, capsys):
     assert data["stages"][0]["core"] == base["core"]["score"] and data["estimated_cost_dollars"] > 0
     assert main(["report", "r", "--artifacts", str(root)]) == 0
     assert capsys.readouterr().out.strip().endswith("report.md")
+    assert main(["eval", "run", "r/base", "r/sft/step_000004", "--artifacts", str(root), "--corpus-dir", "", "--tools", "none",
+                 "--chat-data", str(chat), "--max-examples", "1"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("[r/base/step_000004] eval") and "ChatCORE" in lines[1]
     assert main(["eval", "run", "r/nope", "--artifacts", str(root)]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err

@@ -23,8 +23,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a checkpoint (bpb, CORE, chat evals) or build eval data"
     )
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, metavar="<command>")
-    run = ev_sub.add_parser("run", help="evaluate one checkpoint; results are stored beside it")
-    run.add_argument("checkpoint", help="run/stage (latest step) or run/stage/step_NNNNNN")
+    run = ev_sub.add_parser("run", help="evaluate checkpoints; results are stored beside each")
+    run.add_argument(
+        "checkpoints", nargs="+", help="run/stage (latest step) or run/stage/step_NNNNNN, one or more"
+    )
     _artifacts(run)
     run.add_argument(
         "--corpus-dir", default="data/corpus", help="bits per byte on its val shards ('' to skip)"
@@ -134,10 +136,13 @@ def _guard(run: Callable[[], Any]) -> int:
 
 def _cli_eval_run(args: argparse.Namespace) -> int:
     def run() -> None:
+        from contextlib import nullcontext
+        from dataclasses import replace
+
         from .stage import EvalConfig, run_eval, summary_line
 
         cfg = EvalConfig(
-            checkpoint=args.checkpoint, artifacts_dir=_root(args), corpus_dir=args.corpus_dir,
+            checkpoint=args.checkpoints[0], artifacts_dir=_root(args), corpus_dir=args.corpus_dir,
             core_bundle=args.core_bundle, core_tasks=tuple(args.core_tasks), chat_data=args.chat_data,
             chat_tasks=tuple(args.chat_tasks), max_examples=args.max_examples, batch_rows=args.batch_rows,
             workers=args.workers, tools=args.tools, job_id=args.job_id,
@@ -145,11 +150,12 @@ def _cli_eval_run(args: argparse.Namespace) -> int:
         if cfg.workers > 1:
             from trainer.driver import ray_session
 
-            with ray_session(Path(cfg.artifacts_dir)):
-                results = run_eval(cfg)
+            session: Any = ray_session(Path(cfg.artifacts_dir))
         else:
-            results = run_eval(cfg)
-        print(summary_line(results))
+            session = nullcontext()
+        with session:
+            for name in args.checkpoints:
+                print(summary_line(run_eval(replace(cfg, checkpoint=name))))
 
     return _guard(run)
 
