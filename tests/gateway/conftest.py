@@ -105,19 +105,24 @@ def launch(artifacts, redis_server, redis_url, tokenizer_service, kube) -> Itera
     """Start gateways with settings overrides: the tokenizer over gRPC, the engine in process."""
     started: list[RunningGateway] = []
 
-    def start(backend: Any = None, deploy: bool = True, **overrides: Any) -> RunningGateway:
+    def start(
+        backend: Any = None, deploy: bool = True, inference: Any = None, **overrides: Any
+    ) -> RunningGateway:
+        """`inference`: an async factory of the InferenceClient (default: the engine in process)."""
         settings = settings_for(artifacts, redis_url, tokenizer_target=tokenizer_service.address, **overrides)
 
         async def build(s: Settings) -> tuple[Any, Any, Any]:
             codec = await connect_grpc(s.tokenizer_target, wait_s=10)
-            inference = LocalInference(
+            if inference is not None:
+                return codec, await inference(s), backend or KubeRayBackend(s, api_client=kube.api_client())
+            local = LocalInference(
                 model_id=s.model_id,
                 artifacts_root=s.artifacts_root,
                 engine_config=EngineConfig(num_blocks=512, max_num_seqs=32, max_num_batched_tokens=256),
             )
             if deploy:
-                await inference.deploy(CHECKPOINT)
-            return codec, inference, backend or KubeRayBackend(s, api_client=kube.api_client())
+                await local.deploy(CHECKPOINT)
+            return codec, local, backend or KubeRayBackend(s, api_client=kube.api_client())
 
         gateway = RunningGateway(settings, build, redis_server).start()
         started.append(gateway)

@@ -84,3 +84,17 @@ def test_metrics_use_route_templates(gateway):
             break
         time.sleep(0.5)
     assert set(jobs) == {"queued", "running", "succeeded", "failed", "cancelled"} and jobs["queued"] >= 1
+
+
+def test_web_ui_is_served_at_the_root(gateway):
+    index = httpx.get(gateway.url + "/")
+    assert index.status_code == 200 and "<html" in index.text.lower()
+    assert httpx.get(gateway.url + "/css/app.css").status_code == 200
+    assert (
+        httpx.get(gateway.url + "/js/app.js")
+        .headers["content-type"]
+        .startswith(("text/javascript", "application/javascript"))
+    )
+    assert (
+        httpx.get(gateway.url + "/v1/chat/completions").status_code == 405
+    )  # the UI does not shadow the API

@@ -106,3 +106,12 @@ def test_invalid_job_requests(gateway):
         r = httpx.post(gateway.url + "/v1/jobs", json=body)
         assert r.status_code == 400, (body, r.text)
         assert (r.json()["error"]["param"] or "").startswith(param)
+
+
+def test_job_artifacts_list_its_runs_checkpoints(gateway):
+    job = httpx.post(gateway.url + "/v1/jobs", json={"stage": "pipeline", "run": "tiny"}).json()
+    artifacts = httpx.get(gateway.url + f"/v1/jobs/{job['id']}/artifacts").json()["data"]
+    assert {a["name"] for a in artifacts} == {"tiny/sft/step_000001", "tiny/mid/step_000001"}
+    assert {a["name"]: a["metrics"] for a in artifacts}["tiny/sft/step_000001"] == {"val_loss": 2.5}
+    other = httpx.post(gateway.url + "/v1/jobs", json={"stage": "base", "run": "fresh"}).json()
+    assert httpx.get(gateway.url + f"/v1/jobs/{other['id']}/artifacts").json()["data"] == []

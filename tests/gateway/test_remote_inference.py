@@ -1,0 +1,108 @@
+"""The gateway against the inference service over HTTP: `RemoteInference` talking to the Serve app's
+own class (`InferenceServer`, its HTTP handler: POST /generate NDJSON, GET /info, GET /healthz)
+served by uvicorn on 127.0.0.1, as Serve's proxy would serve it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from gateway.inference import GenerationParams, InferenceRejected
+from gateway.remote_inference import RemoteInference
+from inference_svc.config import EngineConfig
+from inference_svc.serve import InferenceServer, ServeConfig
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from tests.gateway.conftest import CHECKPOINT
+
+
+@pytest.fixture(scope="module")
+def inference_http(artifacts) -> Iterator[tuple[str, InferenceServer]]:
+    server = InferenceServer(
+        ServeConfig(checkpoint=CHECKPOINT, artifacts_root=str(artifacts), engine=EngineConfig(num_blocks=256))
+    )
+
+    async def endpoint(request):
+        return await server(request)
+
+    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
+    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    while not web.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{web.servers[0].sockets[0].getsockname()[1]}", server
+    web.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def remote_gateway(launch, inference_http):
+    url, _ = inference_http
+
+    async def remote(settings):
+        client = RemoteInference(url, model_id=settings.model_id)
+        await client.refresh()
+        return client
+
+    return launch(auth="off", inference=remote)
+
+
+def test_chat_through_the_remote_inference_service(remote_gateway, gateway):
+    client = openai.OpenAI(base_url=remote_gateway.url + "/v1", api_key="-", max_retries=0)
+    models = client.models.list().data
+    assert models[0].id == "chatforge" and models[0].checkpoint == CHECKPOINT
+    kwargs = dict(
+        model="chatforge", messages=[{"role": "user", "content": "hello"}], max_tokens=12, temperature=0
+    )
+    remote = client.chat.completions.create(**kwargs)
+    local = openai.OpenAI(base_url=gateway.url + "/v1", api_key="-", max_retries=0).chat.completions.create(
+        **kwargs
+    )
+    # same checkpoint, same greedy decoding: the same answer whichever way the engine is reached
+    assert remote.choices[0].message.content == local.choices[0].message.content
+    assert remote.usage == local.usage
+    streamed = "".join(
+        c.choices[0].delta.content or "" for c in client.chat.completions.create(**kwargs, stream=True)
+    )
+    assert streamed == remote.choices[0].message.content
+    assert httpx.get(remote_gateway.url + "/readyz").json()["checks"]["inference"] == "ok"
+
+
+def test_remote_refusals_raise_typed_errors(inference_http):
+    url, _ = inference_http
+
+    async def run():
+        client = RemoteInference(url, model_id="chatforge")
+        try:
+            await client.refresh()
+            params = GenerationParams(max_tokens=4)
+            with pytest.raises(InferenceRejected, match="not an id"):
+                async for _ in client.generate([10**6], params):
+                    pass
+            pieces = [p async for p in client.generate([1, 2, 3], params)]
+            assert pieces[-1].event == "finish" and sum(len(p.token_ids) for p in pieces) <= 4
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_unreachable_inference_is_503(launch):
+    async def dead(settings):
+        return RemoteInference("http://127.0.0.1:1", model_id=settings.model_id)
+
+    gw = launch(auth="off", inference=dead)
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        json={"model": "chatforge", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert r.status_code == 503
+    assert httpx.get(gw.url + "/readyz").json()["checks"]["inference"].startswith("failing")
