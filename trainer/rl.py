@@ -308,13 +308,23 @@ def _evaluate(
 # --- the Ray shell --------------------------------------------------------------------------------
 
 
+def prepare_stage(cfg: RLConfig) -> Path:
+    """The stage directory; emptied of checkpoints and log first when the run starts over."""
+    from .driver import clear_stage
+
+    stage_dir = ArtifactStore(Path(cfg.artifacts_dir)).stage_dir(cfg.run, STAGE)
+    if not cfg.resume:
+        clear_stage(stage_dir)
+    return stage_dir
+
+
 def run_rl(cfg: RLConfig) -> dict[str, Any]:
     """Run the stage as a Ray Train job of `cfg.workers` workers (Ray must be running). Process
     groups are set up as for the other stages (`trainer.driver`): NCCL through Ray Train's torch
     backend on GPUs, gloo through a rendezvous file on CPUs (no TCP store on every interface)."""
     from ray.train import BackendConfig, RunConfig, ScalingConfig
 
-    stage_dir = ArtifactStore(Path(cfg.artifacts_dir)).stage_dir(cfg.run, STAGE)
+    stage_dir = prepare_stage(cfg)
     storage = stage_dir.parent / "ray"
     cpus = max(1, (os.cpu_count() or 1) // cfg.workers)
     env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpus)}

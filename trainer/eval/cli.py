@@ -203,7 +203,7 @@ def _unpacked(source: str, into: Path, package: str) -> Path:
 
 def _cli_rl(args: argparse.Namespace) -> int:
     def run() -> None:
-        from trainer.rl import rl_worker, run_rl
+        from trainer.rl import prepare_stage, rl_worker, run_rl
         from trainer.rl_config import RLConfig
 
         values = {
@@ -213,6 +213,7 @@ def _cli_rl(args: argparse.Namespace) -> int:
         if args.local:
             if cfg.workers != 1:
                 raise ValueError(f"a local run has one worker; drop --local for --workers {cfg.workers}")
+            prepare_stage(cfg)
             metrics = rl_worker(cfg.to_dict())
         else:
             from trainer.driver import ray_session
