@@ -44,6 +44,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-examples", type=int, default=0, help="cap per task (default: all)")
     run.add_argument("--batch-rows", type=int, default=32, help="sequences per forward pass (default: 32)")
     run.add_argument("--workers", type=int, default=1, help="Ray workers for CORE (default: 1, no Ray)")
+    run.add_argument("--gpu", action="store_true", help="one GPU per Ray worker for CORE")
     run.add_argument("--tools", default="local", help="python tool: local, a sandbox URL, or none")
     run.add_argument("--job-id", default="", help="send the result event to this job's Redis stream")
     run.set_defaults(func=_cli_eval_run)
@@ -145,7 +146,7 @@ def _cli_eval_run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoints[0], artifacts_dir=_root(args), corpus_dir=args.corpus_dir,
             core_bundle=args.core_bundle, core_tasks=tuple(args.core_tasks), chat_data=args.chat_data,
             chat_tasks=tuple(args.chat_tasks), max_examples=args.max_examples, batch_rows=args.batch_rows,
-            workers=args.workers, tools=args.tools, job_id=args.job_id,
+            workers=args.workers, use_gpu=args.gpu, tools=args.tools, job_id=args.job_id,
         )  # fmt: skip
         if cfg.workers > 1:
             from trainer.driver import ray_session

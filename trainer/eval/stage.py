@@ -38,6 +38,7 @@ class EvalConfig:
     max_examples: int = 0  # per task; 0 = all
     batch_rows: int = 32
     workers: int = 1  # Ray workers for CORE (data-parallel); 1 = in this process
+    use_gpu: bool = False  # one GPU per Ray worker (the driver itself may have none)
     tools: str = "local"  # python tool for generative evals: local, a sandbox URL, or none
     job_id: str = ""
 
@@ -84,7 +85,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
         tasks = load_bundle(cfg.core_bundle, cfg.core_tasks or None)
         if cfg.workers > 1:
-            core = evaluate_core_on_ray(path, tokenizer, tasks, cfg.workers, cfg.batch_rows, limit)
+            core = evaluate_core_on_ray(
+                path, tokenizer, tasks, cfg.workers, cfg.batch_rows, limit, use_gpu=cfg.use_gpu
+            )
         else:
             from .core import evaluate_task
 
@@ -172,15 +175,16 @@ def corpus_bpb(model: Any, tokenizer: Any, corpus_dir: str, docs: int, batch_row
 
 
 def evaluate_core_on_ray(
-    path: Path, tokenizer: Any, tasks: list[Any], workers: int, batch_rows: int, limit: int | None
-) -> list[Any]:
+    path: Path, tokenizer: Any, tasks: list[Any], workers: int, batch_rows: int, limit: int | None,
+    *, use_gpu: bool = False,
+) -> list[Any]:  # fmt: skip
     """CORE data-parallel: worker r scores examples r, r+W, ... of every task; shares are merged.
     Ray must be running (the CLI starts a local one)."""
     import ray
 
     from .core import merge_results
 
-    @ray.remote(num_cpus=1)
+    @ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)
     def shard(rank: int) -> list[Any]:
         import torch
 
