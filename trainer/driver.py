@@ -23,6 +23,7 @@ from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 
 from .config import ConfigError, TrainConfig
+from .loop import cpu_threads
 from .telemetry import LOG_FILE, follow_log
 
 POINTER_FILE = "pointer.txt"
@@ -97,8 +98,7 @@ def ray_session(run_dir: Path, *, address: str | None = None, num_cpus: int | No
 def _fit(cfg: TrainConfig, stage_dir: Path) -> dict[str, Any]:
     from ray.train import BackendConfig, FailureConfig, RunConfig, ScalingConfig
 
-    cpus = max(1, (os.cpu_count() or 1) // cfg.workers)
-    env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpus)}
+    env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpu_threads(cfg.workers))}
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]
     storage = stage_dir.parent / "ray"
@@ -151,10 +151,8 @@ def _ray_worker(config: dict[str, Any]) -> None:
     """What each Ray Train worker runs: join the process group, find the checkpoint to restart
     from, train, report."""
     import ray.train
-    import torch
 
     os.environ.update(config["env"])
-    torch.set_num_threads(int(config["env"]["OMP_NUM_THREADS"]))
     from .loop import train_worker
 
     context = ray.train.get_context()
