@@ -18,6 +18,7 @@ compares batching against.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -87,11 +88,11 @@ class EngineGenerator:
         from inference_svc.sampling import SamplingParams
 
         completions = [Completion(list(p)) for p in prompts]
-        pending = list(range(len(prompts)))
+        pending = deque(range(len(prompts)))
         active: dict[str, int] = {}
         while pending or active:
             while pending and len(active) < self.max_concurrent:
-                i = pending.pop(0)
+                i = pending.popleft()
                 sampling = SamplingParams(
                     max_tokens=params.max_tokens,
                     temperature=params.temperature,
