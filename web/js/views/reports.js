@@ -1,7 +1,7 @@
 // The reports page: a run's report card (Markdown with PNG plots), as the gateway serves it.
 
-import { api, ApiError, call } from "../api.js";
-import { h, mount } from "../dom.js";
+import { api, call } from "../api.js";
+import { formatTime, h, mount } from "../dom.js";
 import { renderMarkdown, safeUrl } from "../markdown.js";
 
 export function render(main, [run]) {
@@ -20,12 +20,11 @@ async function listRuns(page) {
       page,
       h("h1", {}, "Reports"),
       data.length
-        ? h("ul", { class: "report-list" }, data.map((r) => h("li", {}, h("a", { href: `#/reports/${encodeURIComponent(r.run)}` }, r.run))))
+        ? h("ul", { class: "report-list" }, data.map((r) => h("li", {}, h("a", { href: `#/reports/${encodeURIComponent(r.run)}` }, r.run), h("span", { class: "muted" }, ` · ${formatTime(r.updated)}`))))
         : h("p", { class: "muted" }, "No report cards yet: a pipeline job writes one at its end."),
     );
   } catch (error) {
-    const why = error instanceof ApiError && error.status === 404 ? "this gateway does not serve report cards (no GET /v1/reports)" : error.message;
-    mount(page, h("h1", {}, "Reports"), h("p", { class: "muted" }, `Could not load reports: ${why}`));
+    mount(page, h("h1", {}, "Reports"), h("p", { class: "muted" }, `Could not load reports: ${error.message}`));
   }
 }
 
