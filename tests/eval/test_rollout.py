@@ -29,7 +29,7 @@ def test_many_prompts_in_one_batch_match_one_at_a_time(script_tokenizer):
     tok = script_tokenizer
     model = bigram_model(tok, tool_script(tok))
     prompts = [
-        render_for_completion(tok, [{"role": "user", "content": f"question number {i}"}]) for i in range(6)
+        render_for_completion(tok, [{"role": "user", "content": f"question number {i}"}]) for i in range(4)
     ]
     params = GenerationParams(max_tokens=40)
     batched = EngineGenerator(model, tok, tool_executor=LocalPython()).generate(prompts, params)
