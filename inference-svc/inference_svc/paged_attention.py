@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +89,11 @@ def build_metadata(
     chunks: list[tuple[int, list[int]]], num_tokens: list[int], block_size: int, device: torch.device
 ) -> StepMetadata:
     """`chunks`: (start position, block ids) per sequence; `num_tokens`: tokens computed per sequence."""
-    slots, positions, seq_of_row = [], [], []
-    decodes, prefills = [], []
+    slots: list[int] = []
+    positions: list[int] = []
+    seq_of_row: list[int] = []
+    decodes: list[tuple[int, list[int], int]] = []
+    prefills: list[tuple[int, int, int, torch.Tensor]] = []
     row = 0
     for s, ((start, blocks), n) in enumerate(zip(chunks, num_tokens, strict=True)):
         for p in range(start, start + n):
@@ -149,7 +152,7 @@ class _PagedBackend:
         self.cache = cache
         self.meta: StepMetadata | None = None
 
-    def bind(self, meta: StepMetadata) -> _PagedBackend:
+    def bind(self, meta: StepMetadata) -> Self:
         self.meta = meta
         return self
 

@@ -201,7 +201,7 @@ def build_app(config: ServeConfig) -> Any:
     """The Serve application for `serve.run`; the deployment options come from `config`."""
     from ray import serve
 
-    deployment = serve.deployment(
+    deployment: Any = serve.deployment(
         InferenceServer,
         name="inference",
         autoscaling_config=config.autoscaling_config(),
@@ -226,7 +226,7 @@ def app_builder(args: dict[str, Any]) -> Any:
         )
     ints = {"min_replicas", "max_replicas", "target_ongoing_requests"}
     floats = {"num_cpus", "num_gpus"}
-    options = {
+    options: dict[str, Any] = {
         k: int(v) if k in ints else float(v) if k in floats else v
         for k, v in args.items()
         if k != "num_blocks"
