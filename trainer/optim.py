@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from chatforge.model import GPT
+
 from .config import OptimConfig
 
 # Newton–Schulz quintic coefficients from Keller Jordan's Muon: they push every singular value into
@@ -71,10 +73,10 @@ class Muon(torch.optim.Optimizer):
                 p.add_(update, alpha=-group["lr"] * scale)
 
 
-def build_optimizers(model: torch.nn.Module, config: OptimConfig) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: GPT, config: OptimConfig) -> list[torch.optim.Optimizer]:
     """[AdamW for embedding + head, Muon for the block matrices]; each group keeps its base LR."""
-    groups = model.param_groups()  # type: ignore[operator]
-    width = model.config.n_embd  # type: ignore[union-attr]
+    groups = model.param_groups()
+    width = model.config.n_embd
     # nanochat: AdamW LRs were tuned at width 768 and scale with 1/sqrt(width)
     scale = (width / 768) ** -0.5
     adam = torch.optim.AdamW(
@@ -129,5 +131,5 @@ def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
     """Clip the global gradient norm (0 = off); returns the norm before clipping."""
     params = [p for p in model.parameters() if p.grad is not None]
     if max_norm <= 0:
-        return math.sqrt(sum(float(p.grad.pow(2).sum()) for p in params))  # type: ignore[union-attr]
+        return math.sqrt(sum(float(g.pow(2).sum()) for g in (p.grad for p in params) if g is not None))
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm))

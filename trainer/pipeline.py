@@ -4,7 +4,7 @@ artifacts by name, finished stages skipped unless asked to redo them, unfinished
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,9 @@ from .stages.tokenizer import train_tokenizer
 def run_pipeline(
     recipe: Preset,
     *,
-    redo: set[str] = frozenset(),
+    redo: Collection[str] = frozenset(),
     local: bool = False,
-    log: Callable[[str], None] = print,  # type: ignore[assignment]
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run every stage of `recipe` in order; returns {stage: final metrics} of the stages that ran."""
     t0 = time.perf_counter()
@@ -31,7 +31,7 @@ def run_pipeline(
     todo = []
     for i, cfg in enumerate(recipe.stages):
         # redoing a stage invalidates everything trained from it
-        if {"tokenizer", cfg.stage, *(s.stage for s in recipe.stages[:i])} & redo:
+        if {"tokenizer", cfg.stage, *(s.stage for s in recipe.stages[:i])} & set(redo):
             todo.append(replace(cfg, resume=False))
         elif stage_done(cfg):
             log(f"[{cfg.run}/{cfg.stage}] finished earlier; skipping (pass --redo {cfg.stage} to retrain)")

@@ -8,6 +8,9 @@ use only train splits (validation holds out rows of train), never an evaluation 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from chatforge.chat import Conversation
 
 from .base import RowTask, Task, TaskMixture, generated_task
 from .generated import gsm8k_row, identity_row, instruction_row, mmlu_row
@@ -16,15 +19,22 @@ from .hub import check_split
 from .mmlu import load_mmlu, mmlu_conversation
 from .smoltalk import load_smoltalk, smoltalk_conversation
 
-# (task name, hub loader, offline row maker, converter, mid weight, sft weight)
-TaskSpec = tuple[str, Callable[..., RowTask] | None, Callable, Callable, float, float]
+
+class TaskSpec(NamedTuple):
+    name: str
+    load: Callable[..., RowTask] | None  # the hub loader; None: always generated
+    make_row: Callable[..., dict[str, Any]]  # the offline generator, in the hub rows' schema
+    convert: Callable[..., Conversation]
+    mid_weight: float  # epochs of the task per mixture (see TaskMixture)
+    sft_weight: float
+
+
 TASKS: tuple[TaskSpec, ...] = (
-    ("smoltalk", load_smoltalk, instruction_row, smoltalk_conversation, 1.0, 1.0),
-    ("mmlu", load_mmlu, mmlu_row, mmlu_conversation, 1.0, 0.5),
-    ("gsm8k", load_gsm8k, gsm8k_row, gsm8k_conversation, 1.0, 1.0),
-    ("identity", None, identity_row, smoltalk_conversation, 0.5, 0.5),
+    TaskSpec("smoltalk", load_smoltalk, instruction_row, smoltalk_conversation, 1.0, 1.0),
+    TaskSpec("mmlu", load_mmlu, mmlu_row, mmlu_conversation, 1.0, 0.5),
+    TaskSpec("gsm8k", load_gsm8k, gsm8k_row, gsm8k_conversation, 1.0, 1.0),
+    TaskSpec("identity", None, identity_row, smoltalk_conversation, 0.5, 0.5),
 )
-STAGE_WEIGHT = {"mid": 4, "sft": 5}  # index of the stage's weight in a TaskSpec
 
 
 def mixture(
@@ -35,7 +45,7 @@ def mixture(
     offline: `rows` generated rows per task (a tenth of that for val, from another seed stream).
     hub: the real datasets, capped at `rows` per task when `rows` > 0; identity stays generated.
     """
-    if stage not in STAGE_WEIGHT:
+    if stage not in ("mid", "sft"):
         raise ValueError(f"no task mixture for stage {stage!r}: expected 'mid' or 'sft'")
     check_split(split)
     if source not in ("offline", "hub"):
@@ -44,10 +54,9 @@ def mixture(
     size = generated if split == "train" else max(1, generated // 10)
     entries: list[tuple[Task, float]] = []
     for spec in TASKS:
-        name, load, make_row, convert, weight = spec[0], spec[1], spec[2], spec[3], spec[STAGE_WEIGHT[stage]]
-        if source == "hub" and load is not None:
-            task: Task = load(split, limit=rows or None)
+        if source == "hub" and spec.load is not None:
+            task: Task = spec.load(split, limit=rows or None)
         else:
-            task = generated_task(name, make_row, convert, size, split=split, seed=seed)
-        entries.append((task, weight))
+            task = generated_task(spec.name, spec.make_row, spec.convert, size, split=split, seed=seed)
+        entries.append((task, spec.mid_weight if stage == "mid" else spec.sft_weight))
     return TaskMixture(entries, seed=seed)
