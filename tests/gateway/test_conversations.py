@@ -38,7 +38,7 @@ def test_bad_conversations_are_400(gateway):
 def test_cap_and_ttl(redis_server):
     store = ConversationStore(redis_server, ConversationLimits(ttl_s=120, max_per_owner=3))
     ids = [store.create("cap-owner", f"c{i}", [])["id"] for i in range(5)]
-    kept = [c["id"] for c in store.list("cap-owner")]
+    kept = [c["id"] for c in store.recent("cap-owner")]
     assert sorted(kept) == sorted(ids[-3:])
     assert store.get("cap-owner", ids[0]) is None
     assert 0 < redis_server.ttl(f"chatforge:conv:cap-owner:{ids[-1]}") <= 120

@@ -41,7 +41,7 @@ class ConversationStore:
         raw = self.redis.get(redis_keys.conversation(owner, conversation_id))
         return json.loads(raw) if raw else None
 
-    def list(self, owner: str, limit: int = 100) -> list[dict[str, Any]]:
+    def recent(self, owner: str, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first, without messages."""
         index = redis_keys.conversation_index(owner)
         ids = self.redis.zrevrange(index, 0, limit - 1)

@@ -41,7 +41,9 @@ async def build_inference(settings: Settings) -> InferenceClient:
         return remote
     from gateway.local_inference import LocalInference
 
-    inference = LocalInference(model_id=settings.model_id, artifacts_root=settings.artifacts_root)
+    inference = LocalInference(
+        model_id=settings.model_id, artifacts_root=settings.artifacts_root, sandbox_url=settings.sandbox_url
+    )
     if settings.checkpoint:
         await inference.deploy(settings.checkpoint)
     else:

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     serve_ray_address: str = Field(
         default="", description="remote mode: Ray client address (ray://head:10001) for deployments"
     )
+    sandbox_url: str = Field(default="", description="local mode: the sandbox service for python tool calls")
     checkpoint: str = Field(default="", description="local mode: checkpoint served at start (run/stage)")
     # Who turns generated ids into text; both run chatforge.detokenize.StreamDecoder. "engine": the
     # text the engine streams with each id (when its model has a tokenizer; no extra hop);

@@ -139,7 +139,7 @@ class KubeRayBackend:
     def status(self, record: JobRecord) -> BackendStatus:
         name = record.backend_ref or object_name(record.id)
         try:
-            obj = self._api.get_namespaced_custom_object(GROUP, VERSION, self._ns, PLURAL, name)
+            obj: Any = self._api.get_namespaced_custom_object(GROUP, VERSION, self._ns, PLURAL, name)
         except Exception as e:
             if getattr(e, "status", None) == 404:
                 raise JobGone(f"RayJob {name} no longer exists in namespace {self._ns}") from None

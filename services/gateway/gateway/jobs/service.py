@@ -74,8 +74,8 @@ class JobService:
             record = self._refresh(record)
         return record
 
-    def list(self, limit: int) -> list[JobRecord]:
-        return self.store.list(limit)
+    def recent(self, limit: int) -> list[JobRecord]:
+        return self.store.recent(limit)
 
     def cancel(self, job_id: str) -> JobRecord:
         record = self.get(job_id)
@@ -117,7 +117,7 @@ class JobService:
     def reconcile(self) -> int:
         """Bring every unfinished record in line with the backend; returns how many changed."""
         changed = 0
-        for record in self.store.list(self.store.max_jobs):
+        for record in self.store.recent(self.store.max_jobs):
             if record.terminal or record.backend != self.backend.name:
                 continue  # another backend's job (the gateway was reconfigured): left as it was
             before = record.state
@@ -126,7 +126,7 @@ class JobService:
         return changed
 
     def counts(self) -> dict[str, int]:
-        counts = Counter(r.state for r in self.store.list(self.store.max_jobs))
+        counts = Counter(r.state for r in self.store.recent(self.store.max_jobs))
         return {state: counts.get(state, 0) for state in STATES}
 
     def read_events(self, job_id: str, after: str, block_ms: int) -> list[tuple[str, dict[str, Any]]]:

@@ -30,7 +30,7 @@ class JobStore:
         raw = self.redis.get(redis_keys.job(job_id))
         return JobRecord.from_dict(json.loads(raw)) if raw else None
 
-    def list(self, limit: int) -> list[JobRecord]:
+    def recent(self, limit: int) -> list[JobRecord]:
         """Newest first; ids whose record expired are dropped from the index."""
         ids = self.redis.zrevrange(redis_keys.JOB_INDEX, 0, limit - 1)
         raws = self.redis.mget([redis_keys.job(i) for i in ids]) if ids else []

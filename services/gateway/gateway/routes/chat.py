@@ -194,21 +194,22 @@ async def _complete(
         watcher.cancel()
         await run.aclose()
         await slot.__aexit__(None, None, None)
-    if any(o is None for o in outcomes):  # the client left: nobody reads this answer
+    ended = [o for o in outcomes if o is not None]
+    if len(ended) < len(outcomes):  # the client left: nobody reads this answer
         raise APIError(499, "client closed the request", code="client_closed")
-    failed = [o for o in outcomes if o is not None and o.finish_reason == "error"]
+    failed = [o for o in ended if o.finish_reason == "error"]
     if failed:
         raise APIError(502, f"generation failed: {failed[0].error}", code="inference_error")
-    completion_tokens = sum(o.completion_tokens for o in outcomes if o is not None)
+    completion_tokens = sum(o.completion_tokens for o in ended)
     state.metrics.generated_tokens.inc(completion_tokens)
     choices = []
-    for i, outcome in enumerate(outcomes):
+    for i, outcome in enumerate(ended):
         message: dict[str, Any] = {"role": "assistant", "content": "".join(texts[i])}
         if tools[i]:
             message["tool_activity"] = tools[i]
         choices.append(
             {"index": i, "message": message, "finish_reason": outcome.finish_reason, "logprobs": None}
-        )  # type: ignore[union-attr]
+        )
     return JSONResponse(
         {
             "id": completion_id(),

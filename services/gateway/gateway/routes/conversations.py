@@ -35,7 +35,7 @@ def create_conversation(body: ConversationCreate, state: State, caller: ChatCall
 def list_conversations(
     state: State, caller: ChatCaller, limit: int = Query(100, ge=1, le=500)
 ) -> dict[str, Any]:
-    return {"object": "list", "data": state.conversations.list(caller.key_id, limit)}
+    return {"object": "list", "data": state.conversations.recent(caller.key_id, limit)}
 
 
 @router.get("/v1/conversations/{conversation_id}")

@@ -25,7 +25,7 @@ def submit_job(body: JobRequest, state: State, caller: AdminCaller) -> dict[str,
 
 @router.get("/v1/jobs")
 def list_jobs(state: State, caller: AdminCaller, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-    return {"object": "list", "data": [r.to_api() for r in state.jobs.list(limit)]}
+    return {"object": "list", "data": [r.to_api() for r in state.jobs.recent(limit)]}
 
 
 @router.get("/v1/jobs/{job_id}")
