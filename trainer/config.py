@@ -84,6 +84,7 @@ class TrainConfig:
     # distribution
     workers: int = 1
     use_gpu: bool = False
+    compile: bool = True  # torch.compile the training forward on CUDA (ignored on CPU)
     max_failures: int = 2  # worker-group restarts Ray Train allows before the job fails
     resume: bool = True  # continue from this stage's latest checkpoint when there is one
     # fault injection for the resume test: rank 1 exits once at this step (marker file guards it)

@@ -97,6 +97,8 @@ def train_worker(
         raise TrainError(f"{e}: run the tokenizer stage first (chatforge train tokenizer)") from None
 
     model, optimizers, state = _build(cfg, store, stage_dir, tokenizer, ranks, restart_from)
+    # compiled for training steps on CUDA (fused kernels); CPU compiles take longer than tiny runs
+    forward = torch.compile(model) if cfg.compile and ranks.device.type == "cuda" else model
     data = stage_data(cfg, tokenizer)
     num_steps = cfg.num_steps or _default_steps(cfg, model, data)
     loader = _loader(cfg, data, ranks, tokenizer, position=state["data_position"], split="train")
@@ -119,7 +121,7 @@ def train_worker(
     while step < num_steps:
         _maybe_fail(cfg, ranks, step)
         lr_mult = apply_schedule(optimizers, step, num_steps, cfg.optim)
-        loss, n_tokens = _train_step(model, optimizers, loader.next_step(), ranks, cfg)
+        loss, n_tokens = _train_step(model, optimizers, loader.next_step(), ranks, cfg, forward=forward)
         step += 1
         tokens_since += n_tokens
         steps_since += 1
@@ -176,8 +178,13 @@ def _train_step(
     micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
     ranks: Ranks,
     cfg: TrainConfig,
+    *,
+    forward: Callable[..., torch.Tensor] | None = None,
 ) -> tuple[float, int]:
-    """Accumulate this rank's micro-batches, all-reduce, step; returns (global mean loss, tokens)."""
+    """Accumulate this rank's micro-batches, all-reduce, step; returns (global mean loss, tokens).
+
+    `forward` is the model as called for the loss (a torch.compile'd wrapper of the same weights)."""
+    forward = forward or model
     device = ranks.device
     counted = sum(int((y != -1).sum()) for _, y in micro_batches)
     n_valid = ranks.sum_(torch.tensor([counted], dtype=torch.float64, device=device)).item()
@@ -185,7 +192,7 @@ def _train_step(
     for x, y in micro_batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
-            loss = model(x, y, loss_reduction="sum")
+            loss = forward(x, y, loss_reduction="sum")
         (loss / max(n_valid, 1.0)).backward()
         loss_sum += loss.detach().double()
     _all_reduce_grads(model, ranks)
