@@ -60,6 +60,11 @@ class CompletionRun:
             finished += isinstance(item, Outcome)
             yield index, item
 
+    @property
+    def pending(self) -> int:
+        """Events ready to read without waiting."""
+        return self._queue.qsize()
+
     async def aclose(self) -> None:
         for task in self._tasks:
             task.cancel()

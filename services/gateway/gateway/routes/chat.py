@@ -242,22 +242,27 @@ async def _stream(
     try:
         for i in range(run.plan.n):
             yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        out: list[bytes] = []
         async for index, item in run.events():
             if isinstance(item, Outcome):
                 completion_tokens += item.completion_tokens
                 if item.finish_reason == "error":
-                    yield event(
-                        {
-                            "error": APIError(
-                                502, f"generation failed: {item.error}", code="inference_error"
-                            ).body()["error"]
-                        }
+                    error = APIError(502, f"generation failed: {item.error}", code="inference_error")
+                    out.append(event({"error": error.body()["error"]}))
+                out.append(
+                    chunk(
+                        [{"index": index, "delta": {}, "finish_reason": item.finish_reason, "logprobs": None}]
                     )
-                yield chunk(
-                    [{"index": index, "delta": {}, "finish_reason": item.finish_reason, "logprobs": None}]
                 )
             else:
-                yield chunk([{"index": index, "delta": _delta(item), "finish_reason": None}])
+                out.append(chunk([{"index": index, "delta": _delta(item), "finish_reason": None}]))
+            # Events that queued up while the last write was in flight go out in one write: under
+            # load that is one send per stream per loop turn instead of one per token.
+            if not run.pending:
+                yield b"".join(out)
+                out.clear()
+        if out:
+            yield b"".join(out)
         if include_usage:
             yield chunk([], usage_dict(prompt_tokens, completion_tokens))
         yield event("[DONE]")
