@@ -137,6 +137,9 @@ class LLMEngine:
         request.generator = make_generator(sampling, self.device)
         self.scheduler.check_request(request)  # RequestTooLong now, in the caller's thread
         with self._inbox_lock:
+            queued = any(isinstance(e, Request) and e.request_id == request_id for e in self._inbox)
+            if queued or request_id in self._tracks:
+                raise ValueError(f"request id {request_id!r} is already in use")
             self._inbox.append(request)
         return request_id
 

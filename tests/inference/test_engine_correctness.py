@@ -149,3 +149,6 @@ def test_bad_requests_fail_at_once_with_a_message(tiny_model):
     with pytest.raises(RequestTooLong, match="needs 5 KV blocks but the pool has 4"):
         engine.add_request([1] * 60, SamplingParams(max_tokens=10))
     assert not engine.has_work()
+    engine.add_request([1, 2], SamplingParams(max_tokens=4), request_id="same")
+    with pytest.raises(ValueError, match="already in use"):
+        engine.add_request([3, 4], SamplingParams(max_tokens=4), request_id="same")
