@@ -151,3 +151,23 @@ def test_tool_timeout_is_reported_and_fed_back(tiny_tokenizer):
     out_ids = [x.token_id for x in items if x.token_id is not None]
     assert tok.encode("[timeout] killed after 0.01s")[0] in out_ids
     assert engine.pool.num_free_blocks == engine.pool.num_blocks
+
+
+def test_abort_while_the_tool_runs_frees_the_blocks_and_drops_the_result(tiny_tokenizer):
+    tok = tiny_tokenizer
+    model, prompt, params, _ = setup(tok)
+    gate = threading.Event()
+    engine = LLMEngine(
+        model, EngineConfig(num_blocks=16), tokenizer=tok, tool_executor=SubprocessExecutor(gate)
+    )
+    rid = engine.add_request(prompt, params)
+    for _ in range(100):
+        engine.step()
+        if engine.scheduler.requests[rid].pending_tool:
+            break
+    assert engine.kv.block_ids(rid)
+    engine.abort(rid)
+    engine.step()
+    assert engine.pool.num_free_blocks == engine.pool.num_blocks and engine.tools.num_running == 0
+    gate.set()
+    assert engine.step() == {} and not engine.has_work()
