@@ -234,19 +234,31 @@ def test_reports_page_renders_a_run_report_card_with_its_plots(ui, tmp_path) -> 
 
 
 def test_each_page_names_its_controls_and_fits_a_dark_small_screen(browser, gateway_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    # A job, so the jobs page has its (wide) table whatever ran before.
+    job = httpx.post(f"{gateway_url}/v1/jobs", json={"stage": "mid", "run": RUN}).json()
     context = browser.new_context(viewport={"width": 390, "height": 800}, color_scheme="dark")
     page = context.new_page()
     try:
         for view in ("chat", "jobs", "models", "reports"):
             page.goto(f"{gateway_url}/#/{view}")
             expect(page.locator(f'main[data-view="{view}"] h1')).to_have_count(1)
+            if view == "jobs":
+                expect(page.locator(".jobs-table")).to_be_visible()
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(tmp_path / f"{view}-dark-small.png"), full_page=True)
             background = page.evaluate("getComputedStyle(document.body).backgroundColor")
             channels = [int(c) for c in re.findall(r"\d+", background)[:3]]
             assert max(channels) < 64, f"dark scheme asked for, body background is {background}"
-            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 0, f"the {view} page is {overflow}px wider than a 390px screen"
+            # Nothing reaches past the screen's right edge, except inside what scrolls by design.
+            wide = page.evaluate(
+                """() => [...document.querySelectorAll("body *")]
+                    .filter((el) => !el.closest(".table-scroll, pre, .visually-hidden, dialog"))
+                    .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 1)
+                    .map((el) => el.tagName + "." + el.className)"""
+            )
+            assert wide == [], f"{view}: wider than a 390px screen: {wide[:5]}"
             # Every control has a name a screen reader can say.
             unnamed = page.evaluate(
                 """() => [...document.querySelectorAll("input, select, textarea, button, a[href]")]
@@ -256,6 +268,7 @@ def test_each_page_names_its_controls_and_fits_a_dark_small_screen(browser, gate
             assert unnamed == [], f"{view}: controls without an accessible name: {unnamed}"
     finally:
         context.close()
+        httpx.post(f"{gateway_url}/v1/jobs/{job['id']}/cancel")
 
 
 def test_stop_half_way_keeps_the_partial_reply(page, gateway_url) -> None:  # type: ignore[no-untyped-def]
