@@ -115,3 +115,44 @@ def test_job_artifacts_list_its_runs_checkpoints(gateway):
     assert {a["name"]: a["metrics"] for a in artifacts}["tiny/sft/step_000001"] == {"val_loss": 2.5}
     other = httpx.post(gateway.url + "/v1/jobs", json={"stage": "base", "run": "fresh"}).json()
     assert httpx.get(gateway.url + f"/v1/jobs/{other['id']}/artifacts").json()["data"] == []
+
+
+def test_events_stream_live_from_redis(gateway, kube, redis_server):
+    """The trainer XADDs to the job's stream; the SSE endpoint relays it, resumes after an id, and
+    ends once the job has ended and the stream is drained."""
+    import json as _json
+    import threading
+
+    from chatforge.events import EVENTS_MAXLEN, job_events_stream
+
+    job_id = httpx.post(gateway.url + "/v1/jobs", json={"stage": "base", "run": "ev"}).json()["id"]
+
+    def trainer() -> None:
+        for step in range(1, 6):
+            record = {"type": "progress", "stage": "base", "step": step, "loss": 1.0 / step}
+            redis_server.xadd(
+                job_events_stream(job_id),
+                {"type": "progress", "data": _json.dumps(record)},
+                maxlen=EVENTS_MAXLEN,
+            )
+            time.sleep(0.1)
+        _set_status(kube, job_id, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
+
+    writer = threading.Thread(target=trainer)
+    writer.start()
+    with httpx.stream("GET", gateway.url + f"/v1/jobs/{job_id}/events", timeout=30) as r:
+        blocks = [b for b in r.read().decode().split("\n\n") if b]
+    writer.join()
+    data = [_json.loads(b.split("data: ", 1)[1]) for b in blocks]
+    assert [d["step"] for d in data if d.get("type") == "progress"] == [1, 2, 3, 4, 5]
+    assert data[0] == {"type": "state", "state": "queued", "message": ""}
+    assert {"type": "state", "state": "succeeded", "message": ""} in data
+    assert blocks[-1].startswith("event: end")
+    ids = [b.split("\n")[0][4:] for b in blocks if b.startswith("id: ")]
+    resumed = httpx.get(
+        gateway.url + f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": ids[2]}, timeout=30
+    ).text
+    assert [
+        _json.loads(b.split("data: ", 1)[1]).get("step") for b in resumed.split("\n\n") if "progress" in b
+    ] == [4, 5]
+    assert 0 < redis_server.ttl(job_events_stream(job_id))  # a finished job's events expire

@@ -65,14 +65,16 @@ async def _follow(state: Any, job_id: str, after: str) -> AsyncGenerator[bytes, 
     jobs = state.jobs
     last_state = ""
     while True:
-        events = await asyncio.to_thread(jobs.read_events, job_id, after, 500)
-        for entry_id, data in events:
-            after = entry_id
-            yield _sse(data, entry_id)
+        # The state first (a client learns where the job stands at once), then whatever events are
+        # there; the stream ends only when the job has ended and a read finds nothing more.
         record = await asyncio.to_thread(jobs.get, job_id)
         if record.state != last_state:
             last_state = record.state
             yield _sse({"type": "state", "state": record.state, "message": record.message}, None)
+        events = await asyncio.to_thread(jobs.read_events, job_id, after, 500)
+        for entry_id, data in events:
+            after = entry_id
+            yield _sse(data, entry_id)
         if record.terminal and not events:
             yield b"event: end\ndata: {}\n\n"
             return
