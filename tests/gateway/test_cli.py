@@ -11,6 +11,8 @@ import time
 
 import httpx
 import openai
+import pytest
+from gateway.settings import SettingsError, load_settings
 
 from chatforge.cli import build_parser
 
@@ -73,3 +75,26 @@ def test_serve_in_local_mode(artifacts, redis_url, tmp_path):
     assert "API keys are OFF" in output  # local mode says so at start
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal (exit status -15 here)
     assert "Application shutdown complete" in output and proc.returncode in (0, -15), output
+
+
+def test_settings_refuse_unsafe_or_invalid_values(monkeypatch):
+
+    with pytest.raises(SettingsError, match="CHATFORGE_GATEWAY_KEY_PEPPER"):
+        load_settings(host="0.0.0.0")  # keys are required off loopback, and the dev pepper is refused
+    assert load_settings(host="0.0.0.0", key_pepper="a-real-secret").auth_required
+    assert not load_settings().auth_required  # 127.0.0.1: local mode without keys
+    monkeypatch.setenv("CHATFORGE_GATEWAY_PORT", "eighty")
+    with pytest.raises(SettingsError, match="CHATFORGE_GATEWAY_PORT"):
+        load_settings()
+    monkeypatch.delenv("CHATFORGE_GATEWAY_PORT")
+    with pytest.raises(SettingsError, match="ray_address"):
+        load_settings(job_backend="ray")
+
+
+def test_serve_refuses_bad_settings_with_a_message():
+    result = subprocess.run(
+        [sys.executable, "-m", "chatforge.cli", "gateway", "serve", "--host", "0.0.0.0"],
+        capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CHATFORGE_GATEWAY_")},
+    )  # fmt: skip
+    assert result.returncode == 2 and "CHATFORGE_GATEWAY_KEY_PEPPER" in result.stderr
