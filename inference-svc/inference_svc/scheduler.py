@@ -1,8 +1,8 @@
 """The continuous-batching scheduler: who computes which tokens this step.
 
-Each step, running sequences go first (a decode is one token; a sequence still prefilling, or one
-with forced tool-output tokens, gets a chunk), then waiting ones are admitted in arrival order, all
-within one token budget, so a long prompt is prefilled in chunks between other sequences' decodes.
+Each step, running sequences go first, decodes before chunks (a decode is one token; a sequence
+still prefilling, or one with forced tool-output tokens, gets a chunk), then waiting ones are
+admitted in arrival order, all within one token budget, so a long prompt is prefilled in chunks between other sequences' decodes.
 When the pool runs dry the youngest running sequence is preempted: its blocks are freed and it
 waits to be recomputed (its full blocks usually survive in the prefix cache, which makes that
 cheap). A request that could never fit, even alone in the pool, is refused when it is added.
@@ -125,25 +125,30 @@ class Scheduler:
         budget = self.max_num_batched_tokens
         scheduled: set[str] = set()
 
-        i = 0
-        while i < len(self.running) and budget > 0:
-            request = self.running[i]
-            if request.pending_tool:
-                i += 1
-                continue
-            n = min(request.num_tokens - request.num_computed_tokens, budget)
-            while self.kv.allocate_slots(request, n) is None:
-                victim = self._youngest_preemptable(scheduled)
-                self._preempt(victim)
-                out.preempted_ids.append(victim.request_id)
-                if victim is request:
+        # Decodes first (one token each, the latency users feel), then the running sequences that
+        # still have a chunk to compute (a long prompt, or forced tool output). A snapshot is walked
+        # because preemption removes sequences from `running` as it goes.
+        for decodes in (True, False):
+            for request in list(self.running):
+                if budget <= 0:
                     break
-            if request.status is not RequestStatus.RUNNING:
-                continue  # preempted itself; the list shrank, so i already points at the next one
-            out.chunks.append(self._chunk(request, n))
-            scheduled.add(request.request_id)
-            budget -= n
-            i += 1
+                remaining = request.num_tokens - request.num_computed_tokens
+                if request.status is not RequestStatus.RUNNING or request.pending_tool:
+                    continue
+                if request.request_id in scheduled or (remaining == 1) != decodes:
+                    continue
+                n = min(remaining, budget)
+                while self.kv.allocate_slots(request, n) is None:
+                    victim = self._youngest_preemptable(scheduled)
+                    self._preempt(victim)
+                    out.preempted_ids.append(victim.request_id)
+                    if victim is request:
+                        break
+                if request.status is not RequestStatus.RUNNING:
+                    continue  # it had to preempt itself
+                out.chunks.append(self._chunk(request, n))
+                scheduled.add(request.request_id)
+                budget -= n
 
         # New work only when nothing was preempted this step: otherwise it would take the blocks
         # the preempted sequences need to come back.

@@ -117,3 +117,20 @@ def test_max_num_seqs_bounds_the_running_batch():
         s.add_request(req(f"r{i}", 2, first=10 * i))
     out, _ = run_step(s)
     assert [c.request_id for c in out.chunks] == ["r0", "r1"] and s.num_waiting == 1
+
+
+def test_decodes_are_scheduled_before_running_chunks():
+    s = make(budget=8)
+    s.add_request(req("a", 2, max_tokens=20))
+    s.add_request(req("b", 2, first=10))
+    run_step(s)
+    s.requests["a"].pending_tool = True
+    run_step(s)
+    assert (
+        s.append_forced_tokens("a", [5, 6, 7, 8, 9, 10, 11]) is None
+    )  # a now has 8 tokens to compute, b one
+    out, _ = run_step(s)
+    assert [(c.request_id, len(c.token_ids), c.sample) for c in out.chunks] == [
+        ("b", 1, True),
+        ("a", 7, False),
+    ]
