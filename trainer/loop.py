@@ -106,7 +106,7 @@ def train_worker(
         stage=cfg.stage, run=cfg.run, log_path=stage_dir / LOG_FILE, total_steps=num_steps,
         enabled=ranks.rank == 0, job_id=cfg.job_id, metrics_port=cfg.metrics_port, console=console,
     )  # fmt: skip
-    step = state["step"]
+    step = start_step = state["step"]
     telemetry.event(
         "start",
         f"[{cfg.run}/{cfg.stage}] {'resuming at' if step else 'starting'} step {step}/{num_steps}: "
@@ -133,7 +133,7 @@ def train_worker(
             telemetry.progress(
                 step=step, loss=loss, lr=cfg.optim.matrix_lr * lr_mult, tokens_per_s=tps,
                 mfu=flops_per_token * tps / peak, eta_s=(num_steps - step) * elapsed / steps_since,
-                tokens_total=step * cfg.total_batch_tokens, print_line=True,
+                tokens_total=(step - start_step) * cfg.total_batch_tokens, print_line=True,
             )  # fmt: skip
             t_last, tokens_since, steps_since = time.perf_counter(), 0, 0
         last = step == num_steps

@@ -116,7 +116,8 @@ class Telemetry:
         self, *, step: int, loss: float, lr: float, tokens_per_s: float, mfu: float, eta_s: float,
         tokens_total: int, print_line: bool,
     ) -> None:  # fmt: skip
-        """One training step's numbers; printed only every log interval, recorded every time."""
+        """One step's numbers (`tokens_total`: trained by this process), recorded as metrics; with
+        `print_line` also as a progress event and a line."""
         if not self.enabled:
             return
         m = self._metrics
