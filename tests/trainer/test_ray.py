@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -46,12 +47,54 @@ def _losses(root: Path) -> dict[int, list[float]]:
     return out
 
 
+class ListenerWatch:
+    """Records every listening socket that a process of this test's tree opens off loopback."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.found: set[tuple[str, str, int]] = set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self.stop.wait(0.3):
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    conns = proc.net_connections(kind="inet")
+                    name = proc.name()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                for c in conns:
+                    if c.status == psutil.CONN_LISTEN and not _loopback(c.laddr.ip):
+                        self.found.add((name, c.laddr.ip, c.laddr.port))
+
+
+def _loopback(ip: str) -> bool:
+    return ip.removeprefix("::ffff:").startswith("127.") or ip == "::1"
+
+
 @pytest.fixture(scope="module")
-def two_worker_losses(ray_cluster, artifacts, corpus_dir, tmp_path_factory):
+def two_worker_run(ray_cluster, artifacts, corpus_dir, tmp_path_factory):
     root = _store(tmp_path_factory.mktemp("two"), artifacts)
     cfg = tiny_config("base", root, corpus_dir, num_steps=STEPS, workers=2, checkpoint_every_steps=2)
-    run_stage(cfg, launcher="ray")
-    return _losses(root)
+    watch = ListenerWatch()
+    watch.thread.start()
+    try:
+        run_stage(cfg, launcher="ray")
+    finally:
+        watch.stop.set()
+        watch.thread.join()
+    return _losses(root), watch.found
+
+
+@pytest.fixture(scope="module")
+def two_worker_losses(two_worker_run):
+    return two_worker_run[0]
+
+
+def test_ray_training_listens_on_loopback_only(two_worker_run):
+    assert two_worker_run[1] == set()
 
 
 def test_one_and_two_workers_give_the_same_losses(two_worker_losses, artifacts, corpus_dir, tmp_path):
