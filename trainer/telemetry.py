@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chatforge.events import EVENTS_MAXLEN, job_events_stream
+
 log = logging.getLogger(__name__)
 
 # MFU needs the device's peak. CPUs have no single published number; we use 50 GFLOP/s of float32
@@ -28,11 +30,6 @@ CPU_PEAK_FLOPS_PER_CORE = 50e9
 # Dense bfloat16 peaks from the vendors' data sheets (no sparsity).
 GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 LOG_FILE = "log.jsonl"  # per stage directory
-EVENTS_MAXLEN = 10_000  # per job stream; old events are trimmed (approximately) past this
-
-
-def events_stream(job_id: str) -> str:
-    return f"chatforge:job:{job_id}:events"
 
 
 def peak_flops(device: Any) -> float:
@@ -98,7 +95,7 @@ class Telemetry:
             f.write(json.dumps(record) + "\n")
         if self._redis is not None:
             self._redis.xadd(
-                events_stream(self.job_id),
+                job_events_stream(self.job_id),
                 {"type": kind, "data": json.dumps(record)},
                 maxlen=EVENTS_MAXLEN,
                 approximate=True,

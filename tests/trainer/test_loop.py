@@ -117,7 +117,8 @@ def test_progress_events_reach_redis_and_prometheus(artifacts, corpus_dir, tmp_p
     import json
 
     from chatforge import redisconn
-    from trainer.telemetry import Telemetry, events_stream
+    from chatforge.events import job_events_stream
+    from trainer.telemetry import Telemetry
 
     monkeypatch.delenv("REDIS_URL", raising=False)
     redis = redisconn.connect(embedded_dir=tmp_path / "redis")
@@ -135,7 +136,7 @@ def test_progress_events_reach_redis_and_prometheus(artifacts, corpus_dir, tmp_p
             print_line=True,
         )
         t.validation(step=3, bpb=1.25)
-        entries = redis.xrange(events_stream("job-abc"))
+        entries = redis.xrange(job_events_stream("job-abc"))
         assert [e[1]["type"] for e in entries] == ["progress", "validation"]
         assert json.loads(entries[0][1]["data"])["loss"] == 2.5
         value = t.registry.get_sample_value
