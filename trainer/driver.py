@@ -158,7 +158,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     joined = config.get("rendezvous") == "file" and context.get_world_size() > 1
     if joined:
-        _join_by_file(Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size())
+        join_process_group_by_file(Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size())
 
     restart_from = None
     reported = ray.train.get_checkpoint()
@@ -183,7 +183,7 @@ def _ray_worker(config: dict[str, Any]) -> None:
             dist.destroy_process_group()
 
 
-def _join_by_file(directory: Path, rank: int, world_size: int) -> None:
+def join_process_group_by_file(directory: Path, rank: int, world_size: int) -> None:
     """gloo process group through a FileStore; a fresh file per worker-group attempt, named by rank 0."""
     import uuid
 

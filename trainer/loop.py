@@ -14,7 +14,6 @@ targets are all masked contributes exactly zero.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from chatforge.model import GPT, GPTConfig, autocast_dtype, token_budget
 from chatforge.tokenizer import Tokenizer
+from trainer.eval.bpb import bits_per_byte_of, bpb_totals
 
 from .config import TrainConfig, TrainError
 from .data import StepLoader, merge_positions
@@ -240,13 +240,13 @@ def evaluate_bpb(model: GPT, cfg: TrainConfig, data: StageData, ranks: Ranks, to
             with torch.autocast(
                 ranks.device.type, dtype=autocast_dtype(ranks.device), enabled=ranks.device.type == "cuda"
             ):
-                losses = model(x, y, loss_reduction="none").double()
-            nbytes = token_bytes[y.clamp(min=0)] * (y != -1)
-            totals[0] += (losses * (nbytes > 0)).sum()
-            totals[1] += nbytes.sum()
+                losses = model(x, y, loss_reduction="none")
+            totals += torch.tensor(
+                bpb_totals(losses, y, token_bytes), dtype=torch.float64, device=ranks.device
+            )
     ranks.sum_(totals)
     model.train()
-    return float(totals[0] / (math.log(2) * totals[1].clamp(min=1)))
+    return bits_per_byte_of(float(totals[0]), float(totals[1]))
 
 
 @torch.no_grad()

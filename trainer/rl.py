@@ -359,14 +359,14 @@ def _ray_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch.distributed as dist
 
-    from .driver import _join_by_file
+    from trainer.driver import join_process_group_by_file
 
     os.environ.update(config["env"])
     torch.set_num_threads(int(config["env"]["OMP_NUM_THREADS"]))
     context = ray.train.get_context()
     joined = config.get("rendezvous") == "file" and context.get_world_size() > 1
     if joined:
-        _join_by_file(Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size())
+        join_process_group_by_file(Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size())
     try:
         metrics = rl_worker(config["rl"])
     finally:
