@@ -171,6 +171,8 @@ class Preset:
     name: str
     tokenizer: TokenizerConfig
     stages: tuple[TrainConfig, ...]
+    eval_docs: int = 200  # validation documents for each stage's bits per byte
+    eval_examples: int = 0  # per chat eval task; 0 = all
 
 
 def preset(name: str, *, run: str, artifacts_dir: str, corpus_dir: str, workers: int = 1) -> Preset:
@@ -210,6 +212,8 @@ def tiny(*, run: str, artifacts_dir: str, corpus_dir: str, workers: int = 1) -> 
             TrainConfig(stage="mid", num_steps=60, eval_every_steps=30, task_rows=3000, **common),  # type: ignore[arg-type]
             TrainConfig(stage="sft", num_steps=40, eval_every_steps=20, task_rows=1000, **common),  # type: ignore[arg-type]
         ),
+        eval_docs=50,  # a quick bits-per-byte and 16 examples per chat task keep the evals to seconds
+        eval_examples=16,
     )
 
 

@@ -47,6 +47,9 @@ def run_demo(
     for stage in ("base", "mid", "sft"):
         path = store.resolve_checkpoint(f"{RUN}/{stage}")
         print(f"  {stage:<12} {path}  (log: {path.parent / 'log.jsonl'})")
+    print(f"  report card  {store.run_dir(RUN) / 'report' / 'report.md'}")
+    print()
+    print(f"chat with it:  chatforge chat --artifacts {root} --checkpoint {RUN}/sft")
 
 
 def chat_sample(root: Path, questions: tuple[str, ...], max_tokens: int = 48) -> list[tuple[str, str]]:

@@ -158,7 +158,9 @@ def _ray_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     joined = config.get("rendezvous") == "file" and context.get_world_size() > 1
     if joined:
-        join_process_group_by_file(Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size())
+        join_process_group_by_file(
+            Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size()
+        )
 
     restart_from = None
     reported = ray.train.get_checkpoint()
