@@ -26,7 +26,9 @@ _TYPES = {f.name: f.type for f in fields(TrainConfig)}
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="run one training stage (tokenizer, base, mid, sft)")
+    train = subparsers.add_parser(
+        "train", help="run one stage (tokenizer, base, mid, sft, eval, rl, report) or the pipeline"
+    )
     train_sub = train.add_subparsers(dest="stage", required=True, metavar="<stage>")
     tok = train_sub.add_parser("tokenizer", help="train the BPE tokenizer on the corpus")
     _common(tok)
@@ -41,10 +43,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         _train_flags(p)
         p.set_defaults(func=_cli_train)
 
+    from .eval.cli import add_train_stages
+
+    add_train_stages(train_sub)
+
     # `chatforge pipeline` and `chatforge train pipeline` (the form the jobs API runs) are the same
     for pipe in (
-        subparsers.add_parser("pipeline", help="tokenizer -> base -> mid -> sft, skipping finished stages"),
-        train_sub.add_parser("pipeline", help="tokenizer -> base -> mid -> sft, skipping finished stages"),
+        subparsers.add_parser(
+            "pipeline", help="tokenizer -> base -> mid -> sft -> eval -> report, skipping finished stages"
+        ),
+        train_sub.add_parser(
+            "pipeline", help="tokenizer -> base -> mid -> sft -> eval -> report, skipping finished stages"
+        ),
     ):
         _common(pipe)
         pipe.add_argument("--corpus-dir", default="data/corpus", help="parquet corpus (default: data/corpus)")

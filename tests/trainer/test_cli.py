@@ -13,7 +13,7 @@ def test_cli_surface_is_frozen():
     sub = next(a for a in parser._actions if a.dest == "command").choices
     assert {"train", "pipeline", "demo"} <= set(sub)
     stages = next(a for a in sub["train"]._actions if a.dest == "stage").choices
-    assert list(stages) == ["tokenizer", "base", "mid", "sft", "pipeline"]
+    assert list(stages) == ["tokenizer", "base", "mid", "sft", "eval", "rl", "report", "pipeline"]
     flags = {o for a in stages["base"]._actions for o in a.option_strings}
     expected = {"--" + f.replace("_", "-") for f in TRAIN_FLAGS} | {
         "--run", "--artifacts", "--preset", "--local", "--gpu", "--no-resume", "-h", "--help",
@@ -72,3 +72,20 @@ def test_tokenizer_stage_trains_once_then_skips(tmp_path, corpus_dir, capsys):
     assert (tmp_path / "tokenizers" / "tk" / "tokenizer.json").is_file()
     assert main(argv) == 0
     assert "skipping" in capsys.readouterr().out
+
+
+def test_every_jobs_api_stage_is_a_train_subcommand():
+    # The gateway runs `chatforge train <stage> --run R --job-id ID --flag value` for every stage it
+    # accepts; each must parse, and eval measures `run/<stage>`.
+    from gateway.jobs.spec import STAGES, JobRequest, entrypoint
+
+    parser = build_parser()
+    for stage in STAGES:
+        config = {"stage": "mid"} if stage == "eval" else {}
+        words = entrypoint(
+            "chatforge train", JobRequest(stage=stage, run="r1", config=config), "job-1"
+        ).split()
+        args = parser.parse_args(words[1:])
+        assert args.run == "r1" and getattr(args, "job_id", "job-1") == "job-1"
+        if stage == "eval":
+            assert args.stage == "mid"

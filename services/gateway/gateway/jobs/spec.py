@@ -13,12 +13,14 @@ import secrets
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# What `chatforge train <stage>` runs (trainer/cli.py); "pipeline" is tokenizer -> base -> mid -> sft.
-STAGES: tuple[str, ...] = ("tokenizer", "base", "mid", "sft", "pipeline")
+# What `chatforge train <stage>` runs (trainer/cli.py); "pipeline" is tokenizer -> base -> mid -> sft
+# -> eval -> report; "eval" measures one stage's checkpoint (`config.stage`, default sft).
+Stage = Literal["tokenizer", "base", "mid", "sft", "rl", "eval", "report", "pipeline"]
+STAGES: tuple[str, ...] = get_args(Stage)
 STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 _FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -31,7 +33,7 @@ Scalar = bool | int | float | str
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    stage: Literal["tokenizer", "base", "mid", "sft", "pipeline"]
+    stage: Stage
     run: str = Field(default="demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     config: dict[str, Scalar] = Field(default_factory=dict, max_length=64)
 
