@@ -171,8 +171,9 @@ class LLMEngine:
             tokens = sample(logits, [r.sampling for r in requests], [r.generator for r in requests])
             updates = self.scheduler.update_from_output(output, dict(zip(request_ids, tokens, strict=True)))
             now = time.monotonic()
-            for update in updates:
-                self._on_token(update, now)
+            generated = sum(self._on_token(update, now) for update in updates)
+            if generated:  # one counter update per step, not per token
+                self.metrics.generation_tokens.inc(generated)
         self._update_gauges()
         return self._take_items()
 
@@ -211,12 +212,12 @@ class LLMEngine:
                 self.metrics.requests_finished.labels("abort").inc()
                 self._forget(entry)
 
-    def _on_token(self, update: RequestUpdate, now: float) -> None:
+    def _on_token(self, update: RequestUpdate, now: float) -> int:
+        """Stream one sampled token; returns how many tokens it generated (0 or 1)."""
         request, token = update.request, update.new_token_id
         track = self._tracks.get(request.request_id)
         if track is None or token is None:
-            return
-        self.metrics.generation_tokens.inc()
+            return 0
         if track.first_token_s is None:
             track.first_token_s = now
             self.metrics.time_to_first_token.observe(now - request.arrival_s)
@@ -240,6 +241,7 @@ class LLMEngine:
                 track.items.append(StreamItem(event=Event("tool_call", {"code": call.code})))
         if reason is not None:
             self._finish(track, reason)
+        return 1
 
     def _visible_text(self, track: _Track, token: int) -> str:
         """Text of ordinary tokens outside python blocks; specials and tool code carry no text."""

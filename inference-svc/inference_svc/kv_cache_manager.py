@@ -20,6 +20,9 @@ class KVCacheManager:
         self.pool = pool
         self.block_size = block_size
         self.req_to_blocks: dict[str, list[KVBlock]] = {}
+        # The same tables as block ids, kept alongside: the runner reads them every step, and
+        # rebuilding them from the blocks cost a Python loop per block of every running sequence.
+        self._req_to_ids: dict[str, list[int]] = {}
         self._req_hashes: dict[str, list[BlockHash]] = {}  # chained hashes of each full block so far
         self._num_registered: dict[str, int] = {}  # leading blocks of each table already offered to the cache
         self.prefix_queries = 0  # prompt tokens looked up in the prefix cache
@@ -57,6 +60,9 @@ class KVCacheManager:
         num_computed = request.num_computed_tokens + len(computed) * self.block_size
         total_tokens = num_computed + num_new_tokens
         need = -(-total_tokens // self.block_size) - len(table) - len(computed)
+        if need <= 0 and not computed:  # the common decode step: room left in the last block
+            self._cache_full_blocks(request, total_tokens)
+            return []
         # Reused blocks that are currently free come out of the free queue, so they count against it.
         reclaimed = sum(1 for b in computed if b.ref_cnt == 0)
         if need + reclaimed > self.pool.num_free_blocks:
@@ -64,21 +70,25 @@ class KVCacheManager:
                 del self.req_to_blocks[request.request_id]
             return None
         self.pool.touch(computed)
-        table.extend(computed)
         new_blocks = self.pool.get_new_blocks(max(need, 0))
+        table.extend(computed)
         table.extend(new_blocks)
+        ids = self._req_to_ids.setdefault(request.request_id, [])
+        ids.extend(b.block_id for b in computed)
+        ids.extend(b.block_id for b in new_blocks)
         self._cache_full_blocks(request, total_tokens)
         return new_blocks
 
     def free(self, request: Request) -> None:
         """Return a request's blocks, tail first so shared prefixes stay cached the longest."""
         blocks = self.req_to_blocks.pop(request.request_id, [])
+        self._req_to_ids.pop(request.request_id, None)
         self._req_hashes.pop(request.request_id, None)
         self._num_registered.pop(request.request_id, None)
         self.pool.free_blocks(reversed(blocks))
 
     def block_ids(self, request_id: str) -> list[int]:
-        return [b.block_id for b in self.req_to_blocks.get(request_id, [])]
+        return list(self._req_to_ids.get(request_id, ()))
 
     def blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
@@ -97,9 +107,11 @@ class KVCacheManager:
     def _cache_full_blocks(self, request: Request, num_tokens: int) -> None:
         if not self.pool.enable_caching:
             return
+        done = self._num_registered.get(request.request_id, 0)
+        if num_tokens // self.block_size <= done:
+            return  # no block filled up since the last call
         table = self.req_to_blocks[request.request_id]
         hashes = self._hashes(request)
-        done = self._num_registered.get(request.request_id, 0)
         full = min(num_tokens // self.block_size, len(hashes))
         for i in range(done, full):
             self.pool.cache_full_block(table[i], hashes[i])

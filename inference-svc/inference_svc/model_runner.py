@@ -22,7 +22,9 @@ class ModelRunner:
     def execute(self, output: SchedulerOutput) -> tuple[list[str], torch.Tensor]:
         """Compute every scheduled chunk in one flattened forward; returns the ids of the requests
         that sample this step and their last-position logits (rows, vocab)."""
-        chunks = output.chunks
+        # Decodes first, longest block table first: adjacent decodes of similar length share one
+        # gather and one attention call per layer (see paged_attention.build_metadata).
+        chunks = sorted(output.chunks, key=lambda c: (len(c.token_ids) != 1, -len(c.block_ids)))
         ids = [t for c in chunks for t in c.token_ids]
         meta = build_metadata(
             [(c.start_pos, c.block_ids) for c in chunks],
@@ -41,13 +43,18 @@ class ModelRunner:
 
         # Only the sampling rows need the head: a prefill chunk of 1,000 tokens would otherwise pay
         # a 1,000 x vocab matmul (as much as the whole body of a small model) for logits nobody reads.
-        # The model stays unchanged: a forward pre-hook on its head picks the rows for this call.
-        def pick_rows(module: Any, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
-            return (args[0].index_select(1, selected),)
+        # The model stays unchanged: a forward pre-hook on its head picks the rows for this call
+        # (none when every row samples, as in a step of decodes only).
+        hook = None
+        if len(rows) != len(ids):
 
-        hook = self.model.lm_head.register_forward_pre_hook(pick_rows)
+            def pick_rows(module: Any, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
+                return (args[0].index_select(1, selected),)
+
+            hook = self.model.lm_head.register_forward_pre_hook(pick_rows)
         try:
             logits = self.model(idx, positions=meta.positions.view(1, -1), attention=self.backend.bind(meta))
         finally:
-            hook.remove()
+            if hook is not None:
+                hook.remove()
         return sampling_ids, logits[0]

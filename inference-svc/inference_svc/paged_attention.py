@@ -4,8 +4,8 @@ The model runner flattens a step's chunks into one (1, N) batch. Every layer han
 values to the backend, which scatters them into the pool through the step's slot mapping (one pool
 slot per token), then attends each query over its own sequence's blocks, causally by position.
 
-- `PortableAttention` gathers each sequence's blocks and calls scaled-dot-product attention: all
-  decodes of a step in one padded batch, each prefill chunk on its own (a chunk with no cached
+- `PortableAttention` gathers each sequence's blocks and calls scaled-dot-product attention: the
+  decodes of a step in a few padded batches of similar length, each prefill chunk on its own (a chunk with no cached
   context attends over its fresh keys directly). It runs anywhere and is the reference.
 - `FlexPagedAttention` (CUDA) calls FlexAttention once for the whole step against the entire pool,
   with a block mask that maps each query's sequence to the physical blocks it owns: no gather, and
@@ -57,16 +57,19 @@ class KVCache:
 
 @dataclass
 class DecodeGroup:
-    rows: torch.Tensor  # (S,) rows of these sequences in the flat batch
-    tables: torch.Tensor  # (S, max_blocks) block ids, padded with 0
-    bias: torch.Tensor  # (S, max_blocks * block_size) 0 inside each context, -inf past its end
+    first: int  # rows first .. first + size - 1 of the flat batch, one decode each
+    size: int
+    flat_table: torch.Tensor  # (size * max_blocks,) block ids, each table padded with block 0
+    bias: torch.Tensor  # (size, max_blocks * block_size) 0 inside each context, -inf past its end
 
 
-# Decode sequences are grouped so that padding to the longest table in a group costs at most this
-# share of extra blocks. On CPU the gather and the attention are memory-bound: for 32 sequences of
-# 30 to 800 tokens one padded batch took 40 ms a step (4-layer, 256-wide model), groups 23-27 ms;
-# allowances from 0 to 0.1 measured the same, 0.25 and above slower.
-MAX_DECODE_PADDING = 0.1
+# A run of decodes that are adjacent in the batch (the runner puts them first, longest table
+# first) shares one gather and one attention call, padded to its longest table, until the padding
+# would exceed this many key slots. Measured on one thread (32 sequences of 40-500 tokens, 2 KV
+# heads of 64): per-group calls cost about as much as gathering and attending over ~500 padded
+# slots, and groups closed at 512 padded slots took half the time of groups closed at 10% padding
+# (which made 7-9 groups) or of one group padded to the longest.
+MAX_DECODE_PADDING_SLOTS = 512
 
 
 @dataclass
@@ -75,7 +78,7 @@ class StepMetadata:
 
     slot_mapping: torch.Tensor  # (N,) pool slot (block_id * block_size + offset) of each new token
     positions: torch.Tensor  # (N,) absolute position of each token
-    # Sequences computing exactly one token, batched in groups of similar context length.
+    # Sequences computing exactly one token, in runs of adjacent rows of similar context length.
     decode_groups: list[DecodeGroup]
     # Prefill chunks: (first row, rows, start position, block ids) each.
     prefills: list[tuple[int, int, int, torch.Tensor]]
@@ -88,63 +91,75 @@ class StepMetadata:
 def build_metadata(
     chunks: list[tuple[int, list[int]]], num_tokens: list[int], block_size: int, device: torch.device
 ) -> StepMetadata:
-    """`chunks`: (start position, block ids) per sequence; `num_tokens`: tokens computed per sequence."""
+    """`chunks`: (start position, block ids) per sequence; `num_tokens`: tokens computed per sequence.
+
+    Any order is correct; decodes placed next to each other, longest table first (the runner's
+    order), share their attention calls."""
+    bs = block_size
     slots: list[int] = []
     positions: list[int] = []
     seq_of_row: list[int] = []
-    decodes: list[tuple[int, list[int], int]] = []
+    run: list[tuple[int, list[int], int]] = []  # the current run of adjacent decodes
+    runs: list[list[tuple[int, list[int], int]]] = [run]
     prefills: list[tuple[int, int, int, torch.Tensor]] = []
     row = 0
     for s, ((start, blocks), n) in enumerate(zip(chunks, num_tokens, strict=True)):
-        for p in range(start, start + n):
-            slots.append(blocks[p // block_size] * block_size + p % block_size)
-        positions.extend(range(start, start + n))
-        seq_of_row.extend([s] * n)
         if n == 1:
-            decodes.append((row, blocks, start + 1))
+            slots.append(blocks[start // bs] * bs + start % bs)
+            positions.append(start)
+            seq_of_row.append(s)
+            run.append((row, blocks, start + 1))
         else:
+            slots.extend(blocks[p // bs] * bs + p % bs for p in range(start, start + n))
+            positions.extend(range(start, start + n))
+            seq_of_row.extend([s] * n)
             prefills.append((row, n, start, torch.tensor(blocks, dtype=torch.long, device=device)))
+            run = []
+            runs.append(run)
         row += n
 
     def as_long(x: list[Any]) -> torch.Tensor:
         return torch.tensor(x, dtype=torch.long, device=device)
 
+    groups = [g for r in runs for g in _split_run(r, bs)]
     return StepMetadata(
         slot_mapping=as_long(slots),
         positions=as_long(positions),
-        decode_groups=[_decode_group(g, block_size, device) for g in _group_by_length(decodes)],
+        decode_groups=[_decode_group(g, bs, device) for g in groups],
         prefills=prefills,
         seq_of_row=as_long(seq_of_row),
-        block_tables=[list(blocks) for _, blocks in chunks],
+        block_tables=[blocks for _, blocks in chunks],
     )
 
 
-def _group_by_length(decodes: list[tuple[int, list[int], int]]) -> list[list[tuple[int, list[int], int]]]:
-    """Longest first; a group closes when padding to its first table would exceed the allowance."""
+def _split_run(
+    run: list[tuple[int, list[int], int]], block_size: int
+) -> list[list[tuple[int, list[int], int]]]:
+    """Cut a run of adjacent decodes where padding to the widest table so far would exceed the
+    allowance (a run sorted longest first pads each member to its first table)."""
     groups: list[list[tuple[int, list[int], int]]] = []
-    real = 0
-    for entry in sorted(decodes, key=lambda d: -len(d[1])):
-        if groups:
-            width = len(groups[-1][0][1])
-            if width * (len(groups[-1]) + 1) <= (1 + MAX_DECODE_PADDING) * (real + len(entry[1])):
-                groups[-1].append(entry)
-                real += len(entry[1])
-                continue
-        groups.append([entry])
-        real = len(entry[1])
+    width = real = 0
+    for entry in run:
+        w, n = max(width, len(entry[1])), entry[2]
+        if groups and w * block_size * (len(groups[-1]) + 1) - (real + n) <= MAX_DECODE_PADDING_SLOTS:
+            groups[-1].append(entry)
+            width, real = w, real + n
+        else:
+            groups.append([entry])
+            width, real = len(entry[1]), n
     return groups
 
 
 def _decode_group(
     group: list[tuple[int, list[int], int]], block_size: int, device: torch.device
 ) -> DecodeGroup:
-    width = len(group[0][1])
-    tables = torch.tensor([b + [0] * (width - len(b)) for _, b, _ in group], dtype=torch.long, device=device)
+    width = max(len(b) for _, b, _ in group)
+    flat = [i for _, b, _ in group for i in (b if len(b) == width else b + [0] * (width - len(b)))]
     lens = torch.tensor([n for _, _, n in group], dtype=torch.long, device=device)
     past_end = torch.arange(width * block_size, device=device).view(1, -1) >= lens.view(-1, 1)
-    bias = torch.zeros(past_end.shape, device=device).masked_fill(past_end, float("-inf"))
-    rows = torch.tensor([r for r, _, _ in group], dtype=torch.long, device=device)
-    return DecodeGroup(rows, tables, bias)
+    bias = torch.zeros(past_end.shape, device=device).masked_fill_(past_end, float("-inf"))
+    flat_table = torch.tensor(flat, dtype=torch.long, device=device)
+    return DecodeGroup(group[0][0], len(group), flat_table, bias)
 
 
 class _PagedBackend:
@@ -177,7 +192,8 @@ class PortableAttention(_PagedBackend):
         out = torch.empty_like(q[0])  # (N, H, D)
         gqa = q.size(2) != k.size(2)
         for group in meta.decode_groups:
-            out[group.rows] = self._decode(q[0, group.rows], kc, vc, group).to(out.dtype)
+            rows = slice(group.first, group.first + group.size)
+            out[rows] = self._decode(q[0, rows], kc, vc, group)
         for first, n, start, blocks in meta.prefills:
             qp = q[0, first : first + n].transpose(0, 1).unsqueeze(0)  # (1, H, n, D)
             if start == 0:  # nothing cached before the chunk: plain causal attention on its own keys
@@ -202,7 +218,7 @@ class PortableAttention(_PagedBackend):
         copies whole blocks and an additive mask is prepared once per step: measured 0.9 ms against
         2.7 ms for fancy indexing and a boolean mask (32 sequences of ~300 tokens, one thread)."""
         S, H, D = q.shape
-        flat = group.tables.flatten()
+        flat = group.flat_table
         kd = kc.index_select(0, flat).view(S, -1, *kc.shape[2:]).transpose(1, 2)  # (S, Hkv, L, D)
         vd = vc.index_select(0, flat).view(S, -1, *vc.shape[2:]).transpose(1, 2)
         bias = group.bias.to(q.dtype).view(S, 1, 1, -1)

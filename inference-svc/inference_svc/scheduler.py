@@ -126,29 +126,29 @@ class Scheduler:
         scheduled: set[str] = set()
 
         # Decodes first (one token each, the latency users feel), then the running sequences that
-        # still have a chunk to compute (a long prompt, or forced tool output). A snapshot is walked
-        # because preemption removes sequences from `running` as it goes.
-        for decodes in (True, False):
-            for request in list(self.running):
-                if budget <= 0:
+        # still have a chunk to compute (a long prompt, or forced tool output). Both lists are
+        # snapshots: preemption removes sequences from `running` as it goes.
+        decodes, chunks = [], []
+        for request in self.running:
+            if not request.pending_tool:
+                (decodes if request.num_tokens - request.num_computed_tokens == 1 else chunks).append(request)
+        for request in decodes + chunks:
+            if budget <= 0:
+                break
+            if request.status is not RequestStatus.RUNNING:
+                continue  # preempted by one scheduled before it
+            n = min(request.num_tokens - request.num_computed_tokens, budget)
+            while self.kv.allocate_slots(request, n) is None:
+                victim = self._youngest_preemptable(scheduled)
+                self._preempt(victim)
+                out.preempted_ids.append(victim.request_id)
+                if victim is request:
                     break
-                remaining = request.num_tokens - request.num_computed_tokens
-                if request.status is not RequestStatus.RUNNING or request.pending_tool:
-                    continue
-                if request.request_id in scheduled or (remaining == 1) != decodes:
-                    continue
-                n = min(remaining, budget)
-                while self.kv.allocate_slots(request, n) is None:
-                    victim = self._youngest_preemptable(scheduled)
-                    self._preempt(victim)
-                    out.preempted_ids.append(victim.request_id)
-                    if victim is request:
-                        break
-                if request.status is not RequestStatus.RUNNING:
-                    continue  # it had to preempt itself
-                out.chunks.append(self._chunk(request, n))
-                scheduled.add(request.request_id)
-                budget -= n
+            if request.status is not RequestStatus.RUNNING:
+                continue  # it had to preempt itself
+            out.chunks.append(self._chunk(request, n))
+            scheduled.add(request.request_id)
+            budget -= n
 
         # New work only when nothing was preempted this step: otherwise it would take the blocks
         # the preempted sequences need to come back.
