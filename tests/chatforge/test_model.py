@@ -127,3 +127,12 @@ def test_reference_generate_greedy_and_seeded():
     assert stop == greedy[: greedy.index(greedy[2]) + 1]
     with pytest.raises(ValueError, match="at least one"):
         list(model.generate([], 3))
+
+
+def test_softcap_matches_the_plain_expression_and_its_gradient():
+    from chatforge.model import softcap
+
+    x = (torch.randn(64, 50, dtype=torch.float64) * 30).requires_grad_()
+    y = softcap(x, 15.0)
+    assert torch.allclose(y, 15.0 * torch.tanh(x / 15.0))
+    assert torch.autograd.gradcheck(lambda t: softcap(t, 15.0), (x[:4, :5].detach().requires_grad_(),))
