@@ -126,7 +126,7 @@ def build_metadata(
     return StepMetadata(
         slot_mapping=as_long(slots),
         positions=as_long(positions),
-        decode_groups=[_decode_group(g, bs, device) for g in groups],
+        decode_groups=_decode_groups(groups, bs, device),
         prefills=prefills,
         seq_of_row=as_long(seq_of_row),
         block_tables=[blocks for _, blocks in chunks],
@@ -151,16 +151,25 @@ def _split_run(
     return groups
 
 
-def _decode_group(
-    group: list[tuple[int, list[int], int]], block_size: int, device: torch.device
-) -> DecodeGroup:
-    width = max(len(b) for _, b, _ in group)
-    flat = [i for _, b, _ in group for i in (b if len(b) == width else b + [0] * (width - len(b)))]
-    lens = torch.tensor([n for _, _, n in group], dtype=torch.long, device=device)
-    past_end = torch.arange(width * block_size, device=device).view(1, -1) >= lens.view(-1, 1)
+def _decode_groups(
+    groups: list[list[tuple[int, list[int], int]]], block_size: int, device: torch.device
+) -> list[DecodeGroup]:
+    """The tensors of every group from a few per-step tensors (one table, one mask), each group
+    reading its own slice: the per-group tensor building was a tenth of a decode step."""
+    if not groups:
+        return []
+    widths = [max(len(b) for _, b, _ in g) for g in groups]
+    flat = [i for g, w in zip(groups, widths, strict=True) for _, b, _ in g for i in b + [0] * (w - len(b))]
+    lens = torch.tensor([n for g in groups for _, _, n in g], dtype=torch.long, device=device)
+    past_end = torch.arange(max(widths) * block_size, device=device).view(1, -1) >= lens.view(-1, 1)
     bias = torch.zeros(past_end.shape, device=device).masked_fill_(past_end, float("-inf"))
-    flat_table = torch.tensor(flat, dtype=torch.long, device=device)
-    return DecodeGroup(group[0][0], len(group), flat_table, bias)
+    table = torch.tensor(flat, dtype=torch.long, device=device)
+    out, row, pos = [], 0, 0
+    for g, w in zip(groups, widths, strict=True):
+        n = len(g)
+        out.append(DecodeGroup(g[0][0], n, table[pos : pos + n * w], bias[row : row + n, : w * block_size]))
+        row, pos = row + n, pos + n * w
+    return out
 
 
 class _PagedBackend:
@@ -222,7 +231,7 @@ class PortableAttention(_PagedBackend):
         flat = group.flat_table
         kd = kc.index_select(0, flat).view(S, -1, *kc.shape[2:]).transpose(1, 2)  # (S, Hkv, L, D)
         vd = vc.index_select(0, flat).view(S, -1, *vc.shape[2:]).transpose(1, 2)
-        bias = group.bias.to(q.dtype).view(S, 1, 1, -1)
+        bias = group.bias.to(q.dtype)[:, None, None, :]  # a column slice of the step's mask
         y = F.scaled_dot_product_attention(q.unsqueeze(2), kd, vd, attn_mask=bias, enable_gqa=H != kd.size(1))
         return y.squeeze(2)
 
