@@ -98,3 +98,16 @@ def test_serve_refuses_bad_settings_with_a_message():
         env={k: v for k, v in os.environ.items() if not k.startswith("CHATFORGE_GATEWAY_")},
     )  # fmt: skip
     assert result.returncode == 2 and "CHATFORGE_GATEWAY_KEY_PEPPER" in result.stderr
+
+
+def test_local_mode_finds_the_checkpoints_tokenizer(artifacts, tmp_path):
+    from gateway.runtime import local_tokenizer_name
+
+    from chatforge.artifacts import ArtifactError, ArtifactStore
+
+    store = ArtifactStore(artifacts)
+    assert local_tokenizer_name(load_settings(checkpoint="tiny/sft"), store) == "default"  # from its meta
+    assert local_tokenizer_name(load_settings(tokenizer_name="other"), store) == "other"
+    assert local_tokenizer_name(load_settings(), store) == "default"  # the only one there
+    with pytest.raises(ArtifactError, match="which tokenizer.*CHATFORGE_GATEWAY_TOKENIZER_NAME"):
+        local_tokenizer_name(load_settings(), ArtifactStore(tmp_path))

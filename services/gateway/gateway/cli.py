@@ -73,7 +73,15 @@ def _serve(args: argparse.Namespace) -> int:
         )
         await uvicorn.Server(config).serve()
 
-    asyncio.run(main())
+    from chatforge.artifacts import ArtifactError
+    from chatforge.checkpoint import CheckpointError
+    from chatforge.tokenizer import TokenizerError
+
+    try:
+        asyncio.run(main())
+    except (ArtifactError, CheckpointError, TokenizerError) as e:  # a setting the user can fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

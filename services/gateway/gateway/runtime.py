@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from chatforge.artifacts import ArtifactStore
+from chatforge.artifacts import ArtifactError, ArtifactStore
 from gateway.codec import LocalCodec, TextCodec, connect_grpc
 from gateway.inference import InferenceClient
 from gateway.jobs.backend import JobBackend
@@ -23,7 +23,26 @@ async def build_codec(settings: Settings) -> TextCodec:
     from chatforge.tokenizer import Tokenizer
 
     store = ArtifactStore.from_env(settings.artifacts_root)
-    return LocalCodec(Tokenizer.load(store.find_tokenizer(settings.tokenizer_name)))
+    return LocalCodec(Tokenizer.load(store.find_tokenizer(local_tokenizer_name(settings, store))))
+
+
+def local_tokenizer_name(settings: Settings, store: ArtifactStore) -> str:
+    """The tokenizer set in the settings, else the one the served checkpoint was trained with."""
+    if settings.tokenizer_name:
+        return settings.tokenizer_name
+    if settings.checkpoint:
+        from chatforge.checkpoint import read_meta
+
+        name = read_meta(store.resolve_checkpoint(settings.checkpoint)).get("tokenizer")
+        if name:
+            return str(name)
+    known = store.tokenizers()
+    if len(known) == 1:  # one machine, one tokenizer: nothing to choose
+        return known[0]
+    raise ArtifactError(
+        f"which tokenizer? {store.root} holds {', '.join(known) or 'none'}: set CHATFORGE_GATEWAY_TOKENIZER_NAME "
+        "or serve a checkpoint (--checkpoint run/stage) whose metadata names one"
+    )
 
 
 async def build_inference(settings: Settings) -> InferenceClient:

@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     # service and the Ray Serve inference app.
     mode: Literal["local", "remote"] = "local"
     tokenizer_target: str = "127.0.0.1:50051"
-    tokenizer_name: str = Field(default="default", description="local mode: tokenizer in the artifact store")
+    tokenizer_name: str = Field(
+        default="", description="local mode: tokenizer in the artifact store (default: the checkpoint's)"
+    )
     inference_url: str = Field(default="http://127.0.0.1:8001", description="remote mode: the Serve app")
     serve_ray_address: str = Field(
         default="", description="remote mode: Ray client address (ray://head:10001) for deployments"
