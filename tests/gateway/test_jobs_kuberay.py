@@ -41,6 +41,23 @@ def test_manifest_validates_against_the_crd(kube, artifacts, redis_url):
     assert workers["replicas"] == 2
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert "REDIS_URL" in spec["runtimeEnvYAML"]
+    assert workers["template"]["spec"]["volumes"] == []  # no claim set: nothing mounted
+
+    # with the artifact store's claim, every pod mounts it where CHATFORGE_ARTIFACTS points
+    settings = settings_for(artifacts, redis_url, kube_artifacts_claim="chatforge-artifacts")
+    mounted = rayjob_manifest(record, {"CHATFORGE_ARTIFACTS": settings.artifacts_root}, settings)
+    jsonschema.Draft7Validator(rayjob_schema()).validate(mounted)
+    cluster = mounted["spec"]["rayClusterSpec"]
+    for pod in (
+        cluster["headGroupSpec"]["template"]["spec"],
+        cluster["workerGroupSpecs"][0]["template"]["spec"],
+    ):
+        assert pod["volumes"] == [
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": "chatforge-artifacts"}}
+        ]
+        assert pod["containers"][0]["volumeMounts"] == [
+            {"name": "artifacts", "mountPath": settings.artifacts_root}
+        ]
     broken = {**manifest, "spec": {**spec, "shutdownAfterJobFinishes": "yes"}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(rayjob_schema()).validate(broken)

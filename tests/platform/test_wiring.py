@@ -64,6 +64,15 @@ def test_gateway_settings_load_from_the_chart_environment(
     assert (settings.job_backend, settings.kube_namespace) == ("kuberay", "chatforge")
     assert settings.kube_image == "registry.example.com/chatforge/trainer:0.1.0"
     assert settings.rate_requests_per_min == 600.0  # from extraEnv
+    # jobs mount the chart's artifact claim, so their checkpoints outlive their pods
+    pod_claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for o in objects
+        if o["kind"] == "Deployment"
+        for v in o["spec"]["template"]["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
+    assert settings.kube_artifacts_claim in pod_claims  # the services' own artifact store
 
 
 def test_tokenizer_settings_load_from_the_chart_environment(

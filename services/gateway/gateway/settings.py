@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     kube_ttl_after_finished_s: int = Field(default=3600, ge=0)
     kube_active_deadline_s: int = Field(default=7 * 86400, ge=1)
     kube_config: str = Field(default="", description="kubeconfig path; empty: in-cluster config")
+    kube_artifacts_claim: str = Field(
+        default="",
+        description="PersistentVolumeClaim mounted at the artifact root in every job pod (ReadWriteMany); "
+        "empty: none, and a job's checkpoints stay inside its pods",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

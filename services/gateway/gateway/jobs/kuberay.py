@@ -41,6 +41,14 @@ def rayjob_manifest(record: JobRecord, env: dict[str, str], settings: Settings) 
     gpu = {"nvidia.com/gpu": str(settings.kube_gpus_per_worker)} if settings.kube_gpus_per_worker else {}
     worker_resources = {"cpu": settings.kube_worker_cpus, "memory": settings.kube_worker_memory, **gpu}
     env_list = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    # Checkpoints must outlive the job's pods: the artifact store's claim is mounted where
+    # CHATFORGE_ARTIFACTS points, in the head (which runs single-process stages) and every worker.
+    volumes, mounts = [], []
+    if settings.kube_artifacts_claim:
+        volumes = [
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.kube_artifacts_claim}}
+        ]
+        mounts = [{"name": "artifacts", "mountPath": settings.artifacts_root}]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "RayJob",
@@ -64,12 +72,14 @@ def rayjob_manifest(record: JobRecord, env: dict[str, str], settings: Settings) 
                                     "name": "ray-head",
                                     "image": settings.kube_image,
                                     "env": env_list,
+                                    "volumeMounts": mounts,
                                     "resources": {
                                         "requests": {"cpu": "2", "memory": "8Gi"},
                                         "limits": {"cpu": "2", "memory": "8Gi"},
                                     },
                                 }
-                            ]
+                            ],
+                            "volumes": volumes,
                         },
                     },
                 },
@@ -88,12 +98,14 @@ def rayjob_manifest(record: JobRecord, env: dict[str, str], settings: Settings) 
                                         "name": "ray-worker",
                                         "image": settings.kube_image,
                                         "env": env_list,
+                                        "volumeMounts": mounts,
                                         "resources": {
                                             "requests": worker_resources,
                                             "limits": worker_resources,
                                         },
                                     }
                                 ],
+                                "volumes": volumes,
                                 "tolerations": [
                                     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
                                 ],
