@@ -18,6 +18,7 @@ TORCH_FREE = [
     "chatforge.corpus",
     "chatforge.redisconn",
     "chatforge.raylocal",
+    "chatforge.settings",
 ]
 
 

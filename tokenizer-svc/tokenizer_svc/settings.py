@@ -7,18 +7,16 @@ The CLI's flags override the environment; the defaults live here only.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatforge.artifacts import DEFAULT_ROOT
+from chatforge.settings import SettingsError as SettingsError  # re-exported: callers catch it from here
+from chatforge.settings import load_settings as load_settings_of
 from chatforge.tokenizer_client import DEFAULT_PORT
 
 ENV_PREFIX = "CHATFORGE_TOKENIZER_"
 MIB = 1024 * 1024
-
-
-class SettingsError(ValueError):
-    """Settings that cannot run; the message names the environment variable to fix."""
 
 
 class Settings(BaseSettings):
@@ -57,16 +55,5 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit `overrides` (CLI flags) winning; None means unset."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return Settings(**given)  # type: ignore[arg-type]
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            env = "CHATFORGE_ARTIFACTS" if field == "artifacts_root" else ENV_PREFIX + field.upper()
-            problems.append(
-                f"{env} (or --{field.replace('_', '-')}): {err['msg']} (got {err.get('input')!r})"
-            )
-        raise SettingsError("invalid tokenizer service settings:\n  " + "\n  ".join(problems)) from None
+    """Settings from the environment, explicit `overrides` (CLI flags, tests) winning; None means unset."""
+    return load_settings_of(Settings, "tokenizer service", ENV_PREFIX, overrides)

@@ -10,17 +10,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatforge.artifacts import DEFAULT_ROOT
+from chatforge.settings import SettingsError as SettingsError  # re-exported: callers catch it from here
+from chatforge.settings import load_settings as load_settings_of
 
 ENV_PREFIX = "CHATFORGE_GATEWAY_"
 DEV_PEPPER = "chatforge-dev-pepper"
-
-
-class SettingsError(ValueError):
-    """Settings that cannot run; the message names the environment variable to fix."""
 
 
 class Settings(BaseSettings):
@@ -133,15 +131,4 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, explicit `overrides` (CLI flags, tests) winning; None means unset."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return Settings(**given)  # type: ignore[arg-type]
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
-            env = {"artifacts_root": "CHATFORGE_ARTIFACTS", "redis_url": "REDIS_URL"}.get(
-                field, ENV_PREFIX + field.upper() if field else "settings"
-            )
-            problems.append(f"{env}: {err['msg']} (got {err.get('input')!r})")
-        raise SettingsError("invalid gateway settings:\n  " + "\n  ".join(problems)) from None
+    return load_settings_of(Settings, "gateway", ENV_PREFIX, overrides)

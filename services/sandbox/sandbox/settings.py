@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatforge.settings import SettingsError as SettingsError  # re-exported: callers catch it from here
+from chatforge.settings import load_settings as load_settings_of
 from chatforge.tools import DEFAULT_MEMORY_MB, DEFAULT_OUTPUT_BYTES, DEFAULT_TIMEOUT_S, ToolLimits
 
 ENV_PREFIX = "CHATFORGE_SANDBOX_"
@@ -20,10 +22,6 @@ MIB = 1024 * 1024
 NOBODY_UID = 65534  # host processes may run as nobody; cleanup by uid must never reach them
 
 Mode = Literal["auto", "namespaces", "weak"]
-
-
-class SettingsError(ValueError):
-    """Settings that cannot run; the message names the environment variable to fix."""
 
 
 class Settings(BaseSettings):
@@ -88,14 +86,5 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit `overrides` (CLI flags) winning; None means unset."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return Settings(**given)  # type: ignore[arg-type]
-    except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
-            where = f"{ENV_PREFIX}{field.upper()} (or --{field.replace('_', '-')})" if field else "settings"
-            problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-        raise SettingsError("invalid sandbox settings:\n  " + "\n  ".join(problems)) from None
+    """Settings from the environment, explicit `overrides` (CLI flags, tests) winning; None means unset."""
+    return load_settings_of(Settings, "sandbox", ENV_PREFIX, overrides)
