@@ -7,6 +7,15 @@ from typing import Protocol
 
 from gateway.jobs.spec import JobRecord
 
+# Ray's JobStatus values -> the jobs API's states; a KubeRay RayJob's status.jobStatus carries the same.
+RAY_JOB_STATES = {
+    "PENDING": "queued",
+    "RUNNING": "running",
+    "SUCCEEDED": "succeeded",
+    "FAILED": "failed",
+    "STOPPED": "cancelled",
+}
+
 
 class BackendError(RuntimeError):
     """The backend refused or could not be reached; the message says which and why."""

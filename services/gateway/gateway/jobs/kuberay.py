@@ -12,18 +12,11 @@ from typing import Any
 
 import yaml
 
-from gateway.jobs.backend import BackendError, BackendStatus, JobGone
+from gateway.jobs.backend import RAY_JOB_STATES, BackendError, BackendStatus, JobGone
 from gateway.jobs.spec import JobRecord
 from gateway.settings import Settings
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
-_STATES = {
-    "PENDING": "queued",
-    "RUNNING": "running",
-    "SUCCEEDED": "succeeded",
-    "FAILED": "failed",
-    "STOPPED": "cancelled",
-}
 
 
 def object_name(job_id: str) -> str:
@@ -159,7 +152,9 @@ class KubeRayBackend:
         status = obj.get("status") or {}
         if status.get("jobDeploymentStatus") == "Failed" and status.get("jobStatus") != "SUCCEEDED":
             return BackendStatus("failed", status.get("message") or status.get("reason") or "RayJob failed")
-        return BackendStatus(_STATES.get(status.get("jobStatus", ""), "queued"), status.get("message", ""))
+        return BackendStatus(
+            RAY_JOB_STATES.get(status.get("jobStatus", ""), "queued"), status.get("message", "")
+        )
 
     def stop(self, record: JobRecord) -> None:
         name = record.backend_ref or object_name(record.id)

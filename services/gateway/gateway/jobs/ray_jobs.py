@@ -13,20 +13,12 @@ import threading
 import time
 from typing import Any
 
-from gateway.jobs.backend import BackendError, BackendStatus, JobGone
+from gateway.jobs.backend import RAY_JOB_STATES, BackendError, BackendStatus, JobGone
 from gateway.jobs.spec import JobRecord
 
 log = logging.getLogger(__name__)
 
 AGENT_WAIT_S = 30.0
-# Ray's JobStatus values -> the jobs API's states.
-_STATES = {
-    "PENDING": "queued",
-    "RUNNING": "running",
-    "SUCCEEDED": "succeeded",
-    "FAILED": "failed",
-    "STOPPED": "cancelled",
-}
 
 
 class RayJobsBackend:
@@ -71,7 +63,7 @@ class RayJobsBackend:
             if "does not exist" in str(e):
                 raise JobGone(f"Ray has no job {record.id} (a new cluster, or the job was deleted)") from None
             raise BackendError(f"cannot read job {record.id} from Ray: {e}") from None
-        state = _STATES.get(str(getattr(info.status, "value", info.status)), "queued")
+        state = RAY_JOB_STATES.get(str(getattr(info.status, "value", info.status)), "queued")
         return BackendStatus(state, info.message or "")
 
     def stop(self, record: JobRecord) -> None:
