@@ -98,6 +98,13 @@ def install(app: FastAPI) -> None:
             message = f"method {request.method} is not allowed on {request.url.path}"
         return respond(APIError(e.status_code, message, headers=dict(e.headers or {})))
 
+    # Known client mistakes raised below the routes get handlers of their own: Starlette answers a
+    # handler registered for Exception and then re-raises, which drops the keep-alive connection.
+    @app.exception_handler(ConversationError)
+    @app.exception_handler(ArtifactError)
+    async def _known(request: Request, e: Exception) -> JSONResponse:
+        return respond(from_exception(e))
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, e: Exception) -> JSONResponse:
         mapped = from_exception(e)
