@@ -122,7 +122,11 @@ def launch(artifacts, redis_server, redis_url, tokenizer_service, kube_api) -> I
         async def build(s: Settings) -> tuple[Any, Any, Any]:
             codec = await connect_grpc(s.tokenizer_target, wait_s=10)
             if inference is not None:
-                return codec, await inference(s), backend or KubeRayBackend(s, api_client=kube_api.api_client())
+                return (
+                    codec,
+                    await inference(s),
+                    backend or KubeRayBackend(s, api_client=kube_api.api_client()),
+                )
             local = LocalInference(
                 model_id=s.model_id,
                 artifacts_root=s.artifacts_root,
