@@ -96,6 +96,26 @@ def test_chat_streams_a_reply_and_keeps_history_across_reloads(ui, tmp_path) -> 
     expect(page.locator("article.message")).to_have_count(0)
 
 
+def test_default_max_tokens_is_auto_and_fits_the_models_context(ui) -> None:  # type: ignore[no-untyped-def]
+    """A fresh page leaves Max tokens blank ("auto"): the request carries no max_tokens, the gateway
+    allows what the context leaves, and the first message works on a small-context model."""
+    page = ui
+    expect(page.get_by_label("Max tokens", exact=True)).to_have_value("")
+    expect(page.get_by_label("Max tokens", exact=True)).to_have_attribute("placeholder", "auto")
+    sent: list[str] = []
+    page.on(
+        "request",
+        lambda r: sent.append(r.post_data or "") if r.url.endswith("/v1/chat/completions") else None,
+    )
+    page.get_by_label("Message", exact=True).fill("Hi")
+    page.get_by_label("Message", exact=True).press("Enter")
+    reply = page.locator("article.message.assistant")
+    expect(reply).not_to_have_attribute("aria-busy", "true", timeout=60_000)
+    expect(reply.locator(".status")).not_to_contain_text("Error")
+    expect(page.locator(".toast.error")).to_have_count(0)
+    assert sent and '"max_tokens"' not in sent[0]
+
+
 @pytest.mark.parametrize("how", ["button", "escape"])
 def test_stop_aborts_the_stream_and_gives_the_message_back(ui, how) -> None:  # type: ignore[no-untyped-def]
     page = ui

@@ -2,8 +2,10 @@
 
 const STORAGE = "chatforge.sampling";
 
-// The OpenAI defaults for temperature and top_p; 512 tokens keeps a small model's reply short.
-export const DEFAULTS = Object.freeze({ model: "", temperature: 1.0, top_p: 1.0, max_tokens: 512 });
+// The OpenAI defaults for temperature and top_p. max_tokens null (a blank field) is not sent: the
+// gateway then allows as many tokens as the model's context leaves, so no fixed number can overrun
+// a small model's context (the demo's is 256 tokens).
+export const DEFAULTS = Object.freeze({ model: "", temperature: 1.0, top_p: 1.0, max_tokens: null });
 
 // Bounds the gateway accepts (services/gateway/gateway/openai_types.py).
 export const LIMITS = Object.freeze({
@@ -24,7 +26,7 @@ export function saveSampling(sampling) {
   localStorage.setItem(STORAGE, JSON.stringify(sampling));
 }
 
-/** Clamp a field to its bounds; a blank or non-number field falls back to its default. */
+/** Clamp a field to its bounds; a blank or non-number field falls back to its default (blank max_tokens: auto). */
 export function clampField(name, raw) {
   const value = Number(raw);
   if (raw === "" || !Number.isFinite(value)) return DEFAULTS[name];

@@ -74,10 +74,12 @@ function settingsPanel(state, ui) {
     saveSampling(state.sampling);
   });
   const field = (name, label) => {
-    const input = h("input", { id: name, name, type: "number", ...LIMITS[name], value: String(state.sampling[name]) });
+    const shown = (value) => (value === null ? "" : String(value));
+    const placeholder = name === "max_tokens" ? "auto" : "";
+    const input = h("input", { id: name, name, type: "number", ...LIMITS[name], placeholder, value: shown(state.sampling[name]) });
     input.addEventListener("change", () => {
       state.sampling[name] = clampField(name, input.value);
-      input.value = String(state.sampling[name]);
+      input.value = shown(state.sampling[name]);
       saveSampling(state.sampling);
     });
     return [h("label", { for: name }, label), input];
@@ -280,7 +282,7 @@ async function send(state, ui) {
       messages: state.messages,
       temperature: state.sampling.temperature,
       top_p: state.sampling.top_p,
-      max_tokens: state.sampling.max_tokens,
+      ...(state.sampling.max_tokens === null ? {} : { max_tokens: state.sampling.max_tokens }),
       stream_options: { include_usage: true },
     };
     for await (const event of api.chatStream(request, state.controller.signal)) {
