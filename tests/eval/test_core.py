@@ -122,7 +122,7 @@ def test_batched_scores_equal_one_at_a_time_and_the_hand_loss(tiny_model, tiny_t
     task = CoreTask("mc", "multiple_choice", MC_ITEMS, num_fewshot=1)
     seqs = build_sequences(task, tiny_tokenizer, range(len(MC_ITEMS)), max_len=256)
     batched = score_sequences(tiny_model, seqs, batch_rows=8, pad_id=tiny_tokenizer.bos_id)
-    single = score_sequences(tiny_model, seqs, batch_rows=1, pad_id=tiny_tokenizer.bos_id)
+    single = score_sequences(tiny_model, seqs, batch_rows=1, pad_id=tiny_tokenizer.bos_id, share_prefix=False)
     s = seqs[3]
     with torch.no_grad():
         logits = tiny_model(torch.tensor([s.ids]))[0]
@@ -130,6 +130,21 @@ def test_batched_scores_equal_one_at_a_time_and_the_hand_loss(tiny_model, tiny_t
     assert batched[3][0] == pytest.approx(hand, abs=1e-4)
     for (a, ea), (b, eb) in zip(batched, single, strict=True):
         assert a == pytest.approx(b, abs=1e-4) and ea == eb
+
+
+@pytest.mark.parametrize("max_len", [256, 24])  # 24: sequences lose tokens from the left
+@pytest.mark.parametrize("kind", ["multiple_choice", "schema"])
+def test_shared_prefix_rows_score_like_separate_sequences(tiny_model, tiny_tokenizer, kind, max_len):
+    """Options of one example packed in one row (shared few-shot prefix, a tail each at its own
+    positions) give the losses and exactness that separate causal rows give."""
+    task = CoreTask(kind, kind, MC_ITEMS if kind == "multiple_choice" else SCHEMA_ITEMS, num_fewshot=1)
+    seqs = build_sequences(task, tiny_tokenizer, range(len(task.items)), max_len=max_len)
+    pad = tiny_tokenizer.bos_id
+    separate = score_sequences(tiny_model, seqs, batch_rows=1, pad_id=pad, share_prefix=False)
+    for rows in (1, 3):
+        shared = score_sequences(tiny_model, seqs, batch_rows=rows, pad_id=pad, share_prefix=True)
+        for (a, ea), (b, eb) in zip(shared, separate, strict=True):
+            assert a == pytest.approx(b, abs=1e-4) and ea == eb
 
 
 def test_uniform_model_ties_pick_the_first_option(tiny_tokenizer):

@@ -14,7 +14,8 @@ is centred against its random baseline, `(acc - b) / (1 - b)`: 0 is chance, 1 is
 tasks with 2 and 4 choices count alike. CORE is the mean of the centred accuracies.
 
 Sequences from many examples are scored in one forward pass (`batch_rows` rows, right-padded:
-the model is causal, so padding after a sequence cannot change its losses).
+the model is causal, so padding after a sequence cannot change its losses), and the options of one
+example share a row: their common prefix (the few-shot prompt) is computed once.
 """
 
 from __future__ import annotations
@@ -177,50 +178,141 @@ def evaluate_task(
     max_examples: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    share_prefix: bool = True,
 ) -> TaskResult:
     """Accuracy on the task's examples (the first `max_examples`), this rank's share of them
     (index % world_size == rank); merge shares with `merge_results`."""
     n = len(task.items) if max_examples is None else min(max_examples, len(task.items))
     indices = [i for i in range(n) if i % world_size == rank]
     sequences = build_sequences(task, tokenizer, indices, model.config.sequence_len)
-    scores = score_sequences(model, sequences, batch_rows=batch_rows, pad_id=tokenizer.bos_id)
+    scores = score_sequences(
+        model, sequences, batch_rows=batch_rows, pad_id=tokenizer.bos_id, share_prefix=share_prefix
+    )
     correct = decide(task, sequences, scores)
     return _result(task, correct)
 
 
 @torch.no_grad()
 def score_sequences(
-    model: GPT, sequences: Sequence[ScoredSequence], *, batch_rows: int, pad_id: int
+    model: GPT,
+    sequences: Sequence[ScoredSequence],
+    *,
+    batch_rows: int,
+    pad_id: int,
+    share_prefix: bool = True,
 ) -> list[tuple[float, bool]]:
     """(mean continuation loss, greedy-exact) per sequence, in the order given.
 
-    Sequences are batched longest first, so rows of a batch have similar lengths and little padding.
+    With `share_prefix`, the options of one example are one row: the tokens they share (the few-shot
+    prompt and the query) once, then each option's own tail, attending to the shared part and to
+    itself only, at the positions it would have alone. A 5-shot, 4-choice example then costs about a
+    quarter of the tokens. Rows are batched longest first, so a batch pads little.
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    order = sorted(range(len(sequences)), key=lambda k: -len(sequences[k].ids))
+    rows = _rows(sequences, share_prefix)
+    rows.sort(key=lambda r: -r.width)
     out: list[tuple[float, bool]] = [(0.0, False)] * len(sequences)
-    for b in range(0, len(order), batch_rows):
-        batch = [sequences[k] for k in order[b : b + batch_rows]]
-        width = max(len(s.ids) for s in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        for r, s in enumerate(batch):
-            ids[r, : len(s.ids)] = torch.tensor(s.ids)
+    for b in range(0, len(rows), batch_rows):
+        batch = rows[b : b + batch_rows]
+        ids, positions, segments = _pack(batch, pad_id)
         ids = ids.to(device)
+        attention = None
+        if any(len(r.members) > 1 for r in batch):
+            positions, segments = positions.to(device), segments.to(device)
+            attention = _SharedPrefixAttention(segments)
         with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
-            logits = model(ids)
+            if attention is None:
+                logits = model(ids)
+            else:
+                logits = model(ids, positions=positions, attention=attention)
         logits = logits.float()
-        for r, s in enumerate(batch):
-            span = logits[r, s.start - 1 : len(s.ids) - 1]
-            targets = ids[r, s.start : len(s.ids)]
-            loss = float(F.cross_entropy(span, targets))
-            exact = bool((span.argmax(-1) == targets).all())
-            out[order[b + r]] = (loss, exact)
+        for r, row in enumerate(batch):
+            for k, offset in zip(row.members, row.offsets, strict=True):
+                s = sequences[k]
+                # Row index of the logit at sequence position p: shared part as is, tail shifted.
+                where = [
+                    p if p < row.shared else offset + p - row.shared
+                    for p in range(s.start - 1, len(s.ids) - 1)
+                ]
+                span = logits[r, where]
+                targets = torch.tensor(s.ids[s.start :], device=device)
+                loss = float(F.cross_entropy(span, targets))
+                exact = bool((span.argmax(-1) == targets).all())
+                out[k] = (loss, exact)
     model.train(was_training)
     return out
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One row of a forward pass: `tokens[:shared]` common to every member sequence, then each
+    member's tail (its tokens past `shared`) at `offsets`."""
+
+    tokens: list[int]
+    shared: int
+    members: list[int]
+    offsets: list[int]
+
+    @property
+    def width(self) -> int:
+        return len(self.tokens)
+
+
+def _rows(sequences: Sequence[ScoredSequence], share_prefix: bool) -> list[_Row]:
+    if not share_prefix:
+        return [_Row(s.ids, len(s.ids), [k], [len(s.ids)]) for k, s in enumerate(sequences)]
+    by_item: dict[int, list[int]] = {}
+    for k, s in enumerate(sequences):
+        by_item.setdefault(s.item, []).append(k)
+    rows = []
+    for members in by_item.values():
+        first = sequences[members[0]].ids
+        # Shared: the common prefix, never past a continuation start (the scored tokens stay apart).
+        shared = min(min(sequences[k].start, _common_prefix(first, sequences[k].ids)) for k in members)
+        tokens, offsets = list(first[:shared]), []
+        for k in members:
+            offsets.append(len(tokens))
+            tokens.extend(sequences[k].ids[shared:])
+        rows.append(_Row(tokens, shared, members, offsets))
+    return rows
+
+
+def _pack(batch: Sequence[_Row], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, rotary positions and segments (-1 shared, i for tail i, -2 padding)."""
+    width = max(r.width for r in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(batch), width), dtype=torch.long)
+    segments = torch.full((len(batch), width), -2, dtype=torch.long)
+    for r, row in enumerate(batch):
+        ids[r, : row.width] = torch.tensor(row.tokens)
+        positions[r, : row.shared] = torch.arange(row.shared)
+        segments[r, : row.shared] = -1
+        ends = [*row.offsets[1:], row.width]
+        for i, (start, end) in enumerate(zip(row.offsets, ends, strict=True)):
+            positions[r, start:end] = torch.arange(row.shared, row.shared + end - start)
+            segments[r, start:end] = i
+    return ids, positions, segments
+
+
+class _SharedPrefixAttention:
+    """Causal attention in which a tail sees the shared part and its own earlier tokens only
+    (the model's `AttentionBackend` seam; no cache)."""
+
+    def __init__(self, segments: torch.Tensor):
+        t = segments.size(1)
+        causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
+        same = segments[:, :, None] == segments[:, None, :]
+        shared = (segments == -1)[:, None, :]
+        self.mask = (causal & (same | shared))[:, None]  # (B, 1, T, T)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, enable_gqa=k.size(1) != q.size(1))
+        return y.transpose(1, 2)
 
 
 def decide(
