@@ -147,8 +147,9 @@ def launch(artifacts, redis_server, redis_url, tokenizer_service, kube_api) -> I
 
 @pytest.fixture(scope="session")
 def gateway(launch) -> RunningGateway:
-    """The shared gateway: keys off (loopback), default limits."""
-    return launch(auth="off")
+    """The shared gateway: keys off (loopback), default limits but for the request rate (many
+    tests share it; the rate limit has its own gateway in test_auth_limits)."""
+    return launch(auth="off", rate_request_burst=100_000, rate_requests_per_min=1e9)
 
 
 @pytest.fixture
