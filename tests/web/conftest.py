@@ -136,7 +136,7 @@ def _save_tiny_checkpoint(root: Path, tokenizer: object) -> None:
         head[n : 2 * n] = -4 * torch.eye(n)
         head[tokenizer.vocab_size - len(SPECIAL_TOKENS) :] = 0  # type: ignore[attr-defined]
     checkpoint.save(
-        root / "runs" / RUN / STAGE, 1, model.state_dict(), config=config.to_dict(), metrics=METRICS,
+        root / "runs" / RUN / STAGE, 1, model.state_dict(), config=config.to_dict(), metrics={**METRICS, "step": 1},
         extra={"tokenizer": "web-tiny"},
     )  # fmt: skip
 

@@ -206,6 +206,8 @@ def test_models_page_lists_checkpoints_with_metrics_and_deploys(ui, tmp_path) ->
     for name, value in METRICS.items():
         expect(header).to_contain_text(name)
         expect(row).to_contain_text(str(value))
+    # The trainer records the step among the metrics too: it is shown once, in its own column.
+    expect(header.locator("th", has_text=re.compile("^step$", re.IGNORECASE))).to_have_count(1)
     page.screenshot(path=str(tmp_path / "models.png"), full_page=True)
     page.once("dialog", lambda d: d.accept())
     row.get_by_role("button", name="Deploy").click()

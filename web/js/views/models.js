@@ -47,8 +47,9 @@ async function drawCheckpoints(box, refresh) {
     return mount(box, h("p", { class: "muted" }, `Could not load checkpoints: ${error.message}`));
   }
   if (!checkpoints.length) return mount(box, h("p", { class: "muted" }, "No checkpoints yet: train one on the Jobs page."));
-  // One column per metric any checkpoint reports (bpb, CORE, chat evals...), in first-seen order.
-  const metricNames = [...new Set(checkpoints.flatMap((c) => Object.keys(c.metrics || {}).filter((k) => typeof c.metrics[k] === "number")))];
+  // One column per metric any checkpoint reports (bpb, CORE, chat evals...), in first-seen order;
+  // the step has its own column already.
+  const metricNames = [...new Set(checkpoints.flatMap((c) => Object.keys(c.metrics || {}).filter((k) => k !== "step" && typeof c.metrics[k] === "number")))];
   mount(
     box,
     h(
