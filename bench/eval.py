@@ -2,9 +2,9 @@
 
 CORE: a 4-way multiple-choice task with 5-shot prompts, scored as the eval stage does (`batch_rows`
 rows per forward pass, the options of an example sharing one row and their few-shot prefix) versus
-one sequence per pass, the prefix computed again for every option. Chat: a generative task (spelling, greedy, up to
-`--max-tokens` new tokens) through the paged inference engine with up to 64 sequences in flight
-versus one request at a time on the same engine. Same model, same examples, same results (the
+one sequence per pass, the prefix computed again for every option. Chat: a generative task
+(spelling, greedy, up to `--max-tokens` new tokens) through the paged inference engine with up to
+64 sequences in flight versus one request at a time on the same engine. Same model, same examples, same results (the
 benchmark checks that the answers agree). The headline is the examples/s of both evals together
 with batching, and its ratio to the one-at-a-time run.
 
@@ -64,9 +64,12 @@ def main() -> int:
         evaluate_task(model, tokenizer, _core_task(4), batch_rows=4, share_prefix=share_prefix)
     timings = {}
     answers = {}
-    for mode, batch_rows, in_flight in (("batched", 32, 64), ("one at a time", 1, 1)):
+    for mode, batch_rows, share_prefix, in_flight in (
+        ("batched", 32, True, 64),
+        ("one at a time", 1, False, 1),
+    ):
         t = time.perf_counter()
-        core_result = evaluate_task(model, tokenizer, core, batch_rows=batch_rows, share_prefix=in_flight > 1)
+        core_result = evaluate_task(model, tokenizer, core, batch_rows=batch_rows, share_prefix=share_prefix)
         core_s = time.perf_counter() - t
         generator = EngineGenerator(model, tokenizer, max_concurrent=in_flight)
         t = time.perf_counter()

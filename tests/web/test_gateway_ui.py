@@ -38,14 +38,20 @@ def _greedy(page, max_tokens: int) -> None:  # type: ignore[no-untyped-def]
     _set_field(page, "Max tokens", max_tokens)
 
 
+def _chat_requests(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """The bodies of the chat-completion requests the page sends from now on, in order."""
+    bodies: list[str] = []
+    page.on(
+        "request",
+        lambda r: bodies.append(r.post_data or "") if r.url.endswith("/v1/chat/completions") else None,
+    )
+    return bodies
+
+
 def test_chat_streams_a_reply_and_keeps_history_across_reloads(ui, tmp_path) -> None:  # type: ignore[no-untyped-def]
     page = ui
     _greedy(page, 24)
-    streamed: list[str] = []
-    page.on(
-        "request",
-        lambda r: streamed.append(r.post_data or "") if r.url.endswith("/v1/chat/completions") else None,
-    )
+    streamed = _chat_requests(page)
 
     page.get_by_label("Message", exact=True).fill("Hello there, model")
     page.get_by_label("Message", exact=True).press("Enter")
@@ -102,11 +108,7 @@ def test_default_max_tokens_is_auto_and_fits_the_models_context(ui) -> None:  # 
     page = ui
     expect(page.get_by_label("Max tokens", exact=True)).to_have_value("")
     expect(page.get_by_label("Max tokens", exact=True)).to_have_attribute("placeholder", "auto")
-    sent: list[str] = []
-    page.on(
-        "request",
-        lambda r: sent.append(r.post_data or "") if r.url.endswith("/v1/chat/completions") else None,
-    )
+    sent = _chat_requests(page)
     page.get_by_label("Message", exact=True).fill("Hi")
     page.get_by_label("Message", exact=True).press("Enter")
     reply = page.locator("article.message.assistant")
