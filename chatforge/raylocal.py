@@ -10,6 +10,7 @@ by every worker Ray starts. Ray's temp dir (sockets, logs, spill) stays inside t
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +69,25 @@ def local_ray(temp_dir: str | os.PathLike[str], **kwargs: Any) -> Iterator[Any]:
     try:
         yield context
     finally:
-        import ray
+        shutdown_ray()
 
+
+def shutdown_ray() -> None:
+    """`ray.shutdown`, without the race that kills the process.
+
+    A Ray object (object ref, actor handle) finalised by the cyclic garbage collector while the core
+    worker shuts down calls into it from whatever thread ran the collection, and Ray then exits the
+    whole process with status 1 ("The core worker has already been shutdown"; seen once in six
+    test-suite runs, the pytest process gone mid-test). So garbage is collected while Ray is still
+    up, and the collector is paused for the shutdown itself.
+    """
+    import ray
+
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
         ray.shutdown()
+    finally:
+        if was_enabled:
+            gc.enable()

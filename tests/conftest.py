@@ -7,11 +7,16 @@ import random
 
 import pytest
 
+from chatforge.raylocal import loopback_env
+
 # Nothing in the tests may reach a hub: `datasets` and `huggingface_hub` fail at once instead of
-# trying the network (and Ray keeps its usage stats to itself).
+# trying the network.
 for _var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray reads its loopback settings (usage stats off among them) when it is first imported, and a test
+# may import it for a constant before any Ray starts: set them once for the session.
+for _var, _value in loopback_env().items():
+    os.environ.setdefault(_var, _value)
 
 
 def sample_texts(n_docs: int = 400, seed: int = 0) -> list[str]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from gateway.jobs.ray_jobs import RayJobsBackend
 
-from chatforge.raylocal import init_local_ray
+from chatforge.raylocal import init_local_ray, shutdown_ray
 
 STAGE = f"{sys.executable} {Path(__file__).with_name('emit_stage.py')}"
 pytestmark = pytest.mark.slow  # starting Ray with its dashboard takes 15-30 s on 2 shared cores
@@ -26,7 +26,6 @@ def _port_busy(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def ray_dashboard(short_tmp_module):
-    import ray
     from ray._private.ray_constants import DEFAULT_DASHBOARD_AGENT_LISTEN_PORT as agent_port
 
     if _port_busy(agent_port):
@@ -42,7 +41,7 @@ def ray_dashboard(short_tmp_module):
     )
     url = context.dashboard_url
     yield url if url.startswith("http") else f"http://{url}"
-    ray.shutdown()
+    shutdown_ray()
 
 
 @pytest.fixture(scope="module")

@@ -85,11 +85,9 @@ class RayJobsBackend:
             return self._client
 
     def _connect(self) -> Any:
-        from ray.job_submission import JobSubmissionClient
-
         address = self.address
         if not address:
-            from chatforge.raylocal import init_local_ray
+            from chatforge.raylocal import init_local_ray  # before any `import ray`: it sets the loopback env
 
             temp = self.local_temp_dir or tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp")
             context = init_local_ray(temp, include_dashboard=True, dashboard_host="127.0.0.1")
@@ -97,6 +95,8 @@ class RayJobsBackend:
             url = context.dashboard_url
             address = url if url.startswith("http") else f"http://{url}"
             log.info("started a local Ray for jobs; its Jobs API is on %s", address)
+        from ray.job_submission import JobSubmissionClient
+
         try:
             return JobSubmissionClient(address)
         except Exception as e:  # ray raises ConnectionError or RuntimeError depending on the failure
@@ -104,6 +104,6 @@ class RayJobsBackend:
 
     def close(self) -> None:
         if self._owns_ray:
-            import ray
+            from chatforge.raylocal import shutdown_ray
 
-            ray.shutdown()
+            shutdown_ray()
