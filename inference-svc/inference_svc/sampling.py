@@ -83,8 +83,10 @@ def _sample_row(logits: torch.Tensor, p: SamplingParams, generator: torch.Genera
     probs = torch.softmax(logits, dim=-1)
     if p.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
-        # Keep each token whose preceding mass is below top_p: the most likely token always stays.
+        # Keep each token whose preceding mass is below top_p, and always the most likely one: a
+        # top_p under float32's range compares as 0, which would drop every token.
         drop = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= p.top_p
+        drop[0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))

@@ -32,6 +32,9 @@ def test_top_k_and_top_p_cut_the_tail():
     # top_p 0.7: 0.5 alone is short of it, 0.5 + 0.3 reaches it; 0.15 and 0.05 are never drawn.
     assert draws(logits, SamplingParams(temperature=1.0, top_p=0.7, seed=0)) == {0, 1}
     assert draws(logits, SamplingParams(temperature=1.0, top_p=0.01, seed=0)) == {0}
+    # A top_p below float32's range (found by the gateway's fuzz test) still keeps the likeliest token.
+    wide = torch.randn(512, generator=torch.Generator().manual_seed(0)) * 3
+    assert draws(wide, SamplingParams(temperature=1.0, top_p=3e-80, seed=0), n=20) == {int(wide.argmax())}
     assert draws(logits, SamplingParams(temperature=1.0, seed=0)) == {0, 1, 2, 3}
 
 
