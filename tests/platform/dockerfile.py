@@ -15,6 +15,10 @@ from chatforge.cli import build_parser
 from .chart import ROOT
 
 SKIP_DIRS = {".venv", ".git", "node_modules"}
+# The five deployables, each built from the Dockerfile in its folder. Tests that check a
+# Dockerfile take it from here (not from what a search happens to find), so a deleted or renamed
+# one fails them instead of quietly removing their cases.
+DEPLOYABLES = ("inference-svc", "services/gateway", "services/sandbox", "tokenizer-svc", "trainer")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,13 @@ def dockerfiles() -> list[Path]:
     return sorted(
         p for p in ROOT.rglob("Dockerfile") if not SKIP_DIRS & set(p.relative_to(ROOT).parts) and p.is_file()
     )
+
+
+def dockerfile_of(deployable: str) -> Path:
+    """The Dockerfile of a deployable folder; a missing one is a test failure, never a skip."""
+    path = ROOT / deployable / "Dockerfile"
+    assert path.is_file(), f"{deployable}/Dockerfile is missing: the deployable has no image to build"
+    return path
 
 
 def parse(path: Path) -> list[Instruction]:

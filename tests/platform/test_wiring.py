@@ -13,8 +13,8 @@ import yaml
 
 from chatforge.cli import build_parser
 
-from .chart import FULL_VALUES, RELEASE, ROOT, by_kind, crd_schema, pod_templates, render
-from .dockerfile import check_command, command
+from .chart import FULL_VALUES, RELEASE, by_kind, crd_schema, pod_templates, render
+from .dockerfile import check_command, command, dockerfile_of
 
 FULL = ("-f", str(FULL_VALUES))
 SECRET_VALUE = "a-pepper-from-the-secret"
@@ -104,22 +104,19 @@ def test_sandbox_settings_load_from_the_chart_environment(
     assert settings.uid_base + settings.max_concurrent < 65536  # inside the pod's user namespace
 
 
-# The Dockerfile each Deployment's image is built from (the image's entrypoint is its command).
-DOCKERFILES = {
-    "gateway": ROOT / "services" / "gateway" / "Dockerfile",
-    "tokenizer": ROOT / "tokenizer-svc" / "Dockerfile",
-    "sandbox": ROOT / "services" / "sandbox" / "Dockerfile",
+# The folder whose Dockerfile each Deployment's image is built from (its entrypoint is the command).
+DEPLOYMENT_IMAGES = {
+    "gateway": "services/gateway",
+    "tokenizer": "tokenizer-svc",
+    "sandbox": "services/sandbox",
 }
 
 
-@pytest.mark.parametrize("component", sorted(DOCKERFILES))
+@pytest.mark.parametrize("component", sorted(DEPLOYMENT_IMAGES))
 def test_deployments_run_their_images_entrypoint(component: str) -> None:
     container = deployment_container(render(*FULL), component)
     assert "command" not in container and "args" not in container, "the image's entrypoint is the one command"
-    dockerfile = DOCKERFILES[component]
-    if not dockerfile.is_file():
-        pytest.skip(f"{dockerfile.relative_to(ROOT)} is not written yet: its entrypoint cannot be checked")
-    assert check_command(command(dockerfile)) is None
+    assert check_command(command(dockerfile_of(DEPLOYMENT_IMAGES[component]))) is None
 
 
 def test_training_example_runs_a_real_pipeline_command() -> None:
