@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
-    "chatforge.corpus",
+    "trainer.corpus_build",  # `chatforge data corpus`: the bundled corpus builder
     "trainer.cli",
     "trainer.eval.cli",
     "inference_svc.cli",
