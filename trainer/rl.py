@@ -34,11 +34,11 @@ from chatforge.artifacts import ArtifactStore
 from chatforge.chat import Conversation, message, render_for_completion
 from chatforge.model import GPT, GPTConfig, autocast_dtype
 from chatforge.tokenizer import Tokenizer
-from chatforge.tools import ToolExecutor
+from chatforge.tools import ToolExecutor, tool_executor_from
 
 from .config import ConfigError, OptimConfig
 from .eval.chat_eval import extract_number, read_jsonl, same_number
-from .eval.rollout import Completion, EngineGenerator, GenerationParams, tool_executor_from
+from .eval.rollout import Completion, EngineGenerator, GenerationParams
 from .optim import build_optimizers, clip_grad_norm
 from .rl_config import STAGE, RLConfig
 from .telemetry import LOG_FILE, Telemetry

@@ -141,23 +141,3 @@ def _drop_unappended_output(c: Completion, usage: dict[str, int]) -> None:
     while c.sampled and c.sampled[-1] == 0 and len(c.token_ids) > expected:
         c.token_ids.pop()
         c.sampled.pop()
-
-
-def tool_executor_from(spec: str) -> ToolExecutor | None:
-    """The python tool for generation: "local" (the sandbox executor in this process), an
-    http(s):// URL of the sandbox service, or "none"/"" (tool calls are then not run)."""
-    if spec in ("", "none"):
-        return None
-    if spec.startswith(("http://", "https://")):
-        from chatforge.sandbox_client import SandboxClient
-
-        return SandboxClient(spec)
-    if spec == "local":
-        try:
-            from sandbox.executor import SandboxExecutor
-        except ImportError as e:
-            raise ValueError(
-                f"--tools local needs the sandbox package here ({e}); pass the sandbox service's URL or none"
-            ) from None
-        return SandboxExecutor()
-    raise ValueError(f"tool executor must be 'local', 'none' or a sandbox URL, got {spec!r}")

@@ -61,11 +61,12 @@ def read_results(stage_dir: Path) -> list[dict[str, Any]]:
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate the checkpoint; returns the results (also written beside it)."""
     from chatforge.tokenizer import Tokenizer
+    from chatforge.tools import tool_executor_from
 
     from ..telemetry import LOG_FILE, Telemetry
     from .chat_eval import CHAT_TASKS, chatcore, evaluate_chat_task, load_chat_tasks
     from .core import core_score
-    from .rollout import EngineGenerator, tool_executor_from
+    from .rollout import EngineGenerator
 
     store = ArtifactStore(Path(cfg.artifacts_dir))
     path = store.resolve_checkpoint(cfg.checkpoint)
