@@ -236,13 +236,20 @@ class GPT(nn.Module):
         positions: torch.Tensor | None = None,
         attention: AttentionBackend | None = None,
         loss_reduction: str = "mean",
+        logits_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) or, with `targets`, the cross-entropy loss.
 
         Targets equal to -1 are ignored. `loss_reduction="mean"` averages over the counted targets
         and is 0 (not NaN) when every target is masked; "sum" and "none" are for evaluation.
         `positions` (B, T) default to 0..T-1; an `attention` backend replaces causal attention.
+        `logits_rows` (R,) picks the positions whose logits are wanted, before the head: logits
+        (B, R, vocab). The inference engine samples from one position per sequence of a step, and
+        a prefill chunk of 1,000 tokens would otherwise pay a 1,000 x vocab matmul (as much as the
+        body of a small model) for logits nobody reads.
         """
+        if logits_rows is not None and targets is not None:
+            raise ValueError("logits_rows selects logits to return; it cannot be combined with targets")
         B, T = idx.shape
         if positions is None:
             if T > self.cos.size(0):
@@ -254,6 +261,8 @@ class GPT(nn.Module):
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for block in self.blocks:
             x = block(x, cos, sin, attention)
+        if logits_rows is not None:
+            x = x.index_select(1, logits_rows)
         logits = softcap(
             self.lm_head(norm(x))[..., : self.config.vocab_size].float(), self.config.logit_softcap
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from chatforge.model import GPT
@@ -39,22 +37,13 @@ class ModelRunner:
                 rows.append(row - 1)
                 sampling_ids.append(c.request_id)
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        selected = torch.tensor(rows, dtype=torch.long, device=self.device)
-
-        # Only the sampling rows need the head: a prefill chunk of 1,000 tokens would otherwise pay
-        # a 1,000 x vocab matmul (as much as the whole body of a small model) for logits nobody reads.
-        # The model stays unchanged: a forward pre-hook on its head picks the rows for this call
-        # (none when every row samples, as in a step of decodes only).
-        hook = None
-        if len(rows) != len(ids):
-
-            def pick_rows(module: Any, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
-                return (args[0].index_select(1, selected),)
-
-            hook = self.model.lm_head.register_forward_pre_hook(pick_rows)
-        try:
-            logits = self.model(idx, positions=meta.positions.view(1, -1), attention=self.backend.bind(meta))
-        finally:
-            if hook is not None:
-                hook.remove()
+        # Only the sampling rows need the head (GPT.forward's `logits_rows`); a step of decodes
+        # only samples every row and passes none.
+        selected = torch.tensor(rows, dtype=torch.long, device=self.device) if len(rows) != len(ids) else None
+        logits = self.model(
+            idx,
+            positions=meta.positions.view(1, -1),
+            attention=self.backend.bind(meta),
+            logits_rows=selected,
+        )
         return sampling_ids, logits[0]

@@ -94,6 +94,25 @@ def test_explicit_positions_match_default():
     assert torch.allclose(model(x), model(x, positions=pos), atol=1e-6)
 
 
+def test_logits_rows_equal_full_logits_indexed():
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    for block in model.blocks:  # non-trivial branches, so every position's logits differ
+        torch.nn.init.normal_(block.attn.c_proj.weight, std=0.05)
+        torch.nn.init.normal_(block.mlp.c_proj.weight, std=0.05)
+    torch.nn.init.normal_(model.lm_head.weight, std=0.5)
+    x = torch.randint(0, 97, (2, 12))
+    rows = torch.tensor([11, 0, 5, 5])  # any order, repeats allowed
+    full = model(x)
+    picked = model(x, logits_rows=rows)
+    assert picked.shape == (2, 4, 97)
+    assert torch.allclose(picked, full[:, rows], atol=1e-6)
+    pos = torch.arange(12).expand(2, 12)
+    assert torch.allclose(model(x, positions=pos, logits_rows=rows), full[:, rows], atol=1e-6)
+    with pytest.raises(ValueError, match="logits_rows"):
+        model(x, x, logits_rows=rows)
+
+
 def test_tiny_model_overfits_one_batch():
     torch.manual_seed(0)
     model = GPT(tiny_config())
