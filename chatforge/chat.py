@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from chatforge.contracts.errors import ErrorDetail, ServiceError
+
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
@@ -36,6 +38,15 @@ class ConversationTooLong(ConversationError):
         super().__init__(f"conversation renders to {n_tokens} tokens, over the limit of {max_tokens}")
         self.n_tokens = n_tokens
         self.max_tokens = max_tokens
+
+    @property
+    def detail(self) -> ErrorDetail:
+        """As it crosses a service boundary: the numbers as fields (`chatforge.contracts.errors`)."""
+        return ServiceError.context_length(self.n_tokens, self.max_tokens, why=str(self)).detail
+
+    @classmethod
+    def from_detail(cls, detail: ErrorDetail) -> ConversationTooLong:
+        return cls(detail.prompt_tokens or 0, detail.context_length or 0)
 
 
 @dataclass(frozen=True)

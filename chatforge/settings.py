@@ -29,10 +29,12 @@ def load_settings(cls: type[T], what: str, env_prefix: str, overrides: dict[str,
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
+            loc = [str(part) for part in err["loc"]]
+            field = loc[0] if loc else ""
             if field:
-                env = SHARED_ENV.get(field, env_prefix + field.upper())
-                where = f"{env} (or --{field.replace('_', '-')})"
+                # a nested field (engine.num_blocks) is ENGINE__NUM_BLOCKS, its flag --num-blocks
+                env = SHARED_ENV.get(field, env_prefix + "__".join(part.upper() for part in loc))
+                where = f"{env} (or --{loc[-1].replace('_', '-')})"
             else:  # a rule across fields (a model validator)
                 where = "settings"
             problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")

@@ -20,6 +20,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from chatforge.contracts.errors import ErrorDetail, ErrorKind
+from chatforge.contracts.generate import (
+    ErrorEvent,
+    FinishEvent,
+    FinishReason,
+    StreamItem,
+    ToolCallEvent,
+    ToolResultEvent,
+    Usage,
+)
+from chatforge.contracts.sampling import SamplingParams
 from chatforge.detokenize import StreamDecoder
 from chatforge.model import GPT
 from chatforge.tokenizer import Tokenizer
@@ -29,10 +40,9 @@ from inference_svc.config import EngineConfig
 from inference_svc.kv_cache_manager import KVCacheManager
 from inference_svc.metrics import EngineMetrics
 from inference_svc.model_runner import ModelRunner
-from inference_svc.outputs import Event, StreamItem, Usage, finish_event
 from inference_svc.paged_attention import KVCache
 from inference_svc.request import Request
-from inference_svc.sampling import SamplingParams, StopStrings, make_generator, sample
+from inference_svc.sampling import StopStrings, make_generator, sample
 from inference_svc.scheduler import RequestUpdate, Scheduler
 from inference_svc.tool_loop import ToolLoop
 
@@ -188,7 +198,8 @@ class LLMEngine:
             if self.tools is not None:
                 self.tools.forget(request_id)
             self._tracks.pop(request_id, None)
-            out.setdefault(request_id, []).append(StreamItem(event=Event("error", {"message": message})))
+            error = ErrorEvent(error=ErrorDetail(kind=ErrorKind.UNAVAILABLE, message=message))
+            out.setdefault(request_id, []).append(StreamItem(event=error))
         return out
 
     def reset_prefix_cache(self) -> None:
@@ -230,7 +241,7 @@ class LLMEngine:
         stopped = False
         if text:
             text, stopped = track.stops.feed(text)
-        track.items.append(StreamItem(token, text))
+        track.items.append(StreamItem(token_id=token, text=text))
         if stopped and reason is None:
             self.scheduler.finish_request(request.request_id, "stop")
             reason = "stop"
@@ -238,7 +249,7 @@ class LLMEngine:
             call = self.tools.on_token(request.request_id, request.token_ids)
             if call is not None:
                 request.pending_tool = True
-                track.items.append(StreamItem(event=Event("tool_call", {"code": call.code})))
+                track.items.append(StreamItem(event=ToolCallEvent(code=call.code)))
         if reason is not None:
             self._finish(track, reason)
         return 1
@@ -260,35 +271,33 @@ class LLMEngine:
             if track is None:
                 continue
             result = outcome.result
-            track.items.append(
-                StreamItem(
-                    event=Event(
-                        "tool_result",
-                        {
-                            "outcome": result.outcome,
-                            "output": result.model_text(),
-                            "duration_s": round(time.monotonic() - outcome.call.started_s, 4),
-                            "message": result.message,
-                        },
-                    )
-                )
+            event = ToolResultEvent(
+                outcome=result.outcome,
+                output=result.model_text(),
+                duration_s=round(time.monotonic() - outcome.call.started_s, 4),
+                message=result.message,
             )
+            track.items.append(StreamItem(event=event))
             reason = self.scheduler.append_forced_tokens(request_id, outcome.forced_token_ids)
             if reason is not None:
                 self._finish(track, reason)
                 continue
             # The forced ids go out on the stream too, so the client's ids match the sequence.
-            track.items.extend(StreamItem(t) for t in outcome.forced_token_ids)
+            track.items.extend(StreamItem(token_id=t, forced=True) for t in outcome.forced_token_ids)
 
-    def _finish(self, track: _Track, reason: str) -> None:
+    def _finish(self, track: _Track, reason: FinishReason) -> None:
         request = track.request
         tail = track.stops.flush() if reason != "stop" else ""
         if track.decoder is not None and reason != "stop":
             tail += track.decoder.flush()
         if tail:
             track.items.append(StreamItem(text=tail))
-        usage = Usage(request.num_prompt_tokens, request.num_output_tokens, request.num_cached_tokens)
-        track.items.append(StreamItem(event=finish_event(reason, usage)))
+        usage = Usage(
+            prompt_tokens=request.num_prompt_tokens,
+            completion_tokens=request.num_output_tokens,
+            cached_tokens=request.num_cached_tokens,
+        )
+        track.items.append(StreamItem(event=FinishEvent(finish_reason=reason, usage=usage)))
         self.metrics.requests_finished.labels(reason).inc()
         self.metrics.e2e_latency.observe(time.monotonic() - request.arrival_s)
         self._forget(request.request_id)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_svc.sampling import SamplingParams
+from chatforge.contracts.sampling import SamplingParams
 
 
 class RequestStatus(enum.Enum):

@@ -1,4 +1,4 @@
-"""Sampling parameters, the batched sampler and the stop rules.
+"""The batched sampler and the stop rules, for `chatforge.contracts.sampling.SamplingParams`.
 
 Greedy rows are one batched argmax. Other rows follow `chatforge.model.sample_next` step for step
 (temperature, then top-k, then top-p, then a draw from the request's own `torch.Generator`), so a
@@ -10,48 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
-FinishReason = Literal["stop", "length", "abort", "error"]
-
-
-class SamplingError(ValueError):
-    """Invalid sampling parameters; the message names the field and the value."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int = 256  # new tokens, tool output included
-    temperature: float = 0.0  # 0 = greedy
-    top_k: int | None = None  # keep the k most likely tokens (None or 0: all)
-    top_p: float = 1.0  # keep the smallest set whose probability reaches top_p
-    seed: int | None = None  # same seed, same prompt, same weights -> same tokens
-    stop_token_ids: tuple[int, ...] = ()
-    stop: tuple[str, ...] = ()  # stop strings; the text stops before the match
-    tools: bool = True  # run <|python_start|> ... <|python_end|> through the tool executor
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            problems.append(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
-        if not 0 <= self.temperature <= 100:
-            problems.append(f"temperature must be in [0, 100], got {self.temperature!r}")
-        if self.top_k is not None and self.top_k < 0:
-            problems.append(f"top_k must be >= 0 or None, got {self.top_k!r}")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            problems.append(f"stop strings must be non-empty strings, got {self.stop!r}")
-        if problems:
-            raise SamplingError("; ".join(problems))
-        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
-        object.__setattr__(self, "stop", tuple(self.stop))
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
+from chatforge.contracts.generate import FinishReason
+from chatforge.contracts.sampling import SamplingParams
 
 
 def make_generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from chatforge.contracts.errors import ServiceError
 from inference_svc.kv_cache_manager import KVCacheManager
 from inference_svc.request import Request, RequestStatus
 from inference_svc.sampling import FinishReason, check_stop
 
 
-class RequestTooLong(ValueError):
+class RequestTooLong(ServiceError, ValueError):
     """A request that exceeds the model's context or could never fit in the KV pool."""
 
 
@@ -84,16 +85,18 @@ class Scheduler:
         n = request.num_prompt_tokens
         if n >= self.max_model_len:
             raise RequestTooLong(
-                f"prompt of {n} tokens leaves no room to generate: the model's context is "
-                f"{self.max_model_len} tokens (max_model_len)"
+                ServiceError.context_length(
+                    n, self.max_model_len, param="prompt_ids", why="no room left to generate (max_model_len)"
+                ).detail
             )
         longest = min(n + request.sampling.max_tokens, self.max_model_len)
         if self.kv.blocks_needed(longest) > self.kv.pool.num_blocks:
-            raise RequestTooLong(
+            message = (
                 f"prompt of {n} tokens plus max_tokens {request.sampling.max_tokens} needs "
                 f"{self.kv.blocks_needed(longest)} KV blocks but the pool has {self.kv.pool.num_blocks}: "
                 "lower max_tokens or give the KV cache more memory"
             )
+            raise RequestTooLong(ServiceError.invalid(message, param="sampling.max_tokens").detail)
 
     def finish_request(self, request_id: str, reason: FinishReason) -> Request | None:
         """End a request now (stop string, abort, client gone): its blocks return at once."""

@@ -2,7 +2,8 @@
 
 One replica holds one model and one engine loop (a background task on the replica's event loop).
 It streams over HTTP through Serve's proxy (POST /generate, NDJSON lines of stream items) and over
-a DeploymentHandle (`handle.options(stream=True).generate.remote(body)`, dicts of the same shape).
+a DeploymentHandle (`handle.options(stream=True).generate.remote(request)`, the same items as
+objects). Both carry `chatforge.contracts.generate`'s messages.
 Serve calls `check_health`, which fails when the engine loop died or a step hangs; it then restarts
 the replica. `switch_checkpoint` (or a new `user_config={"checkpoint": ...}`) loads other weights
 in place: the cluster and the replica stay up, in-flight requests on the old model end with an error
@@ -13,59 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from chatforge.artifacts import ArtifactStore
-from inference_svc.config import EngineConfig
+from chatforge.contracts.errors import ErrorDetail, ErrorKind, ServiceError, detail_from_validation
+from chatforge.contracts.generate import ErrorEvent, GenerateRequest, ServedModelInfo, StreamItem
 from inference_svc.engine import AsyncEngine, EngineError, LLMEngine
 from inference_svc.loading import LoadedModel, load_model
 from inference_svc.metrics import EngineMetrics
-from inference_svc.outputs import Event, StreamItem
-from inference_svc.protocol import BadRequest, parse_request
+from inference_svc.protocol import prepare
+from inference_svc.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    checkpoint: str  # artifact name "run/stage[/step_N]" or a checkpoint directory
-    artifacts_root: str | None = None  # default: $CHATFORGE_ARTIFACTS or ./artifacts
-    tokenizer: str | None = None  # override the tokenizer named in the checkpoint
-    device: str | None = None  # default: cuda when present
-    sandbox_url: str | None = None  # the sandbox service for python tool calls; none: tools off
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    # Serve scales replicas on ongoing requests per replica; one engine batches up to max_num_seqs.
-    min_replicas: int = 1
-    max_replicas: int = 1
-    target_ongoing_requests: int = 32
-    max_ongoing_requests: int = 128
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-    def autoscaling_config(self) -> dict[str, Any]:
-        return {
-            "min_replicas": self.min_replicas,
-            "max_replicas": self.max_replicas,
-            "target_ongoing_requests": self.target_ongoing_requests,
-        }
 
 
 class InferenceServer:
     """The replica's class; plain Python so it can also run without Serve."""
 
-    def __init__(self, config: ServeConfig):
-        self.config = config
-        self.store = ArtifactStore.from_env(config.artifacts_root)
+    def __init__(self, settings: Settings):
+        self.config = settings
+        self.store = ArtifactStore.from_env(settings.artifacts_root)
         self.metrics = EngineMetrics()  # one registry per replica, kept across checkpoint switches
         self.engine: AsyncEngine | None = None
-        self.loaded = self._load(config.checkpoint)
+        self.loaded = self._load(settings.checkpoint)
 
     # --- Serve hooks -------------------------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -79,12 +57,12 @@ class InferenceServer:
             self.engine.check_health()
 
     # --- API ---------------------------------------------------------------------------------------
-    async def generate(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Stream item dicts for one request; a bad request yields a single error item."""
-        async for item in self._stream(body):
-            yield item.to_dict()
+    async def generate(self, request: GenerateRequest | dict[str, Any]) -> AsyncIterator[StreamItem]:
+        """Stream the items of one request; a bad request yields a single error item."""
+        async for item in self._stream(request):
+            yield item
 
-    async def switch_checkpoint(self, name: str) -> dict[str, Any]:
+    async def switch_checkpoint(self, name: str) -> ServedModelInfo:
         """Load other weights without restarting anything; returns the new model's info.
 
         The new checkpoint is loaded before the old engine stops, so a bad name leaves the server
@@ -101,23 +79,25 @@ class InferenceServer:
             torch.cuda.empty_cache()
         return await self.info()
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> ServedModelInfo:
         engine = self._engine().engine
-        return {
-            "checkpoint": self.loaded.name,
-            "path": str(self.loaded.path),
-            "step": self.loaded.meta.get("step"),
-            "tokenizer": self.loaded.tokenizer.name if self.loaded.tokenizer else None,
-            "config": self.loaded.model.config.to_dict(),
-            "kv_cache": {
+        loaded = self.loaded
+        return ServedModelInfo(
+            checkpoint=_artifact_name(loaded.path, loaded.name),
+            path=str(loaded.path),
+            step=loaded.meta.get("step"),
+            tokenizer=loaded.tokenizer.name if loaded.tokenizer else None,
+            context_length=engine.max_model_len,
+            config=loaded.model.config.to_dict(),
+            attention=engine.runner.backend.name,
+            kv_cache={
                 "num_blocks": engine.pool.num_blocks,
                 "block_size": engine.config.block_size,
                 "bytes": engine.cache.nbytes,
                 "usage_ratio": engine.pool.usage(),
             },
-            "attention": engine.runner.backend.name,
-            "engine": asdict(engine.config),
-        }
+            engine=engine.config.model_dump(),
+        )
 
     async def __call__(self, request: Any) -> Any:
         """HTTP: POST /generate (NDJSON stream), GET /info, GET /metrics, GET /healthz."""
@@ -127,7 +107,7 @@ class InferenceServer:
         if request.method == "GET" and path == "metrics":
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
         if request.method == "GET" and path == "info":
-            return JSONResponse(await self.info())
+            return JSONResponse((await self.info()).model_dump(mode="json"))
         if request.method == "GET" and path == "healthz":
             try:
                 await self.check_health()
@@ -135,15 +115,18 @@ class InferenceServer:
                 return PlainTextResponse(str(e), status_code=503)
             return PlainTextResponse("ok")
         if request.method != "POST" or path != "generate":
-            return JSONResponse({"error": f"no route {request.method} {request.url.path}"}, status_code=404)
+            detail = ErrorDetail(
+                kind=ErrorKind.INVALID_REQUEST, message=f"no route {request.method} {request.url.path}"
+            )
+            return JSONResponse({"error": detail.model_dump(mode="json")}, status_code=404)
         try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
+            body = GenerateRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            return _error_response(detail_from_validation(e))
         stream = self._stream(body)
         first = await anext(stream)
-        if first.event is not None and first.event.kind == "error" and first.event.data.get("status") == 400:
-            return JSONResponse({"error": first.event.data["message"]}, status_code=400)
+        if isinstance(first.event, ErrorEvent):  # refused before anything streamed: a status, not a stream
+            return _error_response(first.event.error)
 
         async def lines() -> AsyncIterator[bytes]:
             yield _line(first)
@@ -153,18 +136,25 @@ class InferenceServer:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     # --- helpers -----------------------------------------------------------------------------------
-    async def _stream(self, body: Any) -> AsyncIterator[StreamItem]:
+    async def _stream(self, body: GenerateRequest | dict[str, Any]) -> AsyncIterator[StreamItem]:
         engine = self._engine()
         loaded = self.loaded
         try:
-            prompt, params = parse_request(body, loaded.tokenizer)
-            stream = engine.generate(prompt, params)
+            request = body if isinstance(body, GenerateRequest) else GenerateRequest.model_validate(body)
+            prompt, sampling = prepare(request, loaded.tokenizer)
+            stream = engine.generate(prompt, sampling)
             first = await anext(stream)  # validation errors surface here, before anything streamed
-        except (BadRequest, ValueError) as e:
-            yield StreamItem(event=Event("error", {"message": str(e), "status": 400}))
+        except ValidationError as e:
+            yield StreamItem(event=ErrorEvent(error=detail_from_validation(e)))
+            return
+        except ServiceError as e:
+            yield StreamItem(event=ErrorEvent(error=e.detail))
+            return
+        except ValueError as e:  # the engine's own input checks (an id outside the vocabulary)
+            yield StreamItem(event=ErrorEvent(error=ServiceError.invalid(str(e), param="prompt_ids").detail))
             return
         except EngineError as e:
-            yield StreamItem(event=Event("error", {"message": str(e), "status": 503}))
+            yield StreamItem(event=ErrorEvent(error=ServiceError.unavailable(str(e)).detail))
             return
         yield first
         async for item in stream:
@@ -194,42 +184,42 @@ class InferenceServer:
 
 
 def _line(item: StreamItem) -> bytes:
-    return (json.dumps(item.to_dict(), ensure_ascii=False) + "\n").encode()
+    return (item.to_json() + "\n").encode()
 
 
-def build_app(config: ServeConfig) -> Any:
-    """The Serve application for `serve.run`; the deployment options come from `config`."""
+def _error_response(detail: ErrorDetail) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(
+        {"error": detail.model_dump(mode="json", exclude_none=True)}, status_code=detail.http_status
+    )
+
+
+def _artifact_name(path: Path, asked: str) -> str:
+    """`run/stage/step_N` from the checkpoint's directory (…/runs/<run>/<stage>/<step>)."""
+    parts = path.parts
+    return "/".join(parts[-3:]) if len(parts) >= 4 and parts[-4] == "runs" else asked
+
+
+def build_app(settings: Settings) -> Any:
+    """The Serve application for `serve.run`; the deployment options come from `settings`."""
     from ray import serve
 
     deployment: Any = serve.deployment(
         InferenceServer,
-        name="inference",
-        autoscaling_config=config.autoscaling_config(),
-        max_ongoing_requests=config.max_ongoing_requests,
-        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        name=settings.app_name,
+        autoscaling_config=settings.autoscaling_config(),
+        max_ongoing_requests=settings.max_ongoing_requests,
+        ray_actor_options={"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
         health_check_period_s=10,
         health_check_timeout_s=30,
-        user_config={"checkpoint": config.checkpoint},
+        user_config={"checkpoint": settings.checkpoint},
     )
-    return deployment.bind(config)
+    return deployment.bind(settings)
 
 
 def app_builder(args: dict[str, Any]) -> Any:
     """Entry point for Serve config files (KubeRay's RayService `serveConfigV2`):
-    `import_path: inference_svc.serve:app_builder` with `args: {checkpoint: run/sft, ...}`."""
-    known = {"checkpoint", "artifacts_root", "tokenizer", "device", "sandbox_url", "num_blocks"}
-    known |= {"min_replicas", "max_replicas", "target_ongoing_requests", "num_cpus", "num_gpus"}
-    unknown = set(args) - known
-    if unknown or "checkpoint" not in args:
-        raise ValueError(
-            f"app args need 'checkpoint' and take only {sorted(known)}; got unknown {sorted(unknown)}"
-        )
-    ints = {"min_replicas", "max_replicas", "target_ongoing_requests"}
-    floats = {"num_cpus", "num_gpus"}
-    options: dict[str, Any] = {
-        k: int(v) if k in ints else float(v) if k in floats else v
-        for k, v in args.items()
-        if k != "num_blocks"
-    }
-    engine = EngineConfig(num_blocks=int(args["num_blocks"]) if args.get("num_blocks") else None)
-    return build_app(ServeConfig(engine=engine, **options))
+    `import_path: inference_svc.serve:app_builder` with `args: {checkpoint: run/sft, ...}`; the args
+    are the service's settings (engine fields flat or under `engine`), validated like the CLI's."""
+    return build_app(load_settings(**dict(args)))

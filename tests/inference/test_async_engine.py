@@ -8,8 +8,8 @@ import threading
 import pytest
 from inference_svc.config import EngineConfig
 from inference_svc.engine import AsyncEngine, EngineError, LLMEngine
-from inference_svc.sampling import SamplingParams
 
+from chatforge.contracts.sampling import SamplingParams
 from chatforge.model import GPTConfig
 
 from .conftest import make_tiny_model, reference
@@ -26,7 +26,9 @@ def test_concurrent_streams_match_the_reference():
         engine = AsyncEngine(LLMEngine(model, EngineConfig(num_blocks=64)))
         engine.start()
         prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10], list(range(20, 50))]
-        outs = await asyncio.gather(*(collect(engine, p, SamplingParams(max_tokens=12)) for p in prompts))
+        outs = await asyncio.gather(
+            *(collect(engine, p, SamplingParams(temperature=0.0, max_tokens=12)) for p in prompts)
+        )
         engine.check_health()
         await engine.stop()
         return prompts, outs
@@ -44,7 +46,7 @@ def test_a_client_that_goes_away_frees_its_blocks():
         llm = LLMEngine(model, EngineConfig(num_blocks=64))
         engine = AsyncEngine(llm)
         engine.start()
-        stream = engine.generate(list(range(40)), SamplingParams(max_tokens=200))
+        stream = engine.generate(list(range(40)), SamplingParams(temperature=0.0, max_tokens=200))
         got = 0
         async for item in stream:
             got += item.token_id is not None
@@ -77,14 +79,14 @@ def test_stop_strings_cut_the_text_and_detokenize_utf8(tiny_tokenizer):
         await engine.stop()
         return items
 
-    full = asyncio.run(main(SamplingParams(max_tokens=30)))
+    full = asyncio.run(main(SamplingParams(temperature=0.0, max_tokens=30)))
     ids = [x.token_id for x in full if x.token_id is not None]
     text = "".join(x.text for x in full)
     assert text == tok.decode([i for i in ids if not tok.is_special(i)])
     visible = text[2:8]
-    cut = asyncio.run(main(SamplingParams(max_tokens=30, stop=(visible,))))
+    cut = asyncio.run(main(SamplingParams(temperature=0.0, max_tokens=30, stop=(visible,))))
     assert "".join(x.text for x in cut) == text[: text.index(visible)]
-    assert cut[-1].event.data["finish_reason"] == "stop"
+    assert cut[-1].event.finish_reason == "stop"
 
 
 def test_health_fails_when_the_loop_is_not_running_or_stuck():
@@ -102,10 +104,10 @@ def test_health_fails_when_the_loop_is_not_running_or_stuck():
         with pytest.raises(EngineError, match="not running"):
             engine.check_health()
         with pytest.raises(EngineError, match="not running"):
-            await collect(engine, [1, 2], SamplingParams(max_tokens=2))
+            await collect(engine, [1, 2], SamplingParams(temperature=0.0, max_tokens=2))
         engine.start()
         engine.check_health()
-        task = asyncio.create_task(collect(engine, [1, 2], SamplingParams(max_tokens=2)))
+        task = asyncio.create_task(collect(engine, [1, 2], SamplingParams(temperature=0.0, max_tokens=2)))
         await asyncio.sleep(0.5)
         with pytest.raises(EngineError, match="stuck"):
             engine.check_health()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from inference_svc.block_pool import BlockPool
 from inference_svc.kv_cache_manager import KVCacheManager
 from inference_svc.request import Request
-from inference_svc.sampling import SamplingParams
+
+from chatforge.contracts.sampling import SamplingParams
 
 
 def make(num_blocks=8, block_size=4, caching=True):
@@ -13,7 +14,7 @@ def make(num_blocks=8, block_size=4, caching=True):
 
 
 def req(rid, tokens):
-    return Request(rid, list(tokens), SamplingParams(max_tokens=4))
+    return Request(rid, list(tokens), SamplingParams(temperature=0.0, max_tokens=4))
 
 
 def test_allocation_grows_the_table_block_by_block():

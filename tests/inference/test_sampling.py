@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from inference_svc.protocol import BadRequest, parse_request
-from inference_svc.sampling import (
-    SamplingError,
-    SamplingParams,
-    StopStrings,
-    check_stop,
-    make_generator,
-    sample,
-)
+from inference_svc.protocol import prepare
+from inference_svc.sampling import StopStrings, check_stop, make_generator, sample
+from pydantic import ValidationError
+
+from chatforge.contracts.errors import ErrorKind, ServiceError
+from chatforge.contracts.generate import GenerateRequest
+from chatforge.contracts.sampling import SamplingParams
 
 
 def draws(logits, params, n=300):
@@ -50,7 +48,7 @@ def test_same_seed_same_draws():
 
 
 def test_stop_rules():
-    p = SamplingParams(max_tokens=3, stop_token_ids=(9,))
+    p = SamplingParams(temperature=0.0, max_tokens=3, stop_token_ids=(9,))
     assert check_stop(9, 1, 10, p, 100) == "stop"
     assert check_stop(1, 3, 10, p, 100) == "length"
     assert check_stop(1, 1, 100, p, 100) == "length"  # the model's context is full
@@ -58,12 +56,12 @@ def test_stop_rules():
 
 
 def test_invalid_parameters_name_the_field():
-    with pytest.raises(SamplingError, match="temperature"):
+    with pytest.raises(ValidationError, match="temperature"):
         SamplingParams(temperature=-1)
-    with pytest.raises(SamplingError, match="top_p"):
-        SamplingParams(top_p=0)
-    with pytest.raises(SamplingError, match="max_tokens"):
-        SamplingParams(max_tokens=0)
+    with pytest.raises(ValidationError, match="top_p"):
+        SamplingParams(temperature=0.0, top_p=0)
+    with pytest.raises(ValidationError, match="max_tokens"):
+        SamplingParams(temperature=0.0, max_tokens=0)
 
 
 def test_stop_strings_hold_back_a_possible_start_and_cut_at_the_match():
@@ -77,22 +75,31 @@ def test_stop_strings_hold_back_a_possible_start_and_cut_at_the_match():
     assert t.feed("xab") == ("x", True)  # the earliest match wins
 
 
+def parse(body, tokenizer):
+    return prepare(GenerateRequest.model_validate(body), tokenizer)
+
+
 def test_requests_are_parsed_once_at_the_edge(tiny_tokenizer):
-    ids, params = parse_request({"prompt_ids": [1, 2], "max_tokens": 5, "stop": ["\n"]}, None)
+    ids, params = parse({"prompt_ids": [1, 2], "sampling": {"max_tokens": 5, "stop": ["\n"]}}, None)
     assert ids == [1, 2] and params.max_tokens == 5 and params.stop == ("\n",)
-    ids, params = parse_request({"messages": [{"role": "user", "content": "hi"}]}, tiny_tokenizer)
+    ids, params = parse({"messages": [{"role": "user", "content": "hi"}]}, tiny_tokenizer)
     assert ids[-1] == tiny_tokenizer.special_id("<|assistant_start|>")
     assert tiny_tokenizer.special_id("<|assistant_end|>") in params.stop_token_ids
+    assert params.temperature == SamplingParams().temperature  # omitted: the contract's default
     for body, message in (
-        ([1, 2], "JSON object"),
-        ({"prompt_ids": [1], "messages": []}, "exactly one"),
-        ({"prompt_ids": "abc"}, "list of integers"),
-        ({"prompt_ids": [1], "temprature": 1}, "unknown fields"),
-        ({"prompt_ids": [1], "stop": "x"}, "'stop' must be a list"),
-        ({"prompt_ids": [1], "top_p": 2}, "top_p"),
-        ({"messages": [{"role": "assistant", "content": "hi"}]}, "expected role 'user'"),
+        ([1, 2], "valid dictionary"),
+        ({"prompt_ids": [1], "messages": [{"role": "user", "content": "x"}]}, "exactly one"),
+        ({"prompt_ids": "abc"}, "prompt_ids"),
+        ({"prompt_ids": [1], "temprature": 1}, "temprature"),
+        ({"prompt_ids": [1], "sampling": {"temprature": 1}}, "temprature"),
+        ({"prompt_ids": [1], "sampling": {"stop": "x"}}, "stop"),
+        ({"prompt_ids": [1], "sampling": {"top_p": 2}}, "top_p"),
+        ({"prompt_ids": [1], "sampling": {"max_tokens": "5"}}, "max_tokens"),
     ):
-        with pytest.raises(BadRequest, match=message):
-            parse_request(body, tiny_tokenizer)
-    with pytest.raises(BadRequest, match="no tokenizer"):
-        parse_request({"messages": [{"role": "user", "content": "hi"}]}, None)
+        with pytest.raises(ValidationError, match=message):
+            parse(body, tiny_tokenizer)
+    with pytest.raises(ServiceError, match="expected role 'user'") as refused:
+        parse({"messages": [{"role": "assistant", "content": "hi"}]}, tiny_tokenizer)
+    assert refused.value.kind is ErrorKind.INVALID_REQUEST and refused.value.detail.param == "messages"
+    with pytest.raises(ServiceError, match="no tokenizer"):
+        parse({"messages": [{"role": "user", "content": "hi"}]}, None)

@@ -6,8 +6,9 @@ import pytest
 from inference_svc.block_pool import BlockPool
 from inference_svc.kv_cache_manager import KVCacheManager
 from inference_svc.request import Request, RequestStatus
-from inference_svc.sampling import SamplingParams
 from inference_svc.scheduler import RequestTooLong, Scheduler
+
+from chatforge.contracts.sampling import SamplingParams
 
 
 def make(num_blocks=8, block_size=4, budget=16, max_seqs=8, max_model_len=64):
@@ -16,7 +17,7 @@ def make(num_blocks=8, block_size=4, budget=16, max_seqs=8, max_model_len=64):
 
 
 def req(rid, n, max_tokens=8, first=0):
-    return Request(rid, list(range(first, first + n)), SamplingParams(max_tokens=max_tokens))
+    return Request(rid, list(range(first, first + n)), SamplingParams(temperature=0.0, max_tokens=max_tokens))
 
 
 def run_step(s, tokens=None):
@@ -60,7 +61,7 @@ def test_finished_requests_leave_at_once_and_return_their_blocks():
 
 def test_stop_token_finishes_with_stop():
     s = make()
-    s.add_request(Request("a", [1, 2], SamplingParams(max_tokens=5, stop_token_ids=(7,))))
+    s.add_request(Request("a", [1, 2], SamplingParams(temperature=0.0, max_tokens=5, stop_token_ids=(7,))))
     _, updates = run_step(s, {"a": 7})
     assert updates[0].finish_reason == "stop"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -11,12 +10,15 @@ import tempfile
 
 import httpx
 import pytest
-from inference_svc.config import EngineConfig
-from inference_svc.serve import ServeConfig, build_app
+from inference_svc.serve import build_app
+from inference_svc.settings import load_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatforge import checkpoint
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.errors import ErrorDetail, ErrorKind
+from chatforge.contracts.generate import FinishEvent, GenerateRequest, StreamItem
+from chatforge.contracts.sampling import SamplingParams
 from chatforge.model import GPTConfig
 from chatforge.raylocal import local_ray
 
@@ -53,15 +55,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stream_http(url: str, body: dict) -> list[dict]:
+def stream_http(url: str, body: dict) -> list[StreamItem]:
     with httpx.stream("POST", url, json=body, timeout=60) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("application/x-ndjson")
-        return [json.loads(line) for line in response.iter_lines() if line]
+        return [StreamItem.from_json(line) for line in response.iter_lines() if line]
 
 
-def ids_of(items: list[dict]) -> list[int]:
-    return [x["token_id"] for x in items if x["token_id"] is not None]
+def ids_of(items: list[StreamItem]) -> list[int]:
+    return [x.token_id for x in items if x.token_id is not None]
+
+
+def greedy(max_tokens: int) -> dict:
+    return {"max_tokens": max_tokens, "temperature": 0}
 
 
 def test_serve_app_streams_reports_and_switches_checkpoints(artifacts, tiny_tokenizer):
@@ -75,11 +81,11 @@ def test_serve_app_streams_reports_and_switches_checkpoints(artifacts, tiny_toke
             port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             try:
-                config = ServeConfig(
+                config = load_settings(
                     checkpoint="demo/sft",
                     artifacts_root=str(root),
                     device="cpu",
-                    engine=EngineConfig(num_blocks=64),
+                    num_blocks=64,
                     num_cpus=0.5,
                     max_replicas=2,
                 )
@@ -87,26 +93,34 @@ def test_serve_app_streams_reports_and_switches_checkpoints(artifacts, tiny_toke
                 base = f"http://127.0.0.1:{port}"
 
                 # HTTP streaming through Serve's proxy, token for token like the oracle.
-                items = stream_http(f"{base}/generate", {"prompt_ids": prompt, "max_tokens": 12})
+                items = stream_http(f"{base}/generate", {"prompt_ids": prompt, "sampling": greedy(12)})
                 assert ids_of(items) == reference(models["demo"], prompt, 12)
-                assert items[-1]["event"]["kind"] == "finish"
+                assert isinstance(items[-1].event, FinishEvent)
 
                 # A chat is rendered with the chat template and streams text deltas.
                 chat = stream_http(
-                    f"{base}/generate", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+                    f"{base}/generate",
+                    {"messages": [{"role": "user", "content": "hi"}], "sampling": {"max_tokens": 8}},
                 )
-                assert chat[-1]["event"]["data"]["usage"]["completion_tokens"] >= 1
+                assert isinstance(chat[-1].event, FinishEvent) and chat[-1].event.usage.completion_tokens >= 1
 
-                # Bad input is a 400 with a message, before any streaming.
+                # Bad input is a 400 with a structured error naming the field, before any streaming.
                 bad = httpx.post(
-                    f"{base}/generate", json={"prompt_ids": prompt, "temperature": -1}, timeout=30
+                    f"{base}/generate",
+                    json={"prompt_ids": prompt, "sampling": {"temperature": -1}},
+                    timeout=30,
                 )
-                assert bad.status_code == 400 and "temperature" in bad.json()["error"]
+                error = ErrorDetail.model_validate(bad.json()["error"])
+                assert bad.status_code == 400 and error.param == "sampling.temperature"
+                # A prompt past the context: the numbers as fields, not in prose.
+                too_long = httpx.post(f"{base}/generate", json={"prompt_ids": [1] * 300}, timeout=30)
+                error = ErrorDetail.model_validate(too_long.json()["error"])
+                assert too_long.status_code == 400 and error.kind is ErrorKind.CONTEXT_LENGTH_EXCEEDED
+                assert (error.context_length, error.prompt_tokens) == (256, 300)
 
                 # The same stream through a DeploymentHandle.
-                via_handle = list(
-                    handle.options(stream=True).generate.remote({"prompt_ids": prompt, "max_tokens": 12})
-                )
+                request = GenerateRequest(prompt_ids=prompt, sampling=SamplingParams(**greedy(12)))
+                via_handle = list(handle.options(stream=True).generate.remote(request))
                 assert ids_of(via_handle) == ids_of(items)
 
                 handle.check_health.remote().result()
@@ -140,14 +154,14 @@ def test_serve_app_streams_reports_and_switches_checkpoints(artifacts, tiny_toke
 
                 # Switch weights in place: same cluster, same app, the other model's answers.
                 info = handle.switch_checkpoint.remote("demo2/sft").result()
-                assert info["checkpoint"] == "demo2/sft" and info["kv_cache"]["num_blocks"] == 64
-                after = stream_http(f"{base}/generate", {"prompt_ids": prompt, "max_tokens": 12})
+                assert info.checkpoint.startswith("demo2/sft/") and info.kv_cache["num_blocks"] == 64
+                after = stream_http(f"{base}/generate", {"prompt_ids": prompt, "sampling": greedy(12)})
                 assert ids_of(after) == reference(models["demo2"], prompt, 12) != ids_of(items)
 
                 # A bad name is refused and the server keeps serving what it served.
                 with pytest.raises(Exception, match="no complete checkpoint for 'nope/sft'"):
                     handle.switch_checkpoint.remote("nope/sft").result()
-                again = stream_http(f"{base}/generate", {"prompt_ids": prompt, "max_tokens": 12})
+                again = stream_http(f"{base}/generate", {"prompt_ids": prompt, "sampling": greedy(12)})
                 assert ids_of(again) == ids_of(after)
             finally:
                 serve.shutdown()

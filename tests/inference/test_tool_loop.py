@@ -15,8 +15,8 @@ import time
 import torch
 from inference_svc.config import EngineConfig
 from inference_svc.engine import LLMEngine
-from inference_svc.sampling import SamplingParams
 
+from chatforge.contracts.sampling import SamplingParams
 from chatforge.model import GPT, GPTConfig
 from chatforge.tools import ToolLimits, ToolResult
 
@@ -71,7 +71,7 @@ def setup(tok):
             model.lm_head.weight[nxt] += 10.0 * emb[cur] / 128
     prompt = [tok.bos_id, sp("<|user_start|>"), *tok.encode("what is six times seven"), sp("<|user_end|>")]
     prompt.append(sp("<|assistant_start|>"))
-    params = SamplingParams(max_tokens=40, stop_token_ids=(sp("<|assistant_end|>"),))
+    params = SamplingParams(temperature=0.0, max_tokens=40, stop_token_ids=(sp("<|assistant_end|>"),))
     return model, prompt, params, answer
 
 
@@ -95,9 +95,9 @@ def test_python_block_runs_and_its_output_is_forced_into_the_sequence(tiny_token
     assert executor.calls == [CODE]
     events = [x.event for x in items if x.event]
     assert [e.kind for e in events] == ["tool_call", "tool_result", "finish"]
-    assert events[0].data["code"] == CODE
-    assert events[1].data["outcome"] == "ok" and events[1].data["output"] == "42\n"
-    assert events[1].data["duration_s"] > 0
+    assert events[0].code == CODE
+    assert events[1].outcome == "ok" and events[1].output == "42\n"
+    assert events[1].duration_s > 0
     sp = tok.special_id
     forced = [sp("<|output_start|>"), *tok.encode("42\n"), sp("<|output_end|>")]
     out_ids = [x.token_id for x in items if x.token_id is not None]
@@ -113,7 +113,7 @@ def test_python_block_runs_and_its_output_is_forced_into_the_sequence(tiny_token
     assert out_ids == want
     # The visible text is the answer only: code and tool output travel in events.
     assert "".join(x.text for x in items) == " done"
-    assert events[2].data["usage"]["completion_tokens"] == len(want)
+    assert events[2].usage.completion_tokens == len(want)
     assert engine.pool.num_free_blocks == engine.pool.num_blocks
 
 
@@ -125,19 +125,19 @@ def test_other_sequences_keep_decoding_while_one_waits_for_its_tool(tiny_tokeniz
         model, EngineConfig(num_blocks=32), tokenizer=tok, tool_executor=SubprocessExecutor(gate)
     )
     tool_rid = engine.add_request(prompt, params)
-    other = engine.add_request([5, 6, 7], SamplingParams(max_tokens=25, tools=False))
+    other = engine.add_request([5, 6, 7], SamplingParams(temperature=0.0, max_tokens=25, tools=False))
     items = {tool_rid: [], other: []}
     for _ in range(200):  # until the other request finishes, the tool is held at the gate
         for rid, new in engine.step().items():
             items[rid].extend(new)
         if items[other] and items[other][-1].is_last:
             break
-    assert items[other][-1].event.data["finish_reason"] == "length"
+    assert items[other][-1].event.finish_reason == "length"
     tool_request = engine.scheduler.requests[tool_rid]
     assert tool_request.pending_tool and engine.kv.block_ids(tool_rid)  # parked with its blocks
     gate.set()
     items[tool_rid].extend(drain(engine, [tool_rid])[tool_rid])
-    assert items[tool_rid][-1].event.data["finish_reason"] == "stop"
+    assert items[tool_rid][-1].event.finish_reason == "stop"
 
 
 def test_tool_timeout_is_reported_and_fed_back(tiny_tokenizer):
@@ -147,7 +147,7 @@ def test_tool_timeout_is_reported_and_fed_back(tiny_tokenizer):
     rid = engine.add_request(prompt, params)
     items = drain(engine, [rid])[rid]
     result = next(x.event for x in items if x.event and x.event.kind == "tool_result")
-    assert result.data["outcome"] == "timeout" and "killed after" in result.data["output"]
+    assert result.outcome == "timeout" and "killed after" in result.output
     out_ids = [x.token_id for x in items if x.token_id is not None]
     assert tok.encode("[timeout] killed after 0.01s")[0] in out_ids
     assert engine.pool.num_free_blocks == engine.pool.num_blocks

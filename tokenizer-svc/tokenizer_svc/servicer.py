@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 import grpc
 
 from chatforge.artifacts import ArtifactError, check_name
-from chatforge.chat import ConversationError, parse_conversation, render_conversation, render_for_completion
+from chatforge.chat import (
+    ConversationError,
+    ConversationTooLong,
+    parse_conversation,
+    render_conversation,
+    render_for_completion,
+)
+from chatforge.contracts.errors import to_grpc_metadata
 from chatforge.detokenize import StreamDecoder
 from chatforge.tokenizer import TokenizerError
 from chatforge.v1 import tokenizer_pb2 as pb
@@ -74,6 +81,9 @@ def _abort(context: grpc.ServicerContext, e: Exception, method: str) -> None:
         context.abort(
             grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED, "client gone"
         )
+    if isinstance(e, ConversationTooLong):  # the numbers travel as fields, not inside the message
+        context.set_trailing_metadata(to_grpc_metadata(e.detail))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     if isinstance(e, RequestError | TokenizerError | ConversationError):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     if isinstance(e, ArtifactError):
