@@ -1,17 +1,28 @@
-"""Jobs on a Ray cluster through the Ray Jobs API (`JobSubmissionClient`, the dashboard's REST API).
+"""Jobs on a Ray cluster through the Ray Jobs REST API (the dashboard's `/api/jobs/`), over httpx.
 
 `local`: a Ray instance on this machine, on loopback (started here through `chatforge.raylocal`
 with its dashboard when no address is given); `ray`: a remote cluster's dashboard address.
 The submission id is the gateway's job id, so a restarted gateway finds its jobs again.
+
+The REST API is what Ray's own `JobSubmissionClient` calls (documented with the Ray Jobs REST API);
+talking to it directly keeps Ray out of the gateway image: only the `local` backend, which starts a
+Ray, imports ray, and only when it starts one. A cluster with Ray's token authentication (the
+default for a local `ray.init` since Ray 2.5x) is sent its token the way Ray's clients find it:
+`RAY_AUTH_TOKEN`, else the file named by `RAY_AUTH_TOKEN_PATH`, else `~/.ray/auth_token`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+import httpx
 
 from gateway.jobs.backend import RAY_JOB_STATES, BackendError, BackendStatus, JobGone
 from gateway.jobs.spec import JobRecord
@@ -19,6 +30,7 @@ from gateway.jobs.spec import JobRecord
 log = logging.getLogger(__name__)
 
 AGENT_WAIT_S = 30.0
+HTTP_TIMEOUT_S = 30.0  # one Jobs API call (a submission waits for the job to be recorded)
 
 
 class RayJobsBackend:
@@ -33,77 +45,125 @@ class RayJobsBackend:
         self.name = name
         self.address = address
         self.local_temp_dir = local_temp_dir
-        self._client: Any = None
+        self._client: httpx.Client | None = None
         self._owns_ray = False
         self._lock = threading.Lock()
 
     def submit(self, record: JobRecord, env: dict[str, str]) -> str:
-        client = self._jobs()
+        request = {
+            "entrypoint": record.entrypoint,
+            "submission_id": record.id,
+            "runtime_env": {"env_vars": env},
+            "metadata": {"chatforge_job": record.id, "stage": record.stage, "run": record.run},
+        }
         # A fresh cluster's dashboard answers before its job agent is up ("No available agent");
         # that clears within seconds, so it is retried rather than failing the job.
         deadline = time.monotonic() + AGENT_WAIT_S
         while True:
-            try:
-                return client.submit_job(
-                    entrypoint=record.entrypoint,
-                    submission_id=record.id,
-                    runtime_env={"env_vars": env},
-                    metadata={"chatforge_job": record.id, "stage": record.stage, "run": record.run},
-                )
-            except Exception as e:
-                if "No available agent" in str(e) and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                    continue
-                raise BackendError(f"Ray refused the job: {e}") from None
+            r = self._call("POST", "/api/jobs/", "Ray refused the job", json=request)
+            if r.status_code == 200:
+                return str(r.json().get("submission_id") or record.id)
+            if "No available agent" in r.text and time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            raise BackendError(f"Ray refused the job: {_failure(r)}")
 
     def status(self, record: JobRecord) -> BackendStatus:
-        try:
-            info: Any = self._jobs().get_job_info(record.backend_ref or record.id)
-        except Exception as e:
-            if "does not exist" in str(e):
-                raise JobGone(f"Ray has no job {record.id} (a new cluster, or the job was deleted)") from None
-            raise BackendError(f"cannot read job {record.id} from Ray: {e}") from None
-        state = RAY_JOB_STATES.get(str(getattr(info.status, "value", info.status)), "queued")
-        return BackendStatus(state, info.message or "")
+        job = record.backend_ref or record.id
+        r = self._call("GET", f"/api/jobs/{_quote(job)}", f"cannot read job {record.id} from Ray")
+        if r.status_code == 404:
+            raise JobGone(f"Ray has no job {record.id} (a new cluster, or the job was deleted)")
+        if r.status_code != 200:
+            raise BackendError(f"cannot read job {record.id} from Ray: {_failure(r)}")
+        info = r.json()
+        state = RAY_JOB_STATES.get(str(info.get("status")), "queued")
+        return BackendStatus(state, info.get("message") or "")
 
     def stop(self, record: JobRecord) -> None:
-        try:
-            self._jobs().stop_job(record.backend_ref or record.id)
-        except Exception as e:
-            raise BackendError(f"Ray could not stop job {record.id}: {e}") from None
+        job = record.backend_ref or record.id
+        r = self._call("POST", f"/api/jobs/{_quote(job)}/stop", f"Ray could not stop job {record.id}")
+        if r.status_code != 200:
+            raise BackendError(f"Ray could not stop job {record.id}: {_failure(r)}")
 
     def logs(self, record: JobRecord) -> str:
-        try:
-            return self._jobs().get_job_logs(record.backend_ref or record.id)
-        except Exception as e:
-            raise BackendError(f"cannot read the logs of job {record.id} from Ray: {e}") from None
+        job = record.backend_ref or record.id
+        what = f"cannot read the logs of job {record.id} from Ray"
+        r = self._call("GET", f"/api/jobs/{_quote(job)}/logs", what)
+        if r.status_code != 200:
+            raise BackendError(f"{what}: {_failure(r)}")
+        return str(r.json().get("logs") or "")
 
-    def _jobs(self) -> Any:
+    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        client = self._jobs()
+        try:
+            return client.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise BackendError(f"{what}: {client.base_url} unreachable: {e!r}") from None
+
+    def _jobs(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 self._client = self._connect()
             return self._client
 
-    def _connect(self) -> Any:
+    def _connect(self) -> httpx.Client:
         address = self.address
         if not address:
-            from chatforge.raylocal import init_local_ray  # before any `import ray`: it sets the loopback env
+            from chatforge.raylocal import init_local_ray  # it sets the loopback env before `import ray`
 
             temp = self.local_temp_dir or tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp")
-            context = init_local_ray(temp, include_dashboard=True, dashboard_host="127.0.0.1")
+            try:
+                context = init_local_ray(temp, include_dashboard=True, dashboard_host="127.0.0.1")
+            except ModuleNotFoundError as e:  # the gateway image: no Ray, so a cluster address is needed
+                raise BackendError(
+                    f"the local job backend starts a Ray in this process and needs ray installed ({e}); "
+                    "give a cluster's dashboard address instead (CHATFORGE_GATEWAY_RAY_ADDRESS)"
+                ) from None
             self._owns_ray = True
-            url = context.dashboard_url
-            address = url if url.startswith("http") else f"http://{url}"
+            address = context.dashboard_url
             log.info("started a local Ray for jobs; its Jobs API is on %s", address)
-        from ray.job_submission import JobSubmissionClient
-
-        try:
-            return JobSubmissionClient(address)
-        except Exception as e:  # ray raises ConnectionError or RuntimeError depending on the failure
-            raise BackendError(f"cannot reach the Ray Jobs API at {address}: {e}") from None
+        if "://" not in address:
+            address = f"http://{address}"
+        client = httpx.Client(
+            base_url=address.rstrip("/"), timeout=HTTP_TIMEOUT_S, headers=ray_auth_headers()
+        )
+        try:  # what JobSubmissionClient checks first: the dashboard answers and serves the Jobs API
+            r = client.get("/api/version")
+            if r.status_code != 200:
+                raise BackendError(f"cannot reach the Ray Jobs API at {address}: {_failure(r)}")
+            log.info("Ray Jobs API at %s (Ray %s)", address, r.json().get("ray_version", "?"))
+        except (httpx.HTTPError, ValueError) as e:
+            client.close()
+            raise BackendError(f"cannot reach the Ray Jobs API at {address}: {e!r}") from None
+        except BackendError:
+            client.close()
+            raise
+        return client
 
     def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
         if self._owns_ray:
             from chatforge.raylocal import shutdown_ray
 
             shutdown_ray()
+
+
+def ray_auth_headers() -> dict[str, str]:
+    """`Authorization: Bearer <token>` when a Ray auth token is configured here (see the module doc)."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+        try:
+            token = Path(path).read_text().strip()
+        except OSError:
+            token = ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _quote(job_id: str) -> str:
+    return quote(job_id, safe="")
+
+
+def _failure(r: httpx.Response) -> str:
+    return f"HTTP {r.status_code}: {r.text.strip()[:500]}"
