@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from chatforge.contracts.training import OptimConfig  # noqa: E402
 from chatforge.model import GPT, GPTConfig  # noqa: E402
-from trainer.config import OptimConfig  # noqa: E402
 from trainer.loop import cpu_threads  # noqa: E402
 from trainer.optim import build_optimizers  # noqa: E402
 from trainer.telemetry import peak_flops  # noqa: E402

@@ -13,7 +13,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from .config import PRESETS, TRAIN_STAGES, ConfigError, TrainConfig, TrainError, preset
+from chatforge.contracts.training import PRESETS, TRAIN_STAGES, ConfigError, TrainConfig, preset
+
+from .errors import TrainError
 
 # TrainConfig fields exposed as --flags (the rest are set by presets or tests)
 TRAIN_FLAGS: tuple[str, ...] = (

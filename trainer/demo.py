@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.training import preset
 from chatforge.corpus import train_shards
 
-from .config import preset
 from .data import DataError
 from .pipeline import run_pipeline
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.training import ConfigError, TrainConfig
 
-from .config import ConfigError, TrainConfig
 from .loop import cpu_threads
 from .telemetry import LOG_FILE, follow_log
 

@@ -26,12 +26,13 @@ import torch.distributed as dist
 
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.training import TrainConfig
 from chatforge.model import GPT, GPTConfig, autocast_dtype, token_budget
 from chatforge.tokenizer import Tokenizer
 from trainer.eval.bpb import bits_per_byte_of, bpb_totals
 
-from .config import TrainConfig, TrainError
 from .data import StepLoader, merge_positions
+from .errors import TrainError
 from .optim import apply_schedule, build_optimizers, clip_grad_norm
 from .stages import StageData, stage_data
 from .telemetry import LOG_FILE, Telemetry, peak_flops

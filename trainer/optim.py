@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
+from chatforge.contracts.training import OptimConfig
 from chatforge.model import GPT
-
-from .config import OptimConfig
 
 # Newton–Schulz quintic coefficients from Keller Jordan's Muon: they push every singular value into
 # roughly [0.7, 1.2] in 5 steps, which works as well as exact orthogonalisation and is much cheaper.

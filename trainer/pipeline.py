@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.training import Preset
 
-from .config import Preset
 from .driver import ray_session, run_stage, stage_done
 from .stages.tokenizer import train_tokenizer
 

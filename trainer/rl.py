@@ -32,15 +32,15 @@ import torch
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from chatforge.chat import Conversation, message, render_for_completion
+from chatforge.contracts.training import RL_STAGE as STAGE
+from chatforge.contracts.training import ConfigError, OptimConfig, RLConfig
 from chatforge.model import GPT, GPTConfig, autocast_dtype
 from chatforge.tokenizer import Tokenizer
 from chatforge.tools import ToolExecutor, tool_executor_from
 
-from .config import ConfigError, OptimConfig
 from .eval.chat_eval import extract_number, read_jsonl, same_number
 from .eval.rollout import Completion, EngineGenerator, GenerationParams
 from .optim import build_optimizers, clip_grad_norm
-from .rl_config import STAGE, RLConfig
 from .telemetry import LOG_FILE, Telemetry
 
 # --- the pure core --------------------------------------------------------------------------------

@@ -21,11 +21,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def test_tiny_pipeline_ends_with_a_report(tmp_path, tiny_tokenizer, capsys):
     import matplotlib.image as mpimg
 
+    from chatforge.contracts.training import RLConfig
     from trainer.driver import run_stage
     from trainer.eval.stage import EvalConfig, read_results, run_eval
     from trainer.report import write_report
     from trainer.rl import rl_worker
-    from trainer.rl_config import RLConfig
 
     root, corpus = tmp_path / "artifacts", write_corpus(tmp_path / "corpus", docs_per_shard=60)
     store = ArtifactStore(root)

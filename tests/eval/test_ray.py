@@ -13,9 +13,9 @@ from trainer.eval.core import CoreTask, evaluate_task
 
 @pytest.mark.slow
 def test_core_on_ray_workers_and_rl_as_a_ray_job(tmp_path, tiny_model, tiny_tokenizer):
+    from chatforge.contracts.training import RLConfig
     from trainer.eval.stage import evaluate_core_on_ray
     from trainer.rl import run_rl
-    from trainer.rl_config import RLConfig
 
     store = ArtifactStore(tmp_path)
     tiny_tokenizer.save(store.tokenizer_path("r"))

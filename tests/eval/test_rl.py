@@ -12,11 +12,10 @@ import torch
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from chatforge.chat import render_for_completion
+from chatforge.contracts.training import ConfigError, RLConfig
 from tests.eval.conftest import LocalPython, bigram_model, tool_script
-from trainer.config import ConfigError
 from trainer.eval.rollout import Completion
 from trainer.rl import group_advantages, pass_at_k, policy_batch, policy_loss, rl_worker
-from trainer.rl_config import RLConfig
 from trainer.telemetry import read_log
 
 

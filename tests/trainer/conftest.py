@@ -41,7 +41,7 @@ def artifacts(tmp_path_factory, tiny_tokenizer) -> Path:
 
 def tiny_config(stage: str, root: Path, corpus: Path, **changes):
     """A d1 model, vocab 512, 64-token rows, 4 micro-batches of 2 rows per step: seconds per run."""
-    from trainer.config import TrainConfig
+    from chatforge.contracts.training import TrainConfig
 
     base = dict(
         stage=stage,

@@ -11,8 +11,8 @@ import torch
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from tests.trainer.conftest import TOKENIZER, tiny_config
-from trainer.config import TrainError
 from trainer.driver import run_stage, stage_done
+from trainer.errors import TrainError
 from trainer.loop import Ranks, _train_step
 from trainer.optim import build_optimizers
 from trainer.telemetry import read_log

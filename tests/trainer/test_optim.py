@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from chatforge.contracts.training import OptimConfig
 from chatforge.model import GPT, GPTConfig
-from trainer.config import OptimConfig
 from trainer.optim import Muon, build_optimizers, lr_multiplier, muon_momentum, orthogonalize
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.training import Preset, TokenizerConfig
 from tests.trainer.conftest import tiny_config
-from trainer.config import Preset, TokenizerConfig
 from trainer.eval.stage import result_path
 from trainer.pipeline import run_pipeline
 

@@ -92,7 +92,7 @@ def _eval_flags(run: argparse.ArgumentParser) -> None:
 
 
 def _rl_flags(rl: argparse.ArgumentParser) -> None:
-    from trainer.rl_config import RLConfig
+    from chatforge.contracts.training import RLConfig
 
     rl.add_argument("--run", default="demo", help="run name (default: demo)")
     _artifacts(rl)
@@ -236,8 +236,8 @@ def _unpacked(source: str, into: Path, package: str) -> Path:
 
 def _cli_rl(args: argparse.Namespace) -> int:
     def run() -> None:
+        from chatforge.contracts.training import RLConfig
         from trainer.rl import prepare_stage, rl_worker, run_rl
-        from trainer.rl_config import RLConfig
 
         values = {
             f.name: getattr(args, f.name) for f in fields(RLConfig) if getattr(args, f.name, None) is not None

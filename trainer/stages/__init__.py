@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chatforge.contracts.training import TrainConfig
 from chatforge.tokenizer import Tokenizer
 
-from ..config import TrainConfig
 from ..data import Source
 
 

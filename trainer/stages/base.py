@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from chatforge.contracts.training import TrainConfig
 from chatforge.corpus import train_shards, val_shards
 from chatforge.tokenizer import Tokenizer
 
-from ..config import TrainConfig
 from ..data import DataError, ParquetSource
 from . import StageData
 

@@ -7,9 +7,9 @@ format's loss mask: only what the assistant writes is trained on.
 from __future__ import annotations
 
 from chatforge.chat import Conversation, message, render_for_completion
+from chatforge.contracts.training import TrainConfig
 from chatforge.tokenizer import Tokenizer
 
-from ..config import TrainConfig
 from ..data import ConversationSource
 from ..tasks.mixtures import mixture
 from . import StageData

@@ -6,9 +6,9 @@ conversation never shares its context with another.
 
 from __future__ import annotations
 
+from chatforge.contracts.training import TrainConfig
 from chatforge.tokenizer import Tokenizer
 
-from ..config import TrainConfig
 from . import StageData
 from .mid import conversation_data
 

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.training import TokenizerConfig
 from chatforge.corpus import iter_texts, train_shards
 from chatforge.tokenizer import Tokenizer
 
-from ..config import TokenizerConfig
 from ..data import DataError
 
 
