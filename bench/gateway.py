@@ -120,27 +120,27 @@ async def direct_latencies(
     stack: Stack, prompt_ids: list[int], max_tokens: int, n: int
 ) -> tuple[list[float], int]:
     """The engine called in the gateway's own event loop, as the gateway calls it, minus the gateway."""
-    from gateway.inference import GenerationParams
+    from chatforge.contracts.sampling import SamplingParams
 
-    params = GenerationParams(max_tokens=max_tokens, temperature=0.0, stop_token_ids=stack.stop_ids)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop_token_ids=stack.stop_ids)
     out, count = [], 0
     for _ in range(n):
         t0 = time.perf_counter()
         count = 0
-        async for piece in stack.inference.generate(prompt_ids, params):
-            count += len(piece.token_ids)
+        async for item in stack.inference.generate(prompt_ids, params):
+            count += item.token_id is not None
         out.append(time.perf_counter() - t0)
     return out, count
 
 
 async def direct_stream(stack: Stack, prompt_ids: list[int], max_tokens: int, clients: int) -> float:
-    from gateway.inference import GenerationParams
+    from chatforge.contracts.sampling import SamplingParams
 
     async def one(seed: int) -> int:
-        params = GenerationParams(
+        params = SamplingParams(
             max_tokens=max_tokens, temperature=1.0, seed=seed, stop_token_ids=stack.stop_ids
         )
-        return sum([len(p.token_ids) async for p in stack.inference.generate(prompt_ids, params)])
+        return sum([item.token_id is not None async for item in stack.inference.generate(prompt_ids, params)])
 
     t0 = time.perf_counter()
     tokens = sum(await asyncio.gather(*(one(i) for i in range(clients))))

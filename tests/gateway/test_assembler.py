@@ -6,9 +6,16 @@ import asyncio
 
 from gateway.assembler import ChoiceAssembler, StopScanner
 from gateway.codec import LocalCodec
-from gateway.inference import Piece
 from hypothesis import given
 from hypothesis import strategies as st
+
+from chatforge.contracts.generate import (
+    FinishEvent,
+    StreamItem,
+    ToolCallEvent,
+    ToolResultEvent,
+    Usage,
+)
 
 
 @given(
@@ -29,6 +36,17 @@ def test_earliest_of_several_stops_wins():
     assert scanner.feed("hel") + scanner.feed("lo world") == "hel"
 
 
+def tokens(ids, text: str = "") -> list[StreamItem]:
+    """What the engine streams for `ids`: one item each, `text` riding on the last."""
+    ids = list(ids)
+    return [StreamItem(token_id=t, text=text if i == len(ids) - 1 else "") for i, t in enumerate(ids)]
+
+
+def finish(reason: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> StreamItem:
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    return StreamItem(event=FinishEvent(finish_reason=reason, usage=usage))
+
+
 def test_tool_blocks_become_tool_deltas_not_text(tiny_tokenizer):
     codec = LocalCodec(tiny_tokenizer)
     sp = tiny_tokenizer.special_ids
@@ -39,24 +57,18 @@ def test_tool_blocks_become_tool_deltas_not_text(tiny_tokenizer):
 
     async def run():
         deltas = []
-        for piece in (
-            Piece(tuple(text_ids)),
-            Piece(
-                (sp["<|python_start|>"], *code_ids, sp["<|python_end|>"]), "tool_call", {"code": "print(1+1)"}
-            ),
-            Piece(
-                (sp["<|output_start|>"], *out_ids, sp["<|output_end|>"]),
-                "tool_result",
-                {"output": "2", "outcome": "ok"},
-            ),
-            Piece(tuple(tiny_tokenizer.encode(" is 2"))),
-            Piece(
-                (sp["<|assistant_end|>"],),
-                "finish",
-                {"finish_reason": "stop", "usage": {"prompt_tokens": 7, "completion_tokens": 30}},
-            ),
-        ):
-            deltas += await assembler.feed(piece)
+        script = [
+            *tokens(text_ids),
+            *tokens((sp["<|python_start|>"], *code_ids, sp["<|python_end|>"])),
+            StreamItem(event=ToolCallEvent(code="print(1+1)")),
+            StreamItem(event=ToolResultEvent(outcome="ok", output="2", duration_s=0.5)),
+            *tokens((sp["<|output_start|>"], *out_ids, sp["<|output_end|>"])),
+            *tokens(tiny_tokenizer.encode(" is 2")),
+            *tokens((sp["<|assistant_end|>"],)),
+            finish("stop", 7, 30),
+        ]
+        for item in script:
+            deltas += await assembler.feed(item)
         return deltas
 
     deltas = asyncio.run(run())
@@ -64,7 +76,7 @@ def test_tool_blocks_become_tool_deltas_not_text(tiny_tokenizer):
     tools = [d.tool for d in deltas if d.tool]
     assert tools == [
         {"type": "python_call", "code": "print(1+1)"},
-        {"type": "python_output", "output": "2", "outcome": "ok"},
+        {"type": "python_output", "outcome": "ok", "output": "2", "duration_s": 0.5, "message": ""},
     ]
     assert assembler.outcome.finish_reason == "stop"
     assert (assembler.outcome.prompt_tokens, assembler.outcome.completion_tokens) == (7, 30)
@@ -77,8 +89,8 @@ def test_multibyte_characters_are_never_split(tiny_tokenizer):
     )
 
     async def run():
-        texts = [d.text for i in ids for d in await assembler.feed(Piece((i,)))]
-        texts += [d.text for d in await assembler.feed(Piece((), "finish", {"finish_reason": "length"}))]
+        texts = [d.text for item in tokens(ids) for d in await assembler.feed(item)]
+        texts += [d.text for d in await assembler.feed(finish("length"))]
         return texts
 
     texts = asyncio.run(run())
@@ -86,20 +98,22 @@ def test_multibyte_characters_are_never_split(tiny_tokenizer):
     assert assembler.outcome.finish_reason == "length"
 
 
-def test_engine_text_mode_takes_the_pieces_text_outside_tool_blocks(tiny_tokenizer):
+def test_engine_text_mode_takes_the_items_text_outside_tool_blocks(tiny_tokenizer):
     sp = tiny_tokenizer.special_ids
     assembler = ChoiceAssembler(sp, None, StopScanner(["STOP"]))
 
     async def run():
         pieces = [
-            Piece((5,), text="Hi "),
-            Piece((sp["<|python_start|>"],)),
-            Piece((6,), text="code-text-the-engine-showed"),
-            Piece((sp["<|python_end|>"],), "tool_call", {"code": "1"}),
-            Piece((7,), text="there"),
-            Piece((), text="!"),  # the engine's final flush
-            Piece((8,), text=" STOP and more"),
-            Piece((sp["<|assistant_end|>"],), "finish", {"finish_reason": "stop"}),
+            *tokens((5,), "Hi "),
+            *tokens((sp["<|python_start|>"],)),
+            *tokens((6,), "code-text-the-engine-showed"),
+            *tokens((sp["<|python_end|>"],)),
+            StreamItem(event=ToolCallEvent(code="1")),
+            *tokens((7,), "there"),
+            StreamItem(text="!"),  # the engine's final flush
+            *tokens((8,), " STOP and more"),
+            *tokens((sp["<|assistant_end|>"],)),
+            finish("stop"),
         ]
         return [d for p in pieces for d in await assembler.feed(p)]
 

@@ -13,20 +13,22 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from gateway.inference import GenerationParams, InferenceRejected
 from gateway.remote_inference import RemoteInference
-from inference_svc.config import EngineConfig
-from inference_svc.serve import InferenceServer, ServeConfig
+from inference_svc.serve import InferenceServer
+from inference_svc.settings import load_settings
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from chatforge.contracts.errors import ErrorKind, ServiceError
+from chatforge.contracts.generate import FinishEvent
+from chatforge.contracts.sampling import SamplingParams
 from tests.gateway.conftest import CHECKPOINT
 
 
 @pytest.fixture(scope="module")
 def inference_http(artifacts) -> Iterator[tuple[str, InferenceServer]]:
     server = InferenceServer(
-        ServeConfig(checkpoint=CHECKPOINT, artifacts_root=str(artifacts), engine=EngineConfig(num_blocks=256))
+        load_settings(checkpoint=CHECKPOINT, artifacts_root=str(artifacts), num_blocks=256)
     )
 
     async def endpoint(request):
@@ -58,7 +60,7 @@ def remote_gateway(launch, inference_http):
 def test_chat_through_the_remote_inference_service(remote_gateway, gateway):
     client = openai.OpenAI(base_url=remote_gateway.url + "/v1", api_key="-", max_retries=0)
     models = client.models.list().data
-    assert models[0].id == "chatforge" and models[0].checkpoint == CHECKPOINT
+    assert models[0].id == "chatforge" and models[0].checkpoint == CHECKPOINT + "/step_000001"
     kwargs = dict(
         model="chatforge", messages=[{"role": "user", "content": "hello"}], max_tokens=12, temperature=0
     )
@@ -83,12 +85,22 @@ def test_remote_refusals_raise_typed_errors(inference_http):
         client = RemoteInference(url, model_id="chatforge")
         try:
             await client.refresh()
-            params = GenerationParams(max_tokens=4)
-            with pytest.raises(InferenceRejected, match="not an id"):
-                async for _ in client.generate([10**6], params):
+            sampling = SamplingParams(max_tokens=4)
+            with pytest.raises(ServiceError, match="not an id") as refused:
+                async for _ in client.generate([10**6], sampling):
                     pass
-            pieces = [p async for p in client.generate([1, 2, 3], params)]
-            assert pieces[-1].event == "finish" and sum(len(p.token_ids) for p in pieces) <= 4
+            assert (
+                refused.value.kind is ErrorKind.INVALID_REQUEST and refused.value.detail.param == "prompt_ids"
+            )
+            with pytest.raises(ServiceError) as too_long:  # the numbers arrive as fields
+                async for _ in client.generate([1] * 5000, sampling):
+                    pass
+            detail = too_long.value.detail
+            assert detail.kind is ErrorKind.CONTEXT_LENGTH_EXCEEDED and detail.prompt_tokens == 5000
+            assert detail.context_length == client.model_info().context_length
+            items = [item async for item in client.generate([1, 2, 3], sampling)]
+            assert isinstance(items[-1].event, FinishEvent)
+            assert sum(item.token_id is not None for item in items) <= 4
         finally:
             await client.close()
 

@@ -14,19 +14,22 @@ from collections.abc import AsyncIterator
 import httpx
 import openai
 import pytest
-from gateway.inference import GenerationParams, ModelInfo, Piece
+from gateway.inference import ModelInfo
+
+from chatforge.contracts.generate import FinishEvent, StreamItem, ToolCallEvent, ToolResultEvent, Usage
+from chatforge.contracts.sampling import SamplingParams
 
 
 class ScriptedInference:
-    def __init__(self, pieces: list[Piece]):
-        self.pieces = pieces
+    def __init__(self, items: list[StreamItem]):
+        self.items = items
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(id="chatforge", context_length=256, checkpoint="scripted/sft/step_000001", created=0)
 
-    async def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Piece]:
-        for piece in self.pieces:
-            yield piece
+    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> AsyncIterator[StreamItem]:
+        for item in self.items:
+            yield item
 
     async def deploy(self, checkpoint: str) -> ModelInfo:
         return self.model_info()
@@ -42,17 +45,25 @@ class ScriptedInference:
 def tool_gateway(launch, tiny_tokenizer):
     tok, sp = tiny_tokenizer, tiny_tokenizer.special_ids
     ids = tok.encode
+
+    def tokens(text: str) -> list[StreamItem]:
+        return [StreamItem(token_id=t) for t in ids(text)]
+
     script = [
-        *(Piece((t,)) for t in ids("Let me compute.")),
-        Piece((sp["<|python_start|>"],)),
-        *(Piece((t,)) for t in ids("print(6*7)")),
-        Piece((sp["<|python_end|>"],), "tool_call", {"code": "print(6*7)"}),
-        Piece((), "tool_result", {"outcome": "ok", "output": "42\n", "duration_s": 0.01, "message": ""}),
-        *(Piece((t,)) for t in ids(" It is 42.")),
-        Piece(
-            (sp["<|assistant_end|>"],),
-            "finish",
-            {"finish_reason": "stop", "usage": {"prompt_tokens": 9, "completion_tokens": 40}},
+        *tokens("Let me compute."),
+        StreamItem(token_id=sp["<|python_start|>"]),
+        *tokens("print(6*7)"),
+        StreamItem(token_id=sp["<|python_end|>"]),
+        StreamItem(event=ToolCallEvent(code="print(6*7)")),
+        StreamItem(event=ToolResultEvent(outcome="ok", output="42\n", duration_s=0.01)),
+        *(
+            StreamItem(token_id=t, forced=True)
+            for t in [sp["<|output_start|>"], *ids("42\n"), sp["<|output_end|>"]]
+        ),
+        *tokens(" It is 42."),
+        StreamItem(token_id=sp["<|assistant_end|>"]),
+        StreamItem(
+            event=FinishEvent(finish_reason="stop", usage=Usage(prompt_tokens=9, completion_tokens=40))
         ),
     ]
 

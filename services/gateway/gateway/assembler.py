@@ -1,4 +1,4 @@
-"""From generated pieces to what a client sees: text deltas, tool activity, a finish reason.
+"""From generated stream items to what a client sees: text deltas, tool activity, a finish reason.
 
 Pure logic over ids and strings (the decoder is injected), tested without a server. The engine's
 ids include the chat format's special tokens and the python tool's code and output; only ordinary
@@ -17,8 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatforge.contracts.generate import (
+    ErrorEvent,
+    FinishEvent,
+    StreamItem,
+    ToolCallEvent,
+    ToolResultEvent,
+)
 from gateway.codec import IdDecoder
-from gateway.inference import Piece
 
 
 @dataclass
@@ -72,7 +78,7 @@ def _overlap(text: str, stop: str) -> int:
 
 @dataclass
 class ChoiceAssembler:
-    """One choice's stream: feed pieces, get deltas; `outcome` says how and when it ended."""
+    """One choice's stream: feed stream items, get deltas; `outcome` says how and when it ended."""
 
     special_ids: dict[str, int]
     decoder: IdDecoder | None  # None: use the engine's text
@@ -87,13 +93,14 @@ class ChoiceAssembler:
         self._opens = {sp.get("<|python_start|>"): "python", sp.get("<|output_start|>"): "output"}
         self._closes = {sp.get("<|python_end|>"), sp.get("<|output_end|>")}
 
-    async def feed(self, piece: Piece) -> list[Delta]:
+    async def feed(self, item: StreamItem) -> list[Delta]:
         deltas: list[Delta] = []
-        visible = [t for t in piece.token_ids if self._visible(t)]
-        self.outcome.completion_tokens += len(piece.token_ids)
+        ids = () if item.token_id is None else (item.token_id,)
+        visible = [t for t in ids if self._visible(t)]
+        self.outcome.completion_tokens += len(ids)
         if self.decoder is None:
-            # A piece without ids carries text the engine's decoder held back (its final flush).
-            raw = piece.text if visible or (not piece.token_ids and not self._block) else ""
+            # An item without an id carries text the engine's decoder held back (its final flush).
+            raw = item.text if visible or (not ids and not self._block) else ""
         else:
             raw = await self.decoder.feed(visible) if visible else ""
         if raw and not self.stops.stopped:
@@ -102,12 +109,13 @@ class ChoiceAssembler:
                 deltas.append(Delta(text=text))
             if self.stops.stopped:
                 self.outcome.finish_reason = "stop"
-        if piece.event == "tool_call":
-            deltas.append(Delta(tool={"type": "python_call", "code": piece.data.get("code", "")}))
-        elif piece.event == "tool_result":
-            deltas.append(Delta(tool={"type": "python_output", **piece.data}))
-        elif piece.event in ("finish", "error"):
-            deltas.extend(await self._end(piece))
+        event = item.event
+        if isinstance(event, ToolCallEvent):
+            deltas.append(Delta(tool={"type": "python_call", "code": event.code}))
+        elif isinstance(event, ToolResultEvent):
+            deltas.append(Delta(tool={"type": "python_output", **event.model_dump(exclude={"kind"})}))
+        elif isinstance(event, FinishEvent | ErrorEvent):
+            deltas.extend(await self._end(event))
         return deltas
 
     @property
@@ -121,20 +129,18 @@ class ChoiceAssembler:
             if self.decoder is not None:
                 await self.decoder.close()
 
-    async def _end(self, piece: Piece) -> list[Delta]:
-        usage = piece.data.get("usage") or {}
-        self.outcome.prompt_tokens = int(usage.get("prompt_tokens", 0))
-        if "completion_tokens" in usage:
-            self.outcome.completion_tokens = int(usage["completion_tokens"])
+    async def _end(self, event: FinishEvent | ErrorEvent) -> list[Delta]:
         self._closed = True
         tail = self.stops.feed(await self.decoder.close()) if self.decoder is not None else ""
         tail += self.stops.flush()
-        if piece.event == "error":
-            self.outcome.error = str(piece.data.get("message", "generation failed"))
+        if isinstance(event, ErrorEvent):
+            self.outcome.error = event.error.message
             self.outcome.finish_reason = "error"
-        elif self.outcome.finish_reason is None:
-            reason = piece.data.get("finish_reason", "stop")
-            self.outcome.finish_reason = "length" if reason == "length" else "stop"
+        else:
+            self.outcome.prompt_tokens = event.usage.prompt_tokens
+            self.outcome.completion_tokens = event.usage.completion_tokens
+            if self.outcome.finish_reason is None:
+                self.outcome.finish_reason = "length" if event.finish_reason == "length" else "stop"
         return [Delta(text=tail)] if tail else []
 
     def _visible(self, token: int) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import grpc
 
 from chatforge.chat import ConversationTooLong, render_for_completion
+from chatforge.contracts.errors import ErrorKind, from_grpc_metadata
 from chatforge.detokenize import StreamDecoder
 from chatforge.tokenizer import Tokenizer
 from chatforge.tokenizer_client import conversation_to_proto
@@ -115,8 +116,9 @@ class GrpcCodec:
         try:
             response = await self._stub.RenderConversation(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.INVALID_ARGUMENT and "over the limit" in (e.details() or ""):
-                raise ConversationTooLong(_first_int(e.details()), max_tokens) from None
+            detail = from_grpc_metadata(e.trailing_metadata())
+            if detail is not None and detail.kind is ErrorKind.CONTEXT_LENGTH_EXCEEDED:
+                raise ConversationTooLong.from_detail(detail) from None
             raise _unavailable_or_bad(e) from None
         return list(response.ids)
 
@@ -187,13 +189,6 @@ def _unavailable_or_bad(e: grpc.aio.AioRpcError) -> Exception:
     if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
         return APIError(400, f"tokenizer refused the input: {e.details()}", code="invalid_input")
     return CodecUnavailable(f"tokenizer service: {e.code().name}: {e.details()}")
-
-
-def _first_int(text: str | None) -> int:
-    for word in (text or "").split():
-        if word.isdigit():
-            return int(word)
-    return 0
 
 
 async def connect_grpc(target: str, *, timeout_s: float = 10.0, wait_s: float = 0.0) -> GrpcCodec:

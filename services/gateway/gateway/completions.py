@@ -12,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
+from chatforge.contracts.sampling import SamplingParams
 from gateway.assembler import ChoiceAssembler, Delta, Outcome, StopScanner
 from gateway.codec import TextCodec
-from gateway.inference import GenerationParams, InferenceClient
+from gateway.inference import InferenceClient
 
 
 @dataclass(frozen=True)
 class CompletionPlan:
     prompt_ids: list[int]
-    params: GenerationParams
+    sampling: SamplingParams
     stops: list[str]
     n: int
     engine_text: bool = False  # take the engine's detokenized text instead of the tokenizer service's
@@ -41,11 +42,11 @@ class CompletionRun:
         """Start every choice; raises what a choice raised before producing anything."""
         loop = asyncio.get_running_loop()
         for i in range(self.plan.n):
-            params = self.plan.params
-            if params.seed is not None and i:
-                params = replace(params, seed=params.seed + i)  # n samples, each reproducible
+            sampling = self.plan.sampling
+            if sampling.seed is not None and i:
+                sampling = sampling.with_(seed=sampling.seed + i)  # n samples, each reproducible
             self._started.append(loop.create_future())
-            self._tasks.append(asyncio.create_task(self._choice(i, params)))
+            self._tasks.append(asyncio.create_task(self._choice(i, sampling)))
         try:
             for started in self._started:
                 await started
@@ -72,16 +73,16 @@ class CompletionRun:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _choice(self, index: int, params: GenerationParams) -> None:
+    async def _choice(self, index: int, sampling: SamplingParams) -> None:
         decoder = None if self.plan.engine_text else self.codec.decoder()
         assembler = ChoiceAssembler(self.codec.special_ids, decoder, StopScanner(self.plan.stops))
-        stream = self.inference.generate(self.plan.prompt_ids, params)
+        stream = self.inference.generate(self.plan.prompt_ids, sampling)
         started = self._started[index]
         try:
-            async for piece in stream:
+            async for item in stream:
                 if not started.done():
                     started.set_result(None)
-                for delta in await assembler.feed(piece):
+                for delta in await assembler.feed(item):
                     self._queue.put_nowait((index, delta))
                 if assembler.done:
                     break

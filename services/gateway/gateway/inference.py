@@ -1,53 +1,45 @@
-"""What the gateway needs of the inference service: the `InferenceClient` protocol and its data.
+"""What the gateway needs of the inference service: the `InferenceClient` protocol.
 
-The engine sees token ids only (STYLE 11): the gateway sends prompt ids and sampling, and reads back
-pieces, each a few new token ids and/or an event (`tool_call`, `tool_result`, `finish`, `error`).
-Leaving the `generate` iterator early (`aclose`, or a client that disconnects) cancels the request.
-Implementations: `gateway.local_inference.LocalInference` (the engine in this process) and
-`gateway.remote_inference.RemoteInference` (the Ray Serve application over HTTP).
+The engine sees token ids only (docs/architecture.md): the gateway sends prompt ids and
+`SamplingParams`, and reads back `StreamItem`s (`chatforge.contracts.generate`): new token ids with
+their text, tool activity, and a finish or error event last. Leaving the `generate` iterator early
+(`aclose`, or a client that disconnects) cancels the request. A request the service refuses before
+streaming raises `ServiceError` with the service's `ErrorDetail` (a context-length error carries its
+numbers). Implementations: `gateway.local_inference.LocalInference` (the engine in this process)
+and `gateway.remote_inference.RemoteInference` (the Ray Serve application over HTTP).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
+
+from chatforge.contracts.errors import ErrorDetail, ErrorKind, ServiceError
+from chatforge.contracts.generate import ServedModelInfo, StreamItem
+from chatforge.contracts.sampling import SamplingParams
 
 
-class InferenceUnavailable(RuntimeError):
+class InferenceUnavailable(ServiceError):
     """The inference service cannot take requests now (not started, unreachable, overloaded): 503."""
 
-
-class InferenceRejected(ValueError):
-    """The inference service refused this request's input (too long, bad ids): 400."""
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop_token_ids: tuple[int, ...] = ()
-    tools: bool = True
-
-
-@dataclass(frozen=True)
-class Piece:
-    token_ids: tuple[int, ...] = ()
-    event: str | None = None  # tool_call, tool_result, finish, error
-    data: dict[str, Any] = field(default_factory=dict)
-    # The engine's own detokenized text for these ids (its StreamDecoder), when it has a tokenizer.
-    text: str = ""
+    def __init__(self, message: str):
+        super().__init__(ErrorDetail(kind=ErrorKind.UNAVAILABLE, message=message))
 
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """The served model as the gateway's API shows it."""
+
     id: str
     context_length: int
     checkpoint: str  # the artifact-store name it was loaded from (run/stage/step_N)
-    created: int  # unix seconds the checkpoint was written
+    created: int  # unix seconds the gateway first saw it
     tokenizer: str = ""
+
+    @classmethod
+    def of(cls, model_id: str, served: ServedModelInfo, created: int) -> ModelInfo:
+        return cls(model_id, served.context_length, served.checkpoint, created, served.tokenizer or "")
 
 
 class InferenceClient(Protocol):
@@ -55,8 +47,8 @@ class InferenceClient(Protocol):
         """The model served now."""
         ...
 
-    def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Piece]:
-        """Stream pieces ending with a `finish` or `error` event; closing the iterator cancels."""
+    def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> AsyncIterator[StreamItem]:
+        """Stream items ending with a finish or error event; closing the iterator cancels."""
         ...
 
     async def deploy(self, checkpoint: str) -> ModelInfo:
@@ -68,29 +60,3 @@ class InferenceClient(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def generate_body(prompt_ids: list[int], params: GenerationParams) -> dict[str, Any]:
-    """The inference service's request body (`inference_svc.protocol`) for raw prompt ids."""
-    body: dict[str, Any] = {
-        "prompt_ids": list(prompt_ids),
-        "max_tokens": params.max_tokens,
-        "temperature": params.temperature,
-        "top_p": params.top_p,
-        "stop_token_ids": list(params.stop_token_ids),
-        "tools": params.tools,
-    }
-    if params.seed is not None:
-        body["seed"] = params.seed
-    return body
-
-
-def piece_from_item(item: dict[str, Any]) -> Piece:
-    """A stream item dict (`inference_svc.outputs.StreamItem.to_dict`) as a Piece."""
-    token = item.get("token_id")
-    ids = (int(token),) if token is not None else ()
-    text = str(item.get("text") or "")
-    event = item.get("event")
-    if not event:
-        return Piece(ids, text=text)
-    return Piece(ids, str(event.get("kind")), dict(event.get("data") or {}), text)

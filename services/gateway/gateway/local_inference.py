@@ -12,15 +12,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.inference import (
-    GenerationParams,
-    InferenceRejected,
-    InferenceUnavailable,
-    ModelInfo,
-    Piece,
-    generate_body,
-    piece_from_item,
-)
+from chatforge.contracts.errors import ErrorKind, ServiceError
+from chatforge.contracts.generate import ErrorEvent, GenerateRequest, StreamItem
+from chatforge.contracts.sampling import SamplingParams
+from gateway.inference import InferenceUnavailable, ModelInfo
 
 
 class LocalInference:
@@ -49,18 +44,17 @@ class LocalInference:
             self._info = await self._read_info()
             return self._info
 
-    async def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Piece]:
+    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> AsyncIterator[StreamItem]:
         if self._server is None:
             raise InferenceUnavailable("no model is deployed: POST /v1/deployments with a checkpoint")
-        stream = self._server.generate(generate_body(prompt_ids, params))
+        stream = self._server.generate(GenerateRequest(prompt_ids=prompt_ids, sampling=sampling))
         try:
-            first = piece_from_item(await anext(stream))
-            if first.event == "error" and first.data.get("status") in (400, 503):
-                error = InferenceRejected if first.data["status"] == 400 else InferenceUnavailable
-                raise error(first.data.get("message", "refused"))
+            first = await anext(stream)
+            if isinstance(first.event, ErrorEvent) and first.event.error.kind is not ErrorKind.INTERNAL:
+                raise ServiceError(first.event.error)  # refused before anything streamed: a status
             yield first
             async for item in stream:
-                yield piece_from_item(item)
+                yield item
         finally:
             await stream.aclose()  # the engine aborts the request when its stream closes early
 
@@ -78,29 +72,16 @@ class LocalInference:
         self._server = None
 
     def _new_server(self, checkpoint: str) -> Any:
-        from inference_svc.config import EngineConfig
-        from inference_svc.serve import InferenceServer, ServeConfig
+        from inference_svc.serve import InferenceServer
+        from inference_svc.settings import load_settings
 
-        config = ServeConfig(
+        settings = load_settings(
             checkpoint=checkpoint,
             artifacts_root=self.artifacts_root,
             sandbox_url=self.sandbox_url or None,
-            engine=self.engine_config or EngineConfig(),
+            engine=self.engine_config,
         )
-        return InferenceServer(config)
+        return InferenceServer(settings)
 
     async def _read_info(self) -> ModelInfo:
-        info = await self._server.info()
-        return ModelInfo(
-            id=self.model_id,
-            context_length=int(info["config"]["sequence_len"]),
-            checkpoint=_artifact_name(info["path"], info["checkpoint"]),
-            created=int(time.time()),
-            tokenizer=info.get("tokenizer") or "",
-        )
-
-
-def _artifact_name(path: str, asked: str) -> str:
-    """`run/stage/step_N` from the checkpoint's directory (…/runs/<run>/<stage>/<step>)."""
-    parts = path.rstrip("/").split("/")
-    return "/".join(parts[-3:]) if len(parts) >= 3 and parts[-4:-3] == ["runs"] else asked
+        return ModelInfo.of(self.model_id, await self._server.info(), int(time.time()))

@@ -13,16 +13,17 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+from pydantic import ValidationError
 
-from gateway.inference import (
-    GenerationParams,
-    InferenceRejected,
-    InferenceUnavailable,
-    ModelInfo,
-    Piece,
-    generate_body,
-    piece_from_item,
+from chatforge.contracts.errors import ErrorDetail, ErrorKind, ServiceError
+from chatforge.contracts.generate import (
+    ErrorEvent,
+    GenerateRequest,
+    ServedModelInfo,
+    StreamItem,
 )
+from chatforge.contracts.sampling import SamplingParams
+from gateway.inference import InferenceUnavailable, ModelInfo
 
 INFO_TTL_S = 5.0  # /v1/models and every chat request read the model info; refresh it this often
 
@@ -56,22 +57,20 @@ class RemoteInference:
             response.raise_for_status()
         except httpx.HTTPError as e:
             raise InferenceUnavailable(f"inference service at {self.url}: {e}") from None
-        info = response.json()
-        self._info = ModelInfo(
-            id=self.model_id,
-            context_length=int(info["config"]["sequence_len"]),
-            checkpoint=str(info["checkpoint"]),
-            created=int(time.time()),
-            tokenizer=info.get("tokenizer") or "",
-        )
+        try:
+            served = ServedModelInfo.model_validate_json(response.content)
+        except ValidationError as e:
+            raise InferenceUnavailable(f"inference service at {self.url} sent a bad /info: {e}") from None
+        self._info = ModelInfo.of(self.model_id, served, int(time.time()))
         self._info_at = time.monotonic()
         return self._info
 
-    async def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Piece]:
+    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> AsyncIterator[StreamItem]:
         if time.monotonic() - self._info_at > INFO_TTL_S:
             await self.refresh()
+        body = GenerateRequest(prompt_ids=prompt_ids, sampling=sampling).model_dump_json(exclude_none=True)
         request = self._http.build_request(
-            "POST", f"{self.url}/generate", json=generate_body(prompt_ids, params)
+            "POST", f"{self.url}/generate", content=body, headers={"content-type": "application/json"}
         )
         try:
             response = await self._http.send(request, stream=True)
@@ -79,16 +78,13 @@ class RemoteInference:
             raise InferenceUnavailable(f"inference service at {self.url}: {e}") from None
         try:
             if response.status_code != 200:
-                body = (await response.aread()).decode(errors="replace")
-                message = _error_message(body)
-                if response.status_code == 400:
-                    raise InferenceRejected(message)
-                raise InferenceUnavailable(f"inference service answered {response.status_code}: {message}")
+                raise ServiceError(_error_detail(response.status_code, await response.aread()))
             async for line in response.aiter_lines():
                 if line.strip():
-                    yield piece_from_item(json.loads(line))
+                    yield StreamItem.from_json(line)
         except httpx.HTTPError as e:
-            yield Piece(event="error", data={"message": f"inference stream broke: {e}"})
+            detail = ErrorDetail(kind=ErrorKind.UNAVAILABLE, message=f"inference stream broke: {e}")
+            yield StreamItem(event=ErrorEvent(error=detail))
         finally:
             await response.aclose()
 
@@ -132,8 +128,12 @@ class RemoteInference:
         await self._http.aclose()
 
 
-def _error_message(body: str) -> str:
+def _error_detail(status: int, body: bytes) -> ErrorDetail:
+    """The service's ErrorDetail from a refusal's body; a body without one (a proxy's page) is
+    unavailable (5xx) or invalid (4xx), with the body's start as the message."""
     try:
-        return str(json.loads(body).get("error", body))
-    except (json.JSONDecodeError, AttributeError):
-        return body[:500]
+        return ErrorDetail.model_validate(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError, ValidationError):
+        kind = ErrorKind.INVALID_REQUEST if 400 <= status < 500 else ErrorKind.UNAVAILABLE
+        text = body[:500].decode(errors="replace")
+        return ErrorDetail(kind=kind, message=f"inference service answered {status}: {text}")

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatforge.artifacts import DEFAULT_ROOT
+from chatforge.contracts.generate import DEFAULT_PORT as INFERENCE_PORT
 from chatforge.settings import SettingsError as SettingsError  # re-exported: callers catch it from here
 from chatforge.settings import load_settings as load_settings_of
 
@@ -43,7 +44,9 @@ class Settings(BaseSettings):
     tokenizer_name: str = Field(
         default="", description="local mode: tokenizer in the artifact store (default: the checkpoint's)"
     )
-    inference_url: str = Field(default="http://127.0.0.1:8001", description="remote mode: the Serve app")
+    inference_url: str = Field(
+        default=f"http://127.0.0.1:{INFERENCE_PORT}", description="remote mode: the Serve app"
+    )
     serve_ray_address: str = Field(
         default="", description="remote mode: Ray client address (ray://head:10001) for deployments"
     )

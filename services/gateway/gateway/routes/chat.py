@@ -11,12 +11,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from chatforge.chat import ConversationTooLong
+from chatforge.contracts.errors import ErrorKind, ServiceError
+from chatforge.contracts.sampling import SamplingParams
 from gateway.assembler import Delta, Outcome
 from gateway.auth import ChatCaller, Principal
 from gateway.codec import CodecUnavailable
 from gateway.completions import CompletionPlan, CompletionRun
 from gateway.errors import APIError, from_exception
-from gateway.inference import GenerationParams, InferenceRejected, InferenceUnavailable, ModelInfo
+from gateway.inference import InferenceUnavailable, ModelInfo
 from gateway.openai_types import ChatCompletionRequest, completion_id, now_s, usage_dict
 from gateway.ratelimit import Bucket
 from gateway.sse import SSEResponse, event
@@ -64,16 +66,17 @@ async def chat_completions(
     )
 
     sp = state.codec.special_ids
-    params = GenerationParams(
+    given = {
+        k: getattr(body, k) for k in ("temperature", "top_p", "top_k", "seed") if getattr(body, k) is not None
+    }
+    sampling = SamplingParams(
         max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        seed=body.seed,
         stop_token_ids=tuple(sp[t] for t in ("<|assistant_end|>", "<|bos|>") if t in sp),
         tools=body.tools_enabled,
+        **given,
     )
     engine_text = settings.detokenize == "engine" and bool(info.tokenizer)
-    plan = CompletionPlan(prompt_ids, params, body.stop_list, body.n, engine_text)
+    plan = CompletionPlan(prompt_ids, sampling, body.stop_list, body.n, engine_text)
     slot = state.admission.slot()
     await slot.__aenter__()
     run = CompletionRun(state.inference, state.codec, plan)
@@ -163,9 +166,15 @@ def _max_tokens(body: ChatCompletionRequest, info: ModelInfo, prompt_len: int, l
 
 
 def _inference_error(e: BaseException) -> BaseException:
-    if isinstance(e, InferenceRejected):
-        return APIError(400, f"the model refused the request: {e}", code="invalid_prompt")
-    if isinstance(e, InferenceUnavailable | CodecUnavailable):
+    if isinstance(e, ServiceError):
+        detail = e.detail
+        if detail.kind is ErrorKind.CONTEXT_LENGTH_EXCEEDED:
+            return APIError(400, detail.message, param="messages", code="context_length_exceeded")
+        if detail.kind is ErrorKind.INVALID_REQUEST:
+            return APIError(400, f"the model refused the request: {detail.message}", code="invalid_prompt")
+        if detail.kind is ErrorKind.UNAVAILABLE:
+            return APIError(503, f"generation unavailable: {detail.message}", code="inference_unavailable")
+    if isinstance(e, CodecUnavailable):
         return APIError(503, f"generation unavailable: {e}", code="inference_unavailable")
     if isinstance(e, APIError | asyncio.CancelledError):
         return e
