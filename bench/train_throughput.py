@@ -110,7 +110,7 @@ def _llama(cfg: GPTConfig) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     return LlamaForCausalLM(
-        LlamaConfig(
+        LlamaConfig(  # type: ignore[call-arg]  # attn_implementation: a config kwarg, untyped
             vocab_size=cfg.vocab_size,
             hidden_size=cfg.n_embd,
             intermediate_size=8

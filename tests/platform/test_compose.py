@@ -57,8 +57,7 @@ SERVICES = sorted(yaml.safe_load(COMPOSE.read_text())["services"])
 
 def test_compose_config_validates_with_the_docker_client() -> None:
     docker = shutil.which("docker")
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True) if docker else None
-    if probe is None or probe.returncode != 0:
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("the docker compose plugin is not installed here: `docker compose config` cannot run")
     out = subprocess.run(
         [docker, "compose", "-f", str(COMPOSE), "config", "-q"],
