@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import openai
 import pytest
@@ -91,9 +93,12 @@ def test_unknown_model_is_404(gateway):
 
 def test_context_overflow_is_400(gateway):
     long = [{"role": "user", "content": "word " * 400}]  # ~400+ tokens, over the 256-token context
-    _assert_error(
+    error = _assert_error(
         _post(gateway, {"model": "chatforge", "messages": long}), 400, code="context_length_exceeded"
     )
+    # The tokenizer service sends the count as a field (gRPC trailing metadata), not only in prose.
+    counted = int(re.search(r"the messages take (\d+)", error["message"]).group(1))
+    assert counted > 256
     too_many = {"model": "chatforge", "messages": USER, "max_tokens": 300}
     _assert_error(_post(gateway, too_many), 400, code="context_length_exceeded", param="max_tokens")
 

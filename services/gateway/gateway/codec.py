@@ -10,19 +10,16 @@ Both render through `chatforge.chat` (the service runs the same renderer), so id
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol, TypeVar
 
-import grpc
-
-from chatforge.chat import ConversationTooLong, render_for_completion
-from chatforge.contracts.errors import ErrorKind, from_grpc_metadata
+from chatforge.chat import render_for_completion
 from chatforge.detokenize import StreamDecoder
 from chatforge.tokenizer import Tokenizer
-from chatforge.tokenizer_client import conversation_to_proto
-from chatforge.v1 import tokenizer_pb2 as pb
-from chatforge.v1 import tokenizer_pb2_grpc as pb_grpc
+from chatforge.tokenizer_client import AsyncDecodeSession, AsyncTokenizerClient, TokenizerServiceError
 from gateway.errors import APIError
+
+T = TypeVar("T")
 
 
 class CodecUnavailable(RuntimeError):
@@ -91,104 +88,66 @@ class _LocalDecoder:
 
 
 class GrpcCodec:
-    """The tokenizer service; `connect` fetches its special tokens once (they never change on reload)."""
+    """The tokenizer service through the shared client (`chatforge.tokenizer_client`); `connect`
+    fetches its special tokens once (they never change on reload)."""
 
     def __init__(self, target: str, *, timeout_s: float = 10.0):
         self.target = target
-        self.timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(target)
-        self._stub = pb_grpc.TokenizerServiceStub(self._channel)
+        self.client = AsyncTokenizerClient(target, timeout_s=timeout_s)
         self.name = ""
         self.special_ids: dict[str, int] = {}
 
     async def connect(self) -> GrpcCodec:
-        info = await self._call(self._stub.Info, pb.InfoRequest())
+        info = await self._guard(self.client.info())
         self.name = info.name
-        self.special_ids = {s.token: s.id for s in info.special_tokens}
+        self.special_ids = dict(info.special_tokens)
         return self
 
     async def render_for_completion(self, messages: list[dict[str, Any]], max_tokens: int) -> list[int]:
-        # Validated here too (conversation_to_proto parses), so a bad conversation is a 400, not a
-        # round trip; the server's length check is then the only one that can fail.
-        request = pb.RenderConversationRequest(
-            conversation=conversation_to_proto(messages), for_completion=True, max_tokens=max_tokens
-        )
-        try:
-            response = await self._stub.RenderConversation(request, timeout=self.timeout_s)
-        except grpc.aio.AioRpcError as e:
-            detail = from_grpc_metadata(e.trailing_metadata())
-            if detail is not None and detail.kind is ErrorKind.CONTEXT_LENGTH_EXCEEDED:
-                raise ConversationTooLong.from_detail(detail) from None
-            raise _unavailable_or_bad(e) from None
-        return list(response.ids)
+        # Validated by the client too (it parses the conversation), so a bad conversation is a 400,
+        # not a round trip; the server's length check raises ConversationTooLong with its numbers.
+        return await self._guard(self.client.render_for_completion(messages, max_tokens=max_tokens))
 
     def decoder(self) -> IdDecoder:
-        return _GrpcDecoder(self._stub.DecodeStream(), self.timeout_s)
+        return _GrpcDecoder(self.client.decode_session())
 
     async def check(self) -> None:
-        await self._call(self._stub.Info, pb.InfoRequest())
+        await self._guard(self.client.info())
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self.client.close()
 
-    async def _call(self, method: Any, request: Any) -> Any:
+    @staticmethod
+    async def _guard(call: Awaitable[T]) -> T:
         try:
-            return await method(request, timeout=self.timeout_s)
-        except grpc.aio.AioRpcError as e:
+            return await call
+        except TokenizerServiceError as e:
             raise _unavailable_or_bad(e) from None
 
 
 class _GrpcDecoder:
-    """One DecodeStream call: the server answers each request with exactly one response.
+    """An `IdDecoder` over one DecodeStream session, its errors as the gateway's."""
 
-    The call holds one of the server's worker threads while it is open, so it is always ended:
-    `close` half-closes and drains it, and cancels it when that fails or is itself cancelled (a
-    client that left); an abandoned call would pin a server thread until the server stopped.
-    """
-
-    def __init__(self, call: Any, timeout_s: float):
-        self._call = call
-        self._timeout_s = timeout_s
+    def __init__(self, session: AsyncDecodeSession):
+        self._session = session
 
     async def feed(self, ids: Sequence[int]) -> str:
         try:
-            await asyncio.wait_for(self._call.write(pb.DecodeStreamRequest(ids=list(ids))), self._timeout_s)
-            response = await asyncio.wait_for(self._call.read(), self._timeout_s)
-        except grpc.aio.AioRpcError as e:
+            return await self._session.feed(ids)
+        except TokenizerServiceError as e:
             raise _unavailable_or_bad(e) from None
-        except TimeoutError:
-            self._call.cancel()
-            raise CodecUnavailable(
-                f"the tokenizer service did not decode within {self._timeout_s:g} s"
-            ) from None
-        if response is grpc.aio.EOF:
-            raise CodecUnavailable("the tokenizer service ended the decode stream early")
-        return response.text
 
     async def close(self) -> str:
         try:
-            return await asyncio.wait_for(self._drain(), self._timeout_s)
-        except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                raise _unavailable_or_bad(e) from None
-            return ""
-        except TimeoutError:
-            raise CodecUnavailable("the tokenizer service did not end the decode stream") from None
-        finally:
-            self._call.cancel()  # a no-op once the call has ended; frees the server thread otherwise
-
-    async def _drain(self) -> str:
-        tail = ""
-        await self._call.done_writing()
-        while (response := await self._call.read()) is not grpc.aio.EOF:
-            tail += response.text
-        return tail
+            return await self._session.close()
+        except TokenizerServiceError as e:
+            raise _unavailable_or_bad(e) from None
 
 
-def _unavailable_or_bad(e: grpc.aio.AioRpcError) -> Exception:
-    if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return APIError(400, f"tokenizer refused the input: {e.details()}", code="invalid_input")
-    return CodecUnavailable(f"tokenizer service: {e.code().name}: {e.details()}")
+def _unavailable_or_bad(e: TokenizerServiceError) -> Exception:
+    if e.code == "INVALID_ARGUMENT":
+        return APIError(400, f"tokenizer refused the input: {e.details}", code="invalid_input")
+    return CodecUnavailable(f"tokenizer service: {e.code}: {e.details}")
 
 
 async def connect_grpc(target: str, *, timeout_s: float = 10.0, wait_s: float = 0.0) -> GrpcCodec:
