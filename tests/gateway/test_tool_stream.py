@@ -20,6 +20,9 @@ from chatforge.contracts.generate import FinishEvent, StreamItem, ToolCallEvent,
 from chatforge.contracts.sampling import SamplingParams
 
 
+SEEN: list[SamplingParams] = []  # what reached the inference seam, request by request
+
+
 class ScriptedInference:
     def __init__(self, items: list[StreamItem]):
         self.items = items
@@ -28,6 +31,7 @@ class ScriptedInference:
         return ModelInfo(id="chatforge", context_length=256, checkpoint="scripted/sft/step_000001", created=0)
 
     async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> AsyncIterator[StreamItem]:
+        SEEN.append(sampling)
         for item in self.items:
             yield item
 
@@ -100,3 +104,24 @@ def test_tool_activity_in_the_full_answer(tool_gateway):
     assert message.content == "Let me compute. It is 42."
     assert [t["type"] for t in message.tool_activity] == ["python_call", "python_output"]
     assert reply.usage.completion_tokens == 40 and reply.choices[0].finish_reason == "stop"
+
+
+def test_sampling_parameters_arrive_by_name(tool_gateway):
+    """`temperature` in the OpenAI request is `SamplingParams.temperature` at the inference seam
+    (and from there the engine's); an omitted field is the contract's one default."""
+    client = openai.OpenAI(base_url=tool_gateway.url + "/v1", api_key="-", max_retries=0)
+    messages = [{"role": "user", "content": "6*7?"}]
+    SEEN.clear()
+    client.chat.completions.create(
+        model="chatforge", messages=messages, temperature=0.3, top_p=0.9, seed=5, extra_body={"top_k": 7}
+    )
+    client.chat.completions.create(model="chatforge", messages=messages)
+    asked, omitted = SEEN
+    assert (asked.temperature, asked.top_p, asked.top_k, asked.seed) == (0.3, 0.9, 7, 5)
+    defaults = SamplingParams()
+    assert (omitted.temperature, omitted.top_p, omitted.top_k, omitted.seed) == (
+        defaults.temperature,
+        defaults.top_p,
+        defaults.top_k,
+        None,
+    )
