@@ -170,3 +170,16 @@ def test_gateway_rayjobs_fit_the_chart(clean_env: Callable[[dict[str, str]], Non
         assert env["CHATFORGE_ARTIFACTS"] == "/artifacts"
         assert env["REDIS_URL"] == f"redis://{RELEASE}-chatforge-redis:6379/0"
     assert job["metadata"]["namespace"] == "chatforge"
+
+
+def test_rayservice_args_are_valid_inference_settings(clean_env: Callable[[dict[str, str]], None]) -> None:
+    """The RayService's `serveConfigV2` args reach `inference_svc.serve:app_builder`, which loads them
+    as the inference service's Settings: a misspelt or out-of-range arg would fail the deploy."""
+    from inference_svc.settings import load_settings
+
+    (service,) = by_kind(render(*FULL), "RayService")
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    assert app["import_path"] == "inference_svc.serve:app_builder"
+    clean_env({})
+    settings = load_settings(**app["args"])
+    assert settings.checkpoint == app["args"]["checkpoint"] and settings.sandbox_url
