@@ -17,6 +17,8 @@ FORBIDDEN = {
     "chatforge": set(DEPLOYABLES),
     # The trainer reaches the sandbox only through chatforge.tools (ToolExecutor, entry points).
     "trainer": {"sandbox", "gateway", "tokenizer_svc"},
+    # The engine's image holds the core and the engine only; tools are reached over HTTP.
+    "inference-svc/inference_svc": set(DEPLOYABLES) - {"inference_svc"},
     "tokenizer-svc/tokenizer_svc": set(DEPLOYABLES) - {"tokenizer_svc"},
     "services/sandbox/sandbox": set(DEPLOYABLES) - {"sandbox"},
     # The gateway's local mode runs the engine in process (inference_svc, imported lazily there).
