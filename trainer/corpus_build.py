@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 # Bump when cleaning or splitting changes, so an existing corpus is rebuilt rather than reused.
@@ -196,7 +197,7 @@ def build_corpus(
     tmp.mkdir(parents=True)
     try:
         shards = write_shards(kept, tmp, shard_bytes=int(shard_mb * 1e6), val_shards=val_shards, log=log)
-        manifest = {
+        manifest: dict[str, Any] = {
             "args": args,
             "schema": "fineweb-edu",
             "seed": SEED,

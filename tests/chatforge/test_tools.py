@@ -4,6 +4,7 @@ so no caller (the trainer above all) imports the sandbox's package."""
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_local_is_the_sandbox_executor_registered_as_an_entry_point() -> None:
     entry = tools.installed_tool_executors().get("local")
     assert entry is not None, f"no 'local' in {ENTRY_POINT_GROUP}: run `pip install -e .` again"
     assert entry.value == "sandbox.executor:SandboxExecutor"
-    executor = tool_executor_from("local")
+    executor: Any = tool_executor_from("local")
     try:
         assert type(executor).__module__ == "sandbox.executor"
         assert type(executor).__name__ == "SandboxExecutor"
