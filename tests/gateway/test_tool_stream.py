@@ -19,7 +19,6 @@ from gateway.inference import ModelInfo
 from chatforge.contracts.generate import FinishEvent, StreamItem, ToolCallEvent, ToolResultEvent, Usage
 from chatforge.contracts.sampling import SamplingParams
 
-
 SEEN: list[SamplingParams] = []  # what reached the inference seam, request by request
 
 

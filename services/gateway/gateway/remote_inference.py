@@ -95,7 +95,12 @@ class RemoteInference:
             )
         import asyncio
 
-        from ray import serve
+        try:
+            from ray import serve
+        except ImportError:  # the gateway image carries no Ray
+            raise InferenceUnavailable(
+                "switching checkpoints through a Serve handle needs Ray, which this gateway does not have"
+            ) from None
 
         from chatforge.raylocal import init_local_ray
 
