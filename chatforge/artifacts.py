@@ -83,10 +83,10 @@ class ArtifactStore:
             if not (path / "meta.json").is_file():
                 raise ArtifactError(f"no complete checkpoint {name!r} in {self.root}")
             return path
-        path = latest(stage_dir)
-        if path is None:
+        newest = latest(stage_dir)
+        if newest is None:
             raise ArtifactError(f"no complete checkpoint for {name!r} in {self.root}")
-        return path
+        return newest
 
     def checkpoints(self) -> list[tuple[str, Path]]:
         """Every complete checkpoint as (name, path), newest step last within a stage."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -198,6 +198,13 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    # Declared for type checkers: nn.Module's attribute lookup is typed `Tensor | Module`.
+    wte: nn.Embedding
+    blocks: nn.ModuleList
+    lm_head: nn.Linear
+    cos: torch.Tensor
+    sin: torch.Tensor
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -217,7 +224,7 @@ class GPT(nn.Module):
         zero output projections (every block starts as the identity), 1/sqrt(fan_in) elsewhere."""
         nn.init.normal_(self.wte.weight, std=1.0)
         nn.init.normal_(self.lm_head.weight, std=0.001)
-        for block in self.blocks:
+        for block in self.typed_blocks():
             for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
                 bound = math.sqrt(3.0 / lin.in_features)  # uniform with std 1/sqrt(fan_in)
                 nn.init.uniform_(lin.weight, -bound, bound)
@@ -259,7 +266,7 @@ class GPT(nn.Module):
             cos, sin = self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2)
         x = norm(self.wte(idx))
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        for block in self.blocks:
+        for block in self.typed_blocks():
             x = block(x, cos, sin, attention)
         if logits_rows is not None:
             x = x.index_select(1, logits_rows)
@@ -269,6 +276,9 @@ class GPT(nn.Module):
         if targets is None:
             return logits
         return masked_cross_entropy(logits, targets, reduction=loss_reduction)
+
+    def typed_blocks(self) -> list[Block]:
+        return [cast(Block, block) for block in self.blocks]
 
     # --- accounting --------------------------------------------------------------------------
     def num_params(self) -> int:
@@ -289,8 +299,8 @@ class GPT(nn.Module):
         """Parameters by optimizer: the 2-D block matrices go to Muon, the rest to AdamW."""
         return {
             "matrix": [p for p in self.blocks.parameters()],
-            "embedding": [self.wte.weight],
-            "lm_head": [self.lm_head.weight],
+            "embedding": [cast(nn.Parameter, self.wte.weight)],
+            "lm_head": [cast(nn.Parameter, self.lm_head.weight)],
         }
 
     # --- reference generation ----------------------------------------------------------------

@@ -131,7 +131,8 @@ class Scheduler:
         # Decodes first (one token each, the latency users feel), then the running sequences that
         # still have a chunk to compute (a long prompt, or forced tool output). Both lists are
         # snapshots: preemption removes sequences from `running` as it goes.
-        decodes, chunks = [], []
+        decodes: list[Request] = []
+        chunks: list[Request] = []
         for request in self.running:
             if not request.pending_tool:
                 (decodes if request.num_tokens - request.num_computed_tokens == 1 else chunks).append(request)
