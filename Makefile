@@ -14,12 +14,13 @@ DATA_DIR ?= data
 RUN_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv data demo test test-fast lint proto proto-check bench clean
+.PHONY: help venv data demo test test-fast typecheck lint proto proto-check bench clean
 
 help:
 	@echo "make demo   - set everything up and run the tiny pipeline on the bundled corpus"
 	@echo "make test   - set everything up and run the test suite"
 	@echo "make lint   - ruff"
+	@echo "make typecheck - mypy over every package"
 	@echo "make proto  - regenerate gRPC stubs from proto/"
 	@echo "make bench  - run every benchmark in --quick mode"
 
@@ -57,9 +58,15 @@ $(EVAL_DIR)/.complete: $(VENV)/.installed
 demo: venv data
 	$(VENV)/bin/chatforge demo --data $(DATA_DIR)/corpus --run-dir $(RUN_DIR)
 
-test: venv data proto-check
+test: venv data proto-check typecheck
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# mypy over every package (settings in pyproject.toml, with pydantic's plugin); clean is the bar.
+MYPY_PACKAGES := chatforge trainer tokenizer-svc/tokenizer_svc inference-svc/inference_svc \
+  services/gateway/gateway services/sandbox/sandbox
+typecheck: venv
+	$(VENV)/bin/mypy $(MYPY_PACKAGES)
 
 # gRPC stubs: generated into the shared package (proto package chatforge.v1 -> chatforge/v1/), so
 # the typed client imports without the service. grpcio-tools is pinned in the dev extra: another
