@@ -1,6 +1,6 @@
 """Start and stop a local Ray instance that lives on loopback only.
 
-On one machine every process binds to 127.0.0.1 (DESIGN.md). Ray, left alone, advertises the
+On one machine every process binds to 127.0.0.1 (docs/conventions.md). Ray, left alone, advertises the
 machine's external interface and listens on all of them. Two settings together keep it on loopback:
 `_node_ip_address="127.0.0.1"`, and `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, without which Ray
 resolves "127.0.0.1" back to the external address (`services.resolve_ip_for_localhost`). The
