@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.events import CheckpointEvent, DoneEvent, StartEvent
 from chatforge.contracts.training import TrainConfig
 from chatforge.model import GPT, GPTConfig, autocast_dtype, token_budget
 from chatforge.tokenizer import Tokenizer
@@ -108,13 +109,12 @@ def train_worker(
         enabled=ranks.rank == 0, job_id=cfg.job_id, metrics_port=cfg.metrics_port, console=console,
     )  # fmt: skip
     step = start_step = state["step"]
-    telemetry.event(
-        "start",
-        f"[{cfg.run}/{cfg.stage}] {'resuming at' if step else 'starting'} step {step}/{num_steps}: "
+    telemetry.emit(StartEvent(
+        line=f"[{cfg.run}/{cfg.stage}] {'resuming at' if step else 'starting'} step {step}/{num_steps}: "
         f"{model.num_params():,} params, {ranks.world_size} worker(s) on {ranks.device.type}, "
         f"{cfg.total_batch_tokens:,} tokens/step",
         step=step, num_steps=num_steps, workers=ranks.world_size, resumed=step > 0, init=state["init"],
-    )  # fmt: skip
+    ))  # fmt: skip
     peak = peak_flops(ranks.device) * ranks.world_size
     flops_per_token = model.flops_per_token()
     metrics: dict[str, Any] = dict(state["metrics"])
@@ -150,9 +150,9 @@ def train_worker(
             _save(
                 cfg, stage_dir, step, num_steps, model, optimizers, loader, ranks, metrics, telemetry, report
             )
-    telemetry.event(
-        "done", f"[{cfg.run}/{cfg.stage}] done at step {step}: {_brief(metrics)}", step=step, metrics=metrics
-    )
+    line = f"[{cfg.run}/{cfg.stage}] done at step {step}: {_brief(metrics)}"
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    telemetry.emit(DoneEvent(line=line, step=step, metrics=numbers))
     telemetry.close()
     return metrics
 
@@ -351,7 +351,7 @@ def _save(
                    "num_steps": num_steps, "train_config": cfg.to_dict()},
         )  # fmt: skip
         ckpt.prune(stage_dir, cfg.keep_checkpoints)
-        telemetry.event("checkpoint", step=step, path=str(path))
+        telemetry.emit(CheckpointEvent(step=step, path=str(path)))
     if report is not None:
         report({k: v for k, v in metrics.items() if isinstance(v, int | float)}, path)
 

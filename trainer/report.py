@@ -23,6 +23,17 @@ from typing import Any
 
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.events import (
+    EvalEvent,
+    Event,
+    JobStateEvent,
+    ProgressEvent,
+    RawEvent,
+    RLEvalEvent,
+    RLStepEvent,
+    StartEvent,
+    ValidationEvent,
+)
 
 REPORT_STAGES: tuple[str, ...] = ("base", "mid", "sft", "rl")
 # A node of 8 H100s rents for about $24/hour (2025-26 on-demand list prices, ~$3 per GPU-hour).
@@ -136,17 +147,13 @@ def summarize_stage(store: ArtifactStore, run: str, stage: str) -> StageSummary 
         metrics = meta.get("metrics", {})
         s.final_loss = _num(metrics.get("train_loss"))
         s.val_bpb = _num(metrics.get("val_bpb"))
-    progress = [e for e in events if e.get("type") == "progress"]
+    progress = [e for e in events if isinstance(e, ProgressEvent)]
     for key in ("loss", "lr", "tokens_per_s"):
-        s.curves[key] = [(int(e["step"]), float(e[key])) for e in progress if _num(e.get(key)) is not None]
-    s.curves["val_bpb"] = [
-        (int(e["step"]), float(e["val_bpb"])) for e in events if e.get("type") == "validation"
-    ]
-    s.curves["reward"] = [(int(e["step"]), float(e["mean_reward"])) for e in events if e.get("type") == "rl"]
-    s.curves["pass_at_k"] = [
-        (int(e["step"]), float(e["pass_at_k"])) for e in events if e.get("type") == "rl_eval"
-    ]
-    mfus = [float(e["mfu"]) for e in progress if _num(e.get("mfu"))]
+        s.curves[key] = [(e.step, getattr(e, key)) for e in progress if math.isfinite(getattr(e, key))]
+    s.curves["val_bpb"] = [(e.step, e.val_bpb) for e in events if isinstance(e, ValidationEvent)]
+    s.curves["reward"] = [(e.step, e.mean_reward) for e in events if isinstance(e, RLStepEvent)]
+    s.curves["pass_at_k"] = [(e.step, e.pass_at_k) for e in events if isinstance(e, RLEvalEvent)]
+    mfus = [e.mfu for e in progress if e.mfu and math.isfinite(e.mfu)]
     s.mfu = sum(mfus) / len(mfus) if mfus else None
     tps = [v for _, v in s.curves["tokens_per_s"]]
     s.tokens_per_s = sum(tps) / len(tps) if tps else None
@@ -159,15 +166,17 @@ def summarize_stage(store: ArtifactStore, run: str, stage: str) -> StageSummary 
     return s
 
 
-def _active_seconds(events: Sequence[dict[str, Any]]) -> float:
+def _active_seconds(events: Sequence[Event | RawEvent]) -> float:
     """Wall time of the stage's runs: from each `start` event to the last event before the next
     start (so the gap between a crash and its resume is not counted)."""
     total, begin, last = 0.0, None, None
     for e in events:
-        t = _num(e.get("time"))
-        if t is None or e.get("type") == "eval":
+        if isinstance(e, EvalEvent | JobStateEvent):  # an eval runs later, apart from training
             continue
-        if e.get("type") == "start":
+        t = e.time
+        if not t:
+            continue
+        if isinstance(e, StartEvent):
             if begin is not None and last is not None:
                 total += last - begin
             begin = t

@@ -32,6 +32,7 @@ import torch
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from chatforge.chat import Conversation, message, render_for_completion
+from chatforge.contracts.events import CheckpointEvent, RLEvalEvent, RLStepEvent, StartEvent
 from chatforge.contracts.training import RL_STAGE as STAGE
 from chatforge.contracts.training import ConfigError, OptimConfig, RLConfig
 from chatforge.model import GPT, GPTConfig, autocast_dtype
@@ -122,8 +123,8 @@ def rl_worker(config_dict: dict[str, Any], *, tool_executor: ToolExecutor | None
         stage=STAGE, run=cfg.run, log_path=stage_dir / LOG_FILE, total_steps=cfg.num_steps,
         enabled=ranks.rank == 0, job_id=cfg.job_id, metrics_port=cfg.metrics_port,
     )  # fmt: skip
-    telemetry.event("start", f"[{cfg.run}/rl] starting at step {step}/{cfg.num_steps}", step=step,
-                    num_steps=cfg.num_steps, workers=ranks.world_size, resumed=step > 0)  # fmt: skip
+    telemetry.emit(StartEvent(line=f"[{cfg.run}/rl] starting at step {step}/{cfg.num_steps}", step=step,
+                              num_steps=cfg.num_steps, workers=ranks.world_size, resumed=step > 0))  # fmt: skip
     per_step = cfg.questions_per_step * ranks.world_size
     try:
         while step < cfg.num_steps:
@@ -151,15 +152,15 @@ def rl_worker(config_dict: dict[str, Any], *, tool_executor: ToolExecutor | None
                 step=step, loss=loss, lr=lr_mult, tokens_per_s=float(totals[2]) / elapsed, mfu=0.0,
                 eta_s=(cfg.num_steps - step) * elapsed, tokens_total=0, print_line=False,
             )  # fmt: skip
-            telemetry.event("rl", f"[{cfg.run}/rl] step {step}/{cfg.num_steps} | reward {mean_reward:.3f} | "
+            telemetry.emit(RLStepEvent(line=f"[{cfg.run}/rl] step {step}/{cfg.num_steps} | reward {mean_reward:.3f} | "
                             f"loss {loss:+.4f}", step=step, mean_reward=mean_reward, loss=loss,
-                            sampled_tokens=float(totals[2]))  # fmt: skip
+                            sampled_tokens=float(totals[2])))  # fmt: skip
             last = step == cfg.num_steps
             if (cfg.eval_every_steps and step % cfg.eval_every_steps == 0) or last:
                 score = _evaluate(cfg, generator, tokenizer, eval_rows, ranks, seed=cfg.seed + 10**6)
                 metrics.update(score)
-                telemetry.event("rl_eval", f"[{cfg.run}/rl] step {step} | pass@{cfg.pass_k} "
-                                f"{score['pass_at_k']:.3f} | reward {score['eval_reward']:.3f}", step=step, **score)  # fmt: skip
+                telemetry.emit(RLEvalEvent(line=f"[{cfg.run}/rl] step {step} | pass@{cfg.pass_k} "
+                                f"{score['pass_at_k']:.3f} | reward {score['eval_reward']:.3f}", step=step, **score))  # fmt: skip
             if step % cfg.checkpoint_every_steps == 0 or last:
                 if ranks.rank == 0:
                     path = ckpt.save(
@@ -170,7 +171,7 @@ def rl_worker(config_dict: dict[str, Any], *, tool_executor: ToolExecutor | None
                                "num_steps": cfg.num_steps, "rl_config": cfg.to_dict()},
                     )  # fmt: skip
                     ckpt.prune(stage_dir, cfg.keep_checkpoints)
-                    telemetry.event("checkpoint", step=step, path=str(path))
+                    telemetry.emit(CheckpointEvent(step=step, path=str(path)))
                 if dist.is_initialized():
                     dist.barrier()
     finally:

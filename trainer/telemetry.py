@@ -8,6 +8,9 @@ Only rank 0 reports. Every report goes to four places, each for a different read
   dashboards;
 - the Redis stream `chatforge:job:<job id>:events` when the run has a job id: for the jobs API and
   the UI, which follow a run live.
+
+The events are the typed, versioned models of `chatforge.contracts.events`, written through one
+path (`emit`) and read back through the same models (`read_log`, `follow_log`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatforge.events import EVENTS_MAXLEN, job_events_stream
+from chatforge.contracts.events import (
+    EVENTS_MAXLEN,
+    Event,
+    ProgressEvent,
+    RawEvent,
+    Sample,
+    SamplesEvent,
+    TrainerEvent,
+    ValidationEvent,
+    job_events_stream,
+    parse_event,
+    stream_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +97,20 @@ class Telemetry:
             self._bar = tqdm(total=total_steps, desc=f"{run}/{stage}", unit="step", dynamic_ncols=True)
 
     # --- events ------------------------------------------------------------------------------
-    def event(self, kind: str, line: str = "", **fields: Any) -> None:
-        """Record one event in log.jsonl and the Redis stream; `line` is its human form, printed
-        here on the console or, for a Ray job, by the driver that follows the log (`follow_log`)."""
+    def emit(self, event: TrainerEvent) -> None:
+        """Record one event, stamped with this stage, run and the time, in log.jsonl and the Redis
+        stream; its `line` (the human form) is printed here on the console or, for a Ray job, by
+        the driver that follows the log (`follow_log`)."""
         if not self.enabled:
             return
-        record = {"type": kind, "stage": self.stage, "run": self.run, "time": time.time(), **fields}
-        if line:
-            record["line"] = line
-            self._print(line)
+        event = event.model_copy(update={"stage": self.stage, "run": self.run, "time": time.time()})
+        if event.line:
+            self._print(event.line)
         with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(event.model_dump_json() + "\n")
         if self._redis is not None:
             self._redis.xadd(
-                job_events_stream(self.job_id),
-                {"type": kind, "data": json.dumps(record)},
-                maxlen=EVENTS_MAXLEN,
-                approximate=True,
+                job_events_stream(self.job_id), stream_entry(event), maxlen=EVENTS_MAXLEN, approximate=True
             )
 
     def _print(self, line: str) -> None:
@@ -134,8 +146,10 @@ class Telemetry:
                 f"[{self.run}/{self.stage}] step {step:5d}/{self.total_steps} | loss {loss:.4f} | "
                 f"lr {lr:.3g} | {tokens_per_s:,.0f} tok/s | MFU {100 * mfu:.1f}% | ETA {_duration(eta_s)}"
             )
-            self.event(
-                "progress", line, step=step, loss=loss, lr=lr, tokens_per_s=tokens_per_s, mfu=mfu, eta_s=eta_s
+            self.emit(
+                ProgressEvent(
+                    line=line, step=step, loss=loss, lr=lr, tokens_per_s=tokens_per_s, mfu=mfu, eta_s=eta_s
+                )
             )
 
     def validation(self, *, step: int, bpb: float) -> None:
@@ -143,18 +157,16 @@ class Telemetry:
             return
         if self._metrics:
             self._metrics["bpb"].labels(self.stage).set(bpb)
-        self.event(
-            "validation",
-            f"[{self.run}/{self.stage}] step {step:5d} | val bits-per-byte {bpb:.4f}",
-            step=step,
-            val_bpb=bpb,
-        )
+        line = f"[{self.run}/{self.stage}] step {step:5d} | val bits-per-byte {bpb:.4f}"
+        self.emit(ValidationEvent(line=line, step=step, val_bpb=bpb))
 
     def samples(self, *, step: int, samples: list[tuple[str, str]]) -> None:
         if not self.enabled:
             return
         lines = "\n".join(f"[{self.run}/{self.stage}] sample: {p!r} -> {c!r}" for p, c in samples)
-        self.event("samples", lines, step=step, samples=[{"prompt": p, "completion": c} for p, c in samples])
+        self.emit(
+            SamplesEvent(line=lines, step=step, samples=[Sample(prompt=p, completion=c) for p, c in samples])
+        )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -209,7 +221,8 @@ def follow_log(path: Path, stop: Any, *, poll_s: float = 0.5, out: Any = None) -
             complete = chunk[: chunk.rfind("\n") + 1]
             offset += len(complete.encode("utf-8"))
             for raw in complete.splitlines():
-                line = json.loads(raw).get("line") if raw.strip() else None
+                event = _parse_line(raw)
+                line = event.data.get("line") if isinstance(event, RawEvent) else getattr(event, "line", "")
                 if line:
                     print(line, file=out, flush=True)
         if done:
@@ -217,10 +230,23 @@ def follow_log(path: Path, stop: Any, *, poll_s: float = 0.5, out: Any = None) -
         stop.wait(poll_s)
 
 
-def read_log(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The events of a stage's log.jsonl (optionally of one type), in the order they were written."""
+def read_log(path: str | Path, kind: str | None = None) -> list[Event | RawEvent]:
+    """The events of a stage's log.jsonl (optionally of one type), in the order they were written,
+    each parsed through its contract (`chatforge.contracts.events.parse_event`)."""
     path = Path(path)
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in records if kind is None or r.get("type") == kind]
+    events = [_parse_line(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [e for e in events if e is not None and (kind is None or e.type == kind)]
+
+
+def _parse_line(line: str) -> Event | RawEvent | None:
+    """One log.jsonl line's event; None for a blank or torn line (a crash mid-write)."""
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        log.warning("skipping a log line that is not JSON: %.80r", line)
+        return None
+    return parse_event(data) if isinstance(data, dict) else RawEvent({"raw": data})

@@ -315,6 +315,7 @@ class RLConfig:
     seed: int = 0
     workers: int = 1
     use_gpu: bool = False
+    max_failures: int = 2  # worker-group restarts Ray Train allows before the job fails
     resume: bool = True
     job_id: str = ""
     metrics_port: int = 0

@@ -100,12 +100,12 @@ def test_grpo_run_learns_checkpoints_and_resumes(script_tokenizer, tmp_path):
     ckpt.load_state_into(trained, ckpt.load(ckpt.latest(stage)).model_state)
     assert _p_answer(trained, tok, "42") > p_before + 0.05
     events = read_log(stage / "log.jsonl")
-    assert [e["step"] for e in events if e["type"] == "rl"] == [1, 2, 3]
-    (ev,) = [e for e in events if e["type"] == "rl_eval"]
-    assert 0 <= ev["pass_at_k"] <= 1 and ev["pass_k"] == 2 and metrics["pass_at_k"] == ev["pass_at_k"]
-    assert all(0 <= e["mean_reward"] <= 1 and math.isfinite(e["loss"]) for e in events if e["type"] == "rl")
+    assert [e.step for e in events if e.type == "rl"] == [1, 2, 3]
+    (ev,) = [e for e in events if e.type == "rl_eval"]
+    assert 0 <= ev.pass_at_k <= 1 and ev.pass_k == 2 and metrics["pass_at_k"] == ev.pass_at_k
+    assert all(0 <= e.mean_reward <= 1 and math.isfinite(e.loss) for e in events if e.type == "rl")
     # resume: a longer run continues at step 3 instead of starting over
     rl_worker({**cfg.to_dict(), "num_steps": 4}, tool_executor=LocalPython())
-    assert [e["step"] for e in read_log(stage / "log.jsonl", "rl")] == [1, 2, 3, 4]
+    assert [e.step for e in read_log(stage / "log.jsonl", "rl")] == [1, 2, 3, 4]
     prompt = render_for_completion(tok, [{"role": "user", "content": "x"}])
     assert prompt[-1] == tok.special_id("<|assistant_start|>")

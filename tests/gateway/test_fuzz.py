@@ -56,9 +56,12 @@ messages = st.lists(valid_message, min_size=1, max_size=1) | st.lists(
 
 def _for_schema(schema: dict[str, Any], spec: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values of a property's declared type (in and out of its bounds), or any JSON at all."""
-    if "$ref" in schema:
-        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
-    options = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
+
+    def resolved(s: dict[str, Any]) -> dict[str, Any]:
+        return spec["components"]["schemas"][s["$ref"].rsplit("/", 1)[-1]] if "$ref" in s else s
+
+    schema = resolved(schema)
+    options = [resolved(s) for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
     kinds = {s.get("type") for s in options}
     typed: list[st.SearchStrategy[Any]] = []
     if "integer" in kinds:
@@ -168,7 +171,7 @@ def test_chat_completions_never_5xx(spec, http):
 
 
 def test_jobs_never_5xx(spec, http):
-    jobs = _bodies(spec, "JobRequest", {})
+    jobs = _bodies(spec, "JobSpec", {})
 
     statuses: list[int] = []
 

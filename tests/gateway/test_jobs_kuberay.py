@@ -66,14 +66,15 @@ def test_manifest_validates_against_the_crd(kube, artifacts, redis_url):
 def test_submit_follow_and_cancel(gateway, kube):
     r = httpx.post(
         gateway.url + "/v1/jobs",
-        json={"stage": "sft", "run": "kr", "config": {"num_steps": 5, "use_gpu": True}},
+        json={"stage": "sft", "run": "kr", "config": {"num_steps": 5, "gpu": True}},
     )
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["state"] == "queued" and job["backend"] == "kuberay"
     obj = _object(kube, job["id"])  # the emulator validated it against the CRD on create
     assert obj["spec"]["entrypoint"] == job["entrypoint"]
-    assert "--num-steps 5" in job["entrypoint"] and "--use-gpu" in job["entrypoint"]
+    assert "--num-steps 5" in job["entrypoint"] and "--gpu" in job["entrypoint"]
+    assert job["config"] == {"num_steps": 5, "gpu": True}
     assert f"--job-id {job['id']}" in job["entrypoint"]
 
     _set_status(kube, job["id"], jobStatus="RUNNING", jobDeploymentStatus="Running")
@@ -112,17 +113,30 @@ def test_watcher_reconciles_without_a_request(gateway, kube):
 
 
 def test_invalid_job_requests(gateway):
+    """A job's config is checked against the stage's typed flags and the trainer's own config rules
+    before anything starts: a 400 naming the field, and no job."""
+    before = len(gateway.state.jobs.recent(1000))
     for body, param in (
         ({"stage": "bake"}, "stage"),
         ({"stage": "base", "run": "../x"}, "run"),
-        ({"stage": "base", "config": {"Num Steps": 1}}, "config"),
-        ({"stage": "base", "config": {"job_id": "x"}}, "config"),
+        ({"stage": "base", "config": {"Num Steps": 1}}, "config.Num Steps"),
+        ({"stage": "base", "config": {"job_id": "x"}}, "config.job_id"),
         ({"stage": "base", "config": {"depth": [1, 2]}}, "config.depth"),
+        ({"stage": "base", "config": {"depth": "abc"}}, "config.depth"),
+        ({"stage": "base", "config": {"depth": "2"}}, "config.depth"),
+        ({"stage": "base", "config": {"no_such_flag": 1}}, "config.no_such_flag"),
+        ({"stage": "base", "config": {"total_batch_tokens": 1000}}, "config.total_batch_tokens"),
+        ({"stage": "rl", "config": {"lr_frac": 2.0}}, "config.lr_frac"),
+        ({"stage": "base", "config": []}, "config"),
         ({"stage": "base", "extra": 1}, "extra"),
     ):
         r = httpx.post(gateway.url + "/v1/jobs", json=body)
         assert r.status_code == 400, (body, r.text)
-        assert (r.json()["error"]["param"] or "").startswith(param)
+        error = r.json()["error"]
+        assert error["param"] == param and error["message"].startswith(f"{param}: "), (body, error)
+    r = httpx.post(gateway.url + "/v1/jobs", json={"stage": "base", "config": {"total_batch_tokens": 1000}})
+    assert "must be a multiple of --device-batch-rows x --sequence-len" in r.json()["error"]["message"]
+    assert len(gateway.state.jobs.recent(1000)) == before  # nothing was submitted
 
 
 def test_job_artifacts_list_its_runs_checkpoints(gateway):
@@ -140,19 +154,29 @@ def test_events_stream_live_from_redis(gateway, kube, redis_server):
     import json as _json
     import threading
 
-    from chatforge.events import EVENTS_MAXLEN, job_events_stream
+    from chatforge.contracts.events import (
+        EVENTS_MAXLEN,
+        JobStateEvent,
+        ProgressEvent,
+        job_events_stream,
+        stream_entry,
+    )
 
     job_id = httpx.post(gateway.url + "/v1/jobs", json={"stage": "base", "run": "ev"}).json()["id"]
 
+    def progress(step: int) -> ProgressEvent:
+        return ProgressEvent(
+            stage="base", step=step, loss=1.0 / step, lr=0.02, tokens_per_s=1.0, mfu=0.0, eta_s=0.0
+        )
+
     def trainer() -> None:
         for step in range(1, 6):
-            record = {"type": "progress", "stage": "base", "step": step, "loss": 1.0 / step}
-            redis_server.xadd(
-                job_events_stream(job_id),
-                {"type": "progress", "data": _json.dumps(record)},
-                maxlen=EVENTS_MAXLEN,
-            )
+            event = progress(step)
+            redis_server.xadd(job_events_stream(job_id), stream_entry(event), maxlen=EVENTS_MAXLEN)
             time.sleep(0.1)
+        # a later trainer's event (a newer version) is passed on as written, not dropped
+        future = {"type": "progress", "version": 99, "step": 6, "novel": True}
+        redis_server.xadd(job_events_stream(job_id), {"type": "progress", "data": _json.dumps(future)})
         _set_status(kube, job_id, jobStatus="SUCCEEDED", jobDeploymentStatus="Complete")
 
     writer = threading.Thread(target=trainer)
@@ -161,9 +185,13 @@ def test_events_stream_live_from_redis(gateway, kube, redis_server):
         blocks = [b for b in r.read().decode().split("\n\n") if b]
     writer.join()
     data = [_json.loads(b.split("data: ", 1)[1]) for b in blocks]
-    assert [d["step"] for d in data if d.get("type") == "progress"] == [1, 2, 3, 4, 5]
-    assert data[0] == {"type": "state", "state": "queued", "message": ""}
-    assert {"type": "state", "state": "succeeded", "message": ""} in data
+    assert [d["step"] for d in data if d.get("type") == "progress"] == [1, 2, 3, 4, 5, 6]
+    assert data[1] == progress(1).model_dump()  # relayed through the contract's model
+    assert {"type": "progress", "version": 99, "step": 6, "novel": True} in data
+    assert data[0] == JobStateEvent(state="queued").model_dump() == {
+        "type": "state", "version": 1, "state": "queued", "message": "",
+    }  # fmt: skip
+    assert JobStateEvent(state="succeeded").model_dump() in data
     assert blocks[-1].startswith("event: end")
     ids = [b.split("\n")[0][4:] for b in blocks if b.startswith("id: ")]
     resumed = httpx.get(
@@ -171,5 +199,5 @@ def test_events_stream_live_from_redis(gateway, kube, redis_server):
     ).text
     assert [
         _json.loads(b.split("data: ", 1)[1]).get("step") for b in resumed.split("\n\n") if "progress" in b
-    ] == [4, 5]
+    ] == [4, 5, 6]
     assert 0 < redis_server.ttl(job_events_stream(job_id))  # a finished job's events expire

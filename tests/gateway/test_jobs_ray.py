@@ -13,9 +13,10 @@ import httpx
 import pytest
 from gateway.jobs.ray_jobs import RayJobsBackend
 
+from chatforge.contracts.events import JobStateEvent, RawEvent, StartEvent, parse_event
 from chatforge.raylocal import init_local_ray, shutdown_ray
 
-STAGE = f"{sys.executable} {Path(__file__).with_name('emit_stage.py')}"
+STAGE = f"{sys.executable} {Path(__file__).with_name('emit_stage.py')} --step-s 0.2"
 pytestmark = pytest.mark.slow  # starting Ray with its dashboard takes 15-30 s on 2 shared cores
 
 
@@ -84,7 +85,7 @@ def _events(gw, job_id, after="0"):
 
 def test_job_survives_a_gateway_restart(launch, ray_dashboard):
     first = _launch(launch, ray_dashboard)
-    body = {"stage": "base", "run": "restart", "config": {"num_steps": 30, "step_s": 0.2}}
+    body = {"stage": "base", "run": "restart", "config": {"num_steps": 30}}
     r = httpx.post(first.url + "/v1/jobs", json=body, timeout=60)
     assert r.status_code == 201, r.text
     job = r.json()
@@ -107,7 +108,12 @@ def test_job_survives_a_gateway_restart(launch, ray_dashboard):
     assert kinds[0] == "state" and [k for k in kinds if k != "state"][0] == "start" and "done" in kinds
     steps = [data["step"] for _, _, data in events if data["type"] == "progress"]
     assert steps == list(range(1, 31))
-    assert {"type": "state", "state": "succeeded", "message": done["message"]} in [d for _, _, d in events]
+    state = JobStateEvent(state="succeeded", message=done["message"])
+    assert state.model_dump() in [d for _, _, d in events]
+    # every event on the stream is one of the contract's, parsed as such (no drift)
+    assert not [d for _, _, d in events if isinstance(parse_event(d), RawEvent)]
+    start = next(parse_event(d) for _, _, d in events if d["type"] == "start")
+    assert isinstance(start, StartEvent) and start.num_steps == 30
     # resuming after a given event id returns only later ones
     mid_id = next(i for i, _, d in events if d.get("step") == 5 and d["type"] == "progress")
     later = _events(second, job["id"], after=mid_id)
@@ -119,7 +125,7 @@ def test_job_survives_a_gateway_restart(launch, ray_dashboard):
 def test_cancel_a_running_job(launch, ray_dashboard):
     gw = _launch(launch, ray_dashboard)
     job = httpx.post(
-        gw.url + "/v1/jobs", json={"stage": "sft", "config": {"num_steps": 300, "step_s": 0.2}}, timeout=60
+        gw.url + "/v1/jobs", json={"stage": "sft", "config": {"num_steps": 300}}, timeout=60
     ).json()
     _wait_state(gw, job["id"], {"running"})
     cancelled = httpx.post(gw.url + f"/v1/jobs/{job['id']}/cancel", timeout=30).json()

@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from chatforge.cli import build_parser, main
-from trainer.cli import TRAIN_FLAGS, stage_config
+from chatforge.contracts.jobs import FLAGS, JOB_STAGES, JobSpec, TrainFlags
+from trainer.cli import stage_config
+
+LAUNCH = {"run", "artifacts", "job_id", "help"}  # set by whoever launches, not flags of a job
+
+
+def _subcommands(parser, dest):
+    return next(a for a in parser._actions if a.dest == dest).choices
 
 
 def test_cli_surface_is_frozen():
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command").choices
-    assert {"train", "pipeline", "demo"} <= set(sub)
-    stages = next(a for a in sub["train"]._actions if a.dest == "stage").choices
+    sub = _subcommands(build_parser(), "command")
+    assert {"train", "pipeline", "demo", "rl", "report", "eval"} <= set(sub)
+    stages = _subcommands(sub["train"], "stage")
     assert list(stages) == ["tokenizer", "base", "mid", "sft", "eval", "rl", "report", "pipeline"]
-    flags = {o for a in stages["base"]._actions for o in a.option_strings}
-    expected = {"--" + f.replace("_", "-") for f in TRAIN_FLAGS} | {
-        "--run", "--artifacts", "--preset", "--local", "--gpu", "--no-resume", "-h", "--help",
-    }  # fmt: skip
-    assert flags == expected
+    options = {o for a in stages["base"]._actions for o in a.option_strings}
+    assert {"--depth", "--num-steps", "--gpu", "--no-gpu", "--no-resume", "--preset", "--local"} <= options
+
+
+@pytest.mark.parametrize("stage", JOB_STAGES)
+def test_each_stages_flags_are_its_contract_model(stage):
+    """`chatforge train <stage>` accepts exactly the flags the gateway validates a job's config
+    against (chatforge.contracts.jobs), plus the launch flags: the CLI and the API cannot drift."""
+    parser = _subcommands(_subcommands(build_parser(), "command")["train"], "stage")[stage]
+    dests = {a.dest for a in parser._actions}
+    assert dests - LAUNCH == set(FLAGS[stage].model_fields)
+    assert LAUNCH <= dests
+
+
+def test_top_level_commands_share_the_stage_models():
+    sub = _subcommands(build_parser(), "command")
+    assert {a.dest for a in sub["pipeline"]._actions} - LAUNCH == set(FLAGS["pipeline"].model_fields)
+    assert {a.dest for a in sub["rl"]._actions} - LAUNCH == set(FLAGS["rl"].model_fields)
 
 
 def test_flags_override_the_preset(tmp_path):
@@ -45,8 +66,8 @@ def test_flags_override_the_preset(tmp_path):
         (["--total-batch-tokens", "1000"], "--total-batch-tokens (1000) must be a multiple"),
         (["--workers", "3", "--total-batch-tokens", "4096"], "do not split evenly over --workers 3"),
         (["--workers", "2"], "a local run has one worker"),
-        (["--depth", "0"], "--depth must be >= 1"),
-        (["--task-source", "web"], "--task-source must be 'offline' or 'hub'"),
+        (["--depth", "0"], "--depth: Input should be greater than or equal to 1"),
+        (["--task-source", "web"], "--task-source: Input should be 'offline' or 'hub'"),
     ],
 )
 def test_bad_flags_fail_with_a_message_naming_the_flag(argv, message, tmp_path, capsys):
@@ -74,18 +95,66 @@ def test_tokenizer_stage_trains_once_then_skips(tmp_path, corpus_dir, capsys):
     assert "skipping" in capsys.readouterr().out
 
 
-def test_every_jobs_api_stage_is_a_train_subcommand():
-    # The gateway runs `chatforge train <stage> --run R --job-id ID --flag value` for every stage it
-    # accepts; each must parse, and eval measures `run/<stage>`.
-    from gateway.jobs.spec import STAGES, JobRequest, entrypoint
+# A config per stage with every kind of value a flag takes: ints, floats, strings, Literals, both
+# booleans, lists, and a string that starts with "-".
+ROUND_TRIP = {
+    "tokenizer": {"vocab_size": 300, "corpus_dir": "/data/c", "redo": True, "preset": "d12"},
+    "base": {
+        "depth": 3,
+        "num_steps": 7,
+        "seed": 1,
+        "gpu": True,
+        "resume": False,
+        "task_source": "hub",
+        "init_from": "-odd/name",
+        "workers": 2,
+        "metrics_port": 9100,
+    },  # fmt: skip
+    "mid": {},
+    "sft": {"total_batch_tokens": 8192, "local": True, "tokenizer": "tk"},
+    "rl": {
+        "num_steps": 3,
+        "lr_frac": 0.1,
+        "temperature": 0.7,
+        "gpu": False,
+        "tools": "none",
+        "rows_file": "rows.jsonl",
+    },  # fmt: skip
+    "eval": {
+        "stage": "mid",
+        "core_tasks": ["hellaswag", "arc_easy"],
+        "chat_tasks": [],
+        "corpus_dir": "",
+        "max_examples": 16,
+        "gpu": True,
+        "tools": "http://127.0.0.1:8002",
+    },  # fmt: skip
+    "report": {"dollars_per_hour": 3.5, "corpus_dir": "data/corpus"},
+    "pipeline": {"redo": ["base", "sft"], "workers": 2, "local": False},
+}
 
-    parser = build_parser()
-    for stage in STAGES:
-        config = {"stage": "mid"} if stage == "eval" else {}
-        words = entrypoint(
-            "chatforge train", JobRequest(stage=stage, run="r1", config=config), "job-1"
-        ).split()
-        args = parser.parse_args(words[1:])
-        assert args.run == "r1" and getattr(args, "job_id", "job-1") == "job-1"
-        if stage == "eval":
-            assert args.stage == "mid"
+
+@pytest.mark.parametrize("stage", JOB_STAGES)
+def test_a_job_specs_command_line_parses_back_into_the_same_flags(stage, tmp_path):
+    """What the gateway runs for a job (`chatforge train <stage> --run R --job-id ID --flag v ...`)
+    is parsed by the real `chatforge` parser into the same typed flags and, for the training
+    stages, the same TrainConfig the gateway checked."""
+    spec = JobSpec.model_validate({"stage": stage, "run": "r1", "config": ROUND_TRIP[stage]})
+    words = shlex.split(shlex.join(["chatforge", "train", *spec.argv("job-1")]))
+    args = build_parser().parse_args([*words[1:], "--artifacts", str(tmp_path)])
+    assert (args.run, args.job_id) == ("r1", "job-1")
+    flags = FLAGS[stage].from_args(args)
+    assert flags == spec.config
+    assert flags.model_fields_set == spec.config.model_fields_set  # nothing added or lost on the way
+    if isinstance(flags, TrainFlags):
+        cfg = stage_config(args)
+        assert cfg == spec.config.resolve(stage, run="r1", artifacts_dir=str(tmp_path), job_id="job-1")
+        assert (cfg.stage, cfg.run, cfg.job_id) == (stage, "r1", "job-1")
+
+
+def test_flags_are_typed_on_the_command_line_too(tmp_path):
+    args = build_parser().parse_args(["train", "base", "--depth", "4", "--gpu", "--no-resume"])
+    cfg = stage_config(args)
+    assert (cfg.depth, cfg.use_gpu, cfg.resume) == (4, True, False)
+    with pytest.raises(SystemExit):  # argparse: not an int
+        build_parser().parse_args(["train", "base", "--depth", "abc"])

@@ -33,10 +33,10 @@ def base_run(tmp_path_factory, artifacts, corpus_dir):
 def test_base_training_lowers_the_loss_and_writes_complete_checkpoints(base_run):
     cfg, metrics = base_run
     stage_dir = ArtifactStore(Path(cfg.artifacts_dir)).stage_dir("r", "base")
-    losses = [e["loss"] for e in read_log(stage_dir / "log.jsonl", "progress")]
+    losses = [e.loss for e in read_log(stage_dir / "log.jsonl", "progress")]
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < losses[0] - 0.5
-    vals = [e["val_bpb"] for e in read_log(stage_dir / "log.jsonl", "validation")]
+    vals = [e.val_bpb for e in read_log(stage_dir / "log.jsonl", "validation")]
     assert len(vals) == 2 and vals[1] < vals[0] and all(math.isfinite(v) for v in vals)
     meta = ckpt.read_meta(ckpt.latest(stage_dir))
     assert meta["step"] == 12 and meta["tokenizer"] == TOKENIZER and meta["stage"] == "base"
@@ -45,7 +45,7 @@ def test_base_training_lowers_the_loss_and_writes_complete_checkpoints(base_run)
     assert meta["metrics"]["val_bpb"] == pytest.approx(metrics["val_bpb"])
     assert stage_done(cfg)
     samples = read_log(stage_dir / "log.jsonl", "samples")
-    assert samples and len(samples[-1]["samples"]) == 4
+    assert samples and len(samples[-1].samples) == 4
 
 
 def test_resume_by_hand_continues_exactly_where_the_run_stopped(base_run, tmp_path):
@@ -61,7 +61,7 @@ def test_resume_by_hand_continues_exactly_where_the_run_stopped(base_run, tmp_pa
     shutil.rmtree(stage_dir / "step_000012")
     resumed = run_stage(cfg.with_(artifacts_dir=str(root)), launcher="local")
     starts = read_log(stage_dir / "log.jsonl", "start")
-    assert starts[-1]["step"] == 8 and starts[-1]["resumed"]
+    assert starts[-1].step == 8 and starts[-1].resumed
     again = ckpt.load(ckpt.latest(stage_dir), with_optimizer=False)
     assert again.step == 12
     for name, tensor in final.model_state.items():
@@ -80,10 +80,8 @@ def test_mid_and_sft_start_from_the_previous_stage(base_run, corpus_dir):
         assert meta["tokenizer"] == TOKENIZER and meta["step"] == 4
         assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_bpb"])
     # each starts from the previous stage's final checkpoint, found by name
-    assert read_log(store.stage_dir("r", "mid") / "log.jsonl", "start")[0]["init"].endswith(
-        "base/step_000012"
-    )
-    assert read_log(store.stage_dir("r", "sft") / "log.jsonl", "start")[0]["init"].endswith("mid/step_000004")
+    assert read_log(store.stage_dir("r", "mid") / "log.jsonl", "start")[0].init.endswith("base/step_000012")
+    assert read_log(store.stage_dir("r", "sft") / "log.jsonl", "start")[0].init.endswith("mid/step_000004")
 
 
 def test_a_stage_without_its_parent_says_which_stage_to_train(artifacts, corpus_dir, tmp_path):
@@ -117,7 +115,7 @@ def test_progress_events_reach_redis_and_prometheus(artifacts, corpus_dir, tmp_p
     import json
 
     from chatforge import redisconn
-    from chatforge.events import job_events_stream
+    from chatforge.contracts.events import ProgressEvent, job_events_stream, parse_stream_entry
     from trainer.telemetry import Telemetry
 
     monkeypatch.delenv("REDIS_URL", raising=False)
@@ -139,10 +137,12 @@ def test_progress_events_reach_redis_and_prometheus(artifacts, corpus_dir, tmp_p
         entries = redis.xrange(job_events_stream("job-abc"))
         assert [e[1]["type"] for e in entries] == ["progress", "validation"]
         assert json.loads(entries[0][1]["data"])["loss"] == 2.5
+        progress = parse_stream_entry(entries[0][1])  # what the gateway reads: the typed event
+        assert isinstance(progress, ProgressEvent) and (progress.stage, progress.step) == ("base", 3)
         value = t.registry.get_sample_value
         assert value("chatforge_train_loss", {"stage": "base"}) == 2.5
         assert value("chatforge_train_val_bits_per_byte", {"stage": "base"}) == 1.25
         assert value("chatforge_train_tokens_total", {"stage": "base"}) == 300
-        assert read_log(tmp_path / "log.jsonl", "progress")[0]["line"].startswith("[r/base] step")
+        assert read_log(tmp_path / "log.jsonl", "progress")[0].line.startswith("[r/base] step")
     finally:
         redisconn.stop_embedded()

@@ -43,7 +43,7 @@ def _losses(root: Path) -> dict[int, list[float]]:
     """Every logged loss by step (a step run twice, before and after a restart, has two)."""
     out: dict[int, list[float]] = {}
     for e in read_log(ArtifactStore(root).stage_dir("r", "base") / "log.jsonl", "progress"):
-        out.setdefault(e["step"], []).append(e["loss"])
+        out.setdefault(e.step, []).append(e.loss)
     return out
 
 
@@ -122,7 +122,7 @@ def test_a_killed_worker_is_replaced_and_the_run_continues(
     run_stage(cfg, launcher="ray")
     assert marker.read_text().startswith("rank 1 exited at step 3")
     starts = read_log(ArtifactStore(root).stage_dir("r", "base") / "log.jsonl", "start")
-    assert [(s["step"], s["resumed"]) for s in starts] == [(0, False), (2, True)]
+    assert [(s.step, s.resumed) for s in starts] == [(0, False), (2, True)]
     losses = _losses(root)
     # steps 1-3 ran, rank 1 died before step 4, the group restarted from the step-2 checkpoint:
     # step 3 ran twice with the same loss, and the curve continues with no reset

@@ -1,5 +1,6 @@
 """What the test gateway's jobs run instead of `chatforge train`: a process that reports progress
-the way the trainer does (events XADD'ed to the job's Redis stream), then waits to be cancelled.
+the way the trainer does (the trainer's event models, chatforge.contracts.events, XADD'ed to the
+job's Redis stream), then waits to be cancelled.
 
 Usage (the gateway appends the stage and flags): job_script.py <stage> --run R --job-id ID [...]
 """
@@ -7,11 +8,17 @@ Usage (the gateway appends the stage and flags): job_script.py <stage> --run R -
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
-from chatforge.events import EVENTS_MAXLEN, job_events_stream
+from chatforge.contracts.events import (
+    EVENTS_MAXLEN,
+    ProgressEvent,
+    StartEvent,
+    TrainerEvent,
+    job_events_stream,
+    stream_entry,
+)
 from chatforge.redisconn import connect
 
 NUM_STEPS = 10
@@ -26,16 +33,14 @@ def main(argv: list[str]) -> int:
     args, _ = parser.parse_known_args(argv)
     redis = connect()
 
-    def emit(kind: str, **fields: object) -> None:
-        record = {"type": kind, "stage": args.stage, "run": args.run, "time": time.time(), **fields}
-        redis.xadd(
-            job_events_stream(args.job_id), {"type": kind, "data": json.dumps(record)}, maxlen=EVENTS_MAXLEN
-        )
+    def emit(event: TrainerEvent) -> None:
+        event = event.model_copy(update={"stage": args.stage, "run": args.run, "time": time.time()})
+        redis.xadd(job_events_stream(args.job_id), stream_entry(event), maxlen=EVENTS_MAXLEN)
 
-    emit("start", step=0, num_steps=NUM_STEPS, workers=1, resumed=False)
+    emit(StartEvent(step=0, num_steps=NUM_STEPS, workers=1, resumed=False))
     for step in range(1, STEPS_DONE + 1):
         loss = 4.0 - 0.25 * step
-        emit("progress", step=step, loss=loss, lr=0.02, tokens_per_s=1500.0, mfu=0.01, eta_s=60.0)
+        emit(ProgressEvent(step=step, loss=loss, lr=0.02, tokens_per_s=1500.0, mfu=0.01, eta_s=60.0))
         print(f"[{args.run}/{args.stage}] step {step}/{NUM_STEPS} | loss {loss:.4f}", flush=True)
     while True:
         time.sleep(1)

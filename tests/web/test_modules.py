@@ -135,12 +135,37 @@ def test_job_progress_tracks_steps_per_stage(modules) -> None:
         p.add("start", { stage: "mid", step: 0, num_steps: 10 });
         p.add("progress", { stage: "mid", step: 10, loss: 2.5 });
         seen.push(p.fraction);
+        // a newer trainer's event: its fields may mean something else, so it is not folded in
+        p.add("progress", { version: 2, stage: "sft", step: 99, loss: 0.1 });
         return { seen, stage: p.stage, state: p.state, loss: p.latest.loss, tps: p.latest.tokens_per_s };
     }"""
     )
     assert result["seen"] == [None, 0.25, 1]
     assert result["stage"] == "mid" and result["state"] == "running"
     assert result["loss"] == 2.5 and result["tps"] is None  # base's throughput is not mid's
+
+
+def test_job_progress_reads_the_fields_the_event_contract_defines(modules) -> None:
+    """The events the page folds are the contract's own (chatforge.contracts.events), as written."""
+    from chatforge.contracts.events import EVENTS_VERSION, JobStateEvent, ProgressEvent, StartEvent
+
+    events = [
+        JobStateEvent(state="running"),
+        StartEvent(stage="base", step=0, num_steps=20, workers=1, resumed=False),
+        ProgressEvent(stage="base", step=5, loss=3.5, lr=0.02, tokens_per_s=1200.0, mfu=0.1, eta_s=30.0),
+    ]
+    result = modules.evaluate(
+        """async (events) => {
+        const { JobProgress, EVENTS_VERSION } = await import("/js/job_progress.js");
+        const p = new JobProgress();
+        for (const e of events) p.add(e.type, e);
+        return { version: EVENTS_VERSION, fraction: p.fraction, latest: p.latest, state: p.state };
+    }""",
+        [e.model_dump(mode="json") for e in events],
+    )
+    assert result["version"] == EVENTS_VERSION
+    assert result["fraction"] == 0.25 and result["state"] == "running"
+    assert result["latest"] == {"loss": 3.5, "lr": 0.02, "tokens_per_s": 1200, "mfu": 0.1, "eta_s": 30}
 
 
 def test_a_real_report_card_renders_with_its_tables_and_plots(modules) -> None:

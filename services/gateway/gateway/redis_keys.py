@@ -13,12 +13,12 @@
 | `chatforge:deployment` | string | the checkpoint served now (JSON) | one key |
 
 `<owner>` is the API key id ("local" when keys are off). The job events key format is shared with
-the trainer through `chatforge.events`.
+the trainer through `chatforge.contracts.events`.
 """
 
 from __future__ import annotations
 
-from chatforge.events import job_events_stream
+from chatforge.contracts.events import job_events_stream
 
 PREFIX = "chatforge"
 API_KEY_INDEX = f"{PREFIX}:apikeys"

@@ -86,8 +86,8 @@ function badge(state) {
   return h("span", { class: `badge ${state}` }, state);
 }
 
-// The gateway's JobRequest (services/gateway/gateway/jobs/spec.py): a stage or "pipeline", a run
-// name, and flag values for `chatforge train <stage>` by their field names.
+// The gateway's JobSpec (chatforge/contracts/jobs.py): a stage or "pipeline", a run name, and flag
+// values for `chatforge train <stage>` by their field names, typed (numbers as numbers: "2" is refused).
 const STAGES = ["tokenizer", "base", "mid", "sft", "rl", "eval", "report"];
 
 function submitForm(onSubmitted) {
@@ -147,7 +147,7 @@ function submitForm(onSubmitted) {
 
 const PRESETS = ["tiny", "d12", "d20", "d26"];
 
-/** Flag values by field name, as the gateway's JobRequest.config wants them (scalars only). */
+/** Flag values by field name, as the gateway's JobSpec.config wants them (numbers, strings, booleans, lists). */
 function jobConfig(fields, gpu, extraText) {
   let extra = {};
   if (extraText.trim()) {
@@ -156,9 +156,10 @@ function jobConfig(fields, gpu, extraText) {
     } catch (e) {
       throw new Error(`Other flags are not valid JSON: ${e.message}`);
     }
-    const nested = Object.values(extra ?? {}).some((v) => typeof v === "object" && v !== null);
-    if (typeof extra !== "object" || extra === null || Array.isArray(extra) || nested) {
-      throw new Error("Other flags must be a JSON object of values (numbers, strings, true/false).");
+    const scalar = (v) => v === null || typeof v !== "object";
+    const values = Object.values(extra ?? {}).every((v) => scalar(v) || (Array.isArray(v) && v.every(scalar)));
+    if (typeof extra !== "object" || extra === null || Array.isArray(extra) || !values) {
+      throw new Error("Other flags must be a JSON object of values (numbers, strings, true/false, lists of them).");
     }
   }
   const config = {};
@@ -352,7 +353,7 @@ function drawProgress(ui, progress) {
 function eventLine(type, data) {
   const when = data.time ? new Date(data.time * 1000).toLocaleTimeString() : "";
   const fields = Object.entries(data)
-    .filter(([k, v]) => !["type", "time", "run"].includes(k) && v !== "" && typeof v !== "object")
+    .filter(([k, v]) => !["type", "version", "time", "run", "line"].includes(k) && v !== "" && typeof v !== "object")
     .map(([k, v]) => `${k}=${typeof v === "number" ? formatNumber(v) : v}`)
     .join(" ");
   return `${when} ${type} ${fields}`.trim();

@@ -8,7 +8,6 @@ and then every few seconds), so a gateway that was down while a job ran reports 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -16,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatforge.artifacts import ArtifactStore
+from chatforge.contracts.events import event_dict, parse_stream_entry
+from chatforge.contracts.jobs import JobSpec
 from gateway import redis_keys
 from gateway.errors import APIError
 from gateway.jobs.backend import BackendError, BackendStatus, JobBackend, JobGone
-from gateway.jobs.spec import STATES, JobRecord, JobRequest, entrypoint, new_job_id
+from gateway.jobs.spec import STATES, JobRecord, entrypoint, new_job_id
 from gateway.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,12 @@ class JobService:
         self.env = env
         self.artifacts = artifacts
 
-    def submit(self, request: JobRequest, owner: str) -> JobRecord:
+    def submit(self, spec: JobSpec, owner: str) -> JobRecord:
         job_id = new_job_id()
+        config = spec.config.model_dump(mode="json", exclude_unset=True)  # the flags the request gave
         record = JobRecord(
-            id=job_id, stage=request.stage, run=request.run, config=dict(request.config),
-            backend=self.backend.name, entrypoint=entrypoint(self.command, request, job_id), owner=owner,
+            id=job_id, stage=spec.stage, run=spec.run, config=config, backend=self.backend.name,
+            entrypoint=entrypoint(self.command, spec, job_id), owner=owner,
         )  # fmt: skip
         self.store.put(record)  # first, so a crash between the two leaves a visible failed job
         try:
@@ -130,17 +132,14 @@ class JobService:
         return {state: counts.get(state, 0) for state in STATES}
 
     def read_events(self, job_id: str, after: str, block_ms: int) -> list[tuple[str, dict[str, Any]]]:
-        """Events after stream id `after` ("0": from the start), waiting up to `block_ms` for new ones."""
+        """Events after stream id `after` ("0": from the start), waiting up to `block_ms` for new ones;
+        each read through its contract (chatforge.contracts.events), one it does not know passed on as written."""
         reply = self.store.redis.xread({redis_keys.job_events(job_id): after}, count=100, block=block_ms)
-        events = []
-        for _, entries in reply or []:
-            for entry_id, fields in entries:
-                try:
-                    data = json.loads(fields.get("data", "{}"))
-                except json.JSONDecodeError:
-                    data = {"raw": fields.get("data")}
-                events.append((entry_id, {"type": fields.get("type", "event"), **data}))
-        return events
+        return [
+            (entry_id, event_dict(parse_stream_entry(fields)))
+            for _, entries in reply or []
+            for entry_id, fields in entries
+        ]
 
     def _refresh(self, record: JobRecord) -> JobRecord:
         try:

@@ -1,53 +1,23 @@
-"""What a job is: the validated request (`JobRequest`), its record (`JobRecord`), its command line.
+"""What a job is: its spec (`chatforge.contracts.jobs.JobSpec`), its record (`JobRecord`), its command line.
 
 A job runs one training stage or the whole pipeline as `chatforge train <stage> --run <run>
---job-id <id> --<flag> <value> ...`: `config` holds flag values by their field names
-(`num_steps`, `depth`, ...), validated here for shape (names, scalar values) and by the stage's own
-CLI for meaning, where a bad value fails the job with the CLI's message in its logs.
+--job-id <id> --<flag> <value> ...`. The request is a `JobSpec`: its `config` is validated against
+the stage's flags, the same model `chatforge train` builds its flags from, and checked the way the
+trainer checks it, so a bad value is a 400 naming the field instead of a failed job.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from chatforge.contracts.jobs import JobSpec
 
-# What `chatforge train <stage>` runs (trainer/cli.py); "pipeline" is tokenizer -> base -> mid -> sft
-# -> eval -> report; "eval" measures one stage's checkpoint (`config.stage`, default sft).
-Stage = Literal["tokenizer", "base", "mid", "sft", "rl", "eval", "report", "pipeline"]
-STAGES: tuple[str, ...] = get_args(Stage)
 STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-_FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-# Set by the gateway itself; a request may not override them.
-_RESERVED = frozenset({"run", "job_id"})
-
-Scalar = bool | int | float | str
-
-
-class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    stage: Stage
-    run: str = Field(default="demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    config: dict[str, Scalar] = Field(default_factory=dict, max_length=64)
-
-    @field_validator("config")
-    @classmethod
-    def _flags(cls, config: dict[str, Scalar]) -> dict[str, Scalar]:
-        for name, value in config.items():
-            if not _FLAG.match(name):
-                raise ValueError(f"config key {name!r} is not a flag name (lowercase letters, digits, '_')")
-            if name in _RESERVED:
-                raise ValueError(f"config key {name!r} is set by the gateway, not by the request")
-            if isinstance(value, str) and (len(value) > 512 or "\x00" in value):
-                raise ValueError(f"config[{name!r}] must be a string of at most 512 characters")
-        return config
 
 
 @dataclass
@@ -86,15 +56,7 @@ def new_job_id() -> str:
     return "job-" + secrets.token_hex(6)
 
 
-def entrypoint(command: str, request: JobRequest, job_id: str) -> str:
-    """The shell command a backend runs for this job."""
-    words = [*shlex.split(command), request.stage, "--run", request.run, "--job-id", job_id]
-    for name, value in sorted(request.config.items()):
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            words.append(flag)
-        elif value is False:
-            words.append("--no-" + name.replace("_", "-"))
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
+def entrypoint(command: str, spec: JobSpec, job_id: str) -> str:
+    """The shell command a backend runs for this job: `command` (`chatforge train` by default)
+    followed by the spec's own arguments."""
+    return shlex.join([*shlex.split(command), *spec.argv(job_id)])

@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import PlainTextResponse
 
+from chatforge.contracts.events import JobStateEvent
+from chatforge.contracts.jobs import JobSpec
 from gateway.auth import AdminCaller
-from gateway.jobs.spec import JobRequest
 from gateway.sse import SSEResponse
 from gateway.state import State
 
@@ -19,7 +20,7 @@ router = APIRouter(tags=["jobs"])
 
 
 @router.post("/v1/jobs", status_code=201)
-def submit_job(body: JobRequest, state: State, caller: AdminCaller) -> dict[str, Any]:
+def submit_job(body: JobSpec, state: State, caller: AdminCaller) -> dict[str, Any]:
     return state.jobs.submit(body, caller.key_id).to_api()
 
 
@@ -70,7 +71,9 @@ async def _follow(state: Any, job_id: str, after: str) -> AsyncGenerator[bytes, 
         record = await asyncio.to_thread(jobs.get, job_id)
         if record.state != last_state:
             last_state = record.state
-            yield _sse({"type": "state", "state": record.state, "message": record.message}, None)
+            yield _sse(
+                JobStateEvent(state=record.state, message=record.message).model_dump(mode="json"), None
+            )
         events = await asyncio.to_thread(jobs.read_events, job_id, after, 500)
         for entry_id, data in events:
             after = entry_id
