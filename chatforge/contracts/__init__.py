@@ -8,5 +8,6 @@ side fails the other side's tests instead of drifting. One module per seam:
   tool activity, finish, error);
 - `errors`: error kinds that cross gRPC and HTTP as structured details;
 - `events`: the trainer's progress events (versioned), read by the gateway and the web UI;
-- `jobs`: job specs, validated against the trainer's own typed configuration.
+- `training`: the trainer's typed configuration (stages, presets), torch-free;
+- `jobs`: job specs, validated against that configuration.
 """

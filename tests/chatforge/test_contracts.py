@@ -78,6 +78,8 @@ def test_generate_request_takes_exactly_one_prompt():
     # the wire form is what the gateway sends and the Serve app reads
     request = GenerateRequest(prompt_ids=[5, 6], sampling=SamplingParams(temperature=0, stop_token_ids=(3,)))
     assert GenerateRequest.model_validate_json(request.model_dump_json()) == request
+    every_token = GenerateRequest(prompt_ids=[5], sampling=SamplingParams(top_k=None))
+    assert GenerateRequest.model_validate_json(every_token.model_dump_json()).sampling.top_k is None
 
 
 @pytest.mark.parametrize(

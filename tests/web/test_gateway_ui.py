@@ -108,6 +108,10 @@ def test_default_max_tokens_is_auto_and_fits_the_models_context(ui) -> None:  # 
     page = ui
     expect(page.get_by_label("Max tokens", exact=True)).to_have_value("")
     expect(page.get_by_label("Max tokens", exact=True)).to_have_attribute("placeholder", "auto")
+    # Temperature and top p are blank too: the server's one sampling default applies.
+    for label in ("Temperature", "Top p"):
+        expect(page.get_by_label(label, exact=True)).to_have_value("")
+        expect(page.get_by_label(label, exact=True)).to_have_attribute("placeholder", "default")
     sent = _chat_requests(page)
     page.get_by_label("Message", exact=True).fill("Hi")
     page.get_by_label("Message", exact=True).press("Enter")
@@ -115,7 +119,7 @@ def test_default_max_tokens_is_auto_and_fits_the_models_context(ui) -> None:  # 
     expect(reply).not_to_have_attribute("aria-busy", "true", timeout=60_000)
     expect(reply.locator(".status")).not_to_contain_text("Error")
     expect(page.locator(".toast.error")).to_have_count(0)
-    assert sent and '"max_tokens"' not in sent[0]
+    assert sent and all(f'"{name}"' not in sent[0] for name in ("max_tokens", "temperature", "top_p"))
 
 
 @pytest.mark.parametrize("how", ["button", "escape"])

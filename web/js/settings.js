@@ -2,10 +2,12 @@
 
 const STORAGE = "chatforge.sampling";
 
-// The OpenAI defaults for temperature and top_p. max_tokens null (a blank field) is not sent: the
-// gateway then allows as many tokens as the model's context leaves, so no fixed number can overrun
-// a small model's context (the demo's is 256 tokens).
-export const DEFAULTS = Object.freeze({ model: "", temperature: 1.0, top_p: 1.0, max_tokens: null });
+// A blank field (null) is not sent. Blank temperature and top_p take the server's one default
+// (docs/contracts.md: temperature 0.8 with top-k 50), the same as any other client that leaves them
+// out. Blank max_tokens lets the gateway allow as many tokens as the model's context leaves, so no
+// fixed number can overrun a small model's context (the demo's is 256 tokens).
+export const DEFAULTS = Object.freeze({ model: "", temperature: null, top_p: null, max_tokens: null });
+export const PLACEHOLDERS = Object.freeze({ temperature: "default", top_p: "default", max_tokens: "auto" });
 
 // Bounds the gateway accepts (services/gateway/gateway/openai_types.py).
 export const LIMITS = Object.freeze({
@@ -26,11 +28,20 @@ export function saveSampling(sampling) {
   localStorage.setItem(STORAGE, JSON.stringify(sampling));
 }
 
-/** Clamp a field to its bounds; a blank or non-number field falls back to its default (blank max_tokens: auto). */
+/** Clamp a field to its bounds; a blank or non-number field falls back to its default (blank: not sent). */
 export function clampField(name, raw) {
   const value = Number(raw);
   if (raw === "" || !Number.isFinite(value)) return DEFAULTS[name];
   const { min, max } = LIMITS[name];
   const clamped = Math.min(max, Math.max(min, value));
   return name === "max_tokens" ? Math.round(clamped) : clamped;
+}
+
+/** The request's sampling fields: only those the user set. */
+export function samplingFields(sampling) {
+  const out = {};
+  for (const name of ["temperature", "top_p", "max_tokens"]) {
+    if (sampling[name] !== null && sampling[name] !== undefined) out[name] = sampling[name];
+  }
+  return out;
 }

@@ -68,7 +68,8 @@ class RemoteInference:
     async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> AsyncIterator[StreamItem]:
         if time.monotonic() - self._info_at > INFO_TTL_S:
             await self.refresh()
-        body = GenerateRequest(prompt_ids=prompt_ids, sampling=sampling).model_dump_json(exclude_none=True)
+        # Every field is sent, None included: an unset top_k (None: all tokens) is not the default 50.
+        body = GenerateRequest(prompt_ids=prompt_ids, sampling=sampling).model_dump_json()
         request = self._http.build_request(
             "POST", f"{self.url}/generate", content=body, headers={"content-type": "application/json"}
         )

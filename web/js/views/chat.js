@@ -4,7 +4,7 @@
 import { api, ApiError } from "../api.js";
 import { contentToBlocks, ReplyBuilder } from "../chat_stream.js";
 import { h, mount, toast } from "../dom.js";
-import { clampField, LIMITS, loadSampling, saveSampling } from "../settings.js";
+import { clampField, LIMITS, loadSampling, PLACEHOLDERS, samplingFields, saveSampling } from "../settings.js";
 
 const TITLE_CHARS = 60;
 
@@ -75,7 +75,7 @@ function settingsPanel(state, ui) {
   });
   const field = (name, label) => {
     const shown = (value) => (value === null ? "" : String(value));
-    const placeholder = name === "max_tokens" ? "auto" : "";
+    const placeholder = PLACEHOLDERS[name];
     const input = h("input", { id: name, name, type: "number", ...LIMITS[name], placeholder, value: shown(state.sampling[name]) });
     input.addEventListener("change", () => {
       state.sampling[name] = clampField(name, input.value);
@@ -280,9 +280,7 @@ async function send(state, ui) {
     const request = {
       model: ui.model.value,
       messages: state.messages,
-      temperature: state.sampling.temperature,
-      top_p: state.sampling.top_p,
-      ...(state.sampling.max_tokens === null ? {} : { max_tokens: state.sampling.max_tokens }),
+      ...samplingFields(state.sampling),
       stream_options: { include_usage: true },
     };
     for await (const event of api.chatStream(request, state.controller.signal)) {
