@@ -60,7 +60,7 @@ def read_results(stage_dir: Path) -> list[dict[str, Any]]:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate the checkpoint; returns the results (also written beside it)."""
-    from chatforge.contracts.events import EvalEvent
+    from chatforge.contracts.events import ChatSummary, EvalEvent
     from chatforge.tokenizer import Tokenizer
     from chatforge.tools import tool_executor_from
 
@@ -128,10 +128,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     os.replace(tmp, out)
     telemetry = Telemetry(stage=stage, run=path.parent.parent.name, log_path=path.parent / LOG_FILE,
                           total_steps=0, enabled=True, job_id=cfg.job_id, console=False)  # fmt: skip
-    chat = {k: v for k, v in results["chat"].items() if k != "samples"} if "chat" in results else None
+    scores = results.get("chat")  # the event carries the scores; the samples stay in the results file
+    chat_scores = ChatSummary(chatcore=scores["chatcore"], tasks=scores["tasks"]) if scores else None
     telemetry.emit(EvalEvent(line=summary_line(results), checkpoint=results["checkpoint"], step=results["step"],
-                             params=results["params"], bpb=results.get("bpb"), core=results.get("core"), chat=chat,
-                             duration_s=results["duration_s"]))  # fmt: skip
+                             params=results["params"], bpb=results.get("bpb"), core=results.get("core"),
+                             chat=chat_scores, duration_s=results["duration_s"]))  # fmt: skip
     telemetry.close()
     return results
 
