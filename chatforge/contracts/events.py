@@ -195,8 +195,13 @@ class RawEvent:
 
 def parse_event(data: Mapping[str, Any]) -> Event | RawEvent:
     """The typed event of one JSON object, or a RawEvent (see the module's docstring)."""
-    version = data.get("version", EVENTS_VERSION)  # unversioned: written before versions, as 1
-    if data.get("type") not in EVENT_TYPES or not isinstance(version, int) or version > EVENTS_VERSION:
+    kind, version = data.get("type"), data.get("version", EVENTS_VERSION)  # unversioned: from before, 1
+    if (
+        not isinstance(kind, str)
+        or kind not in EVENT_TYPES
+        or not isinstance(version, int)
+        or version > EVENTS_VERSION
+    ):
         return RawEvent(dict(data))
     try:
         return _EVENT.validate_python(data)

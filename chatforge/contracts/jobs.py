@@ -14,8 +14,8 @@ both sides of the seam use it, so they cannot drift:
   CLI parses it into the same flags (tests/trainer/test_cli.py checks the round trip).
 
 Flags are strict: "2" is not 2 and 1 is not true. Every flag is optional; an override left out
-(None) means the preset's value. `run`, `--job-id` and `--artifacts` are not flags of a job: the
-gateway sets the first two and the job's environment the third.
+(None) means the preset's value. `--run`, `--job-id` and `--artifacts` are not flags of a job: the
+gateway sets the first two and the job's environment the third (`LAUNCH_FLAGS`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import types
 from dataclasses import replace
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from chatforge.contracts.training import (
-    PRESETS,
     TRAIN_STAGES,
     ConfigError,
     Preset,
@@ -67,7 +66,7 @@ class Flags(BaseModel):
         """Raise ConfigError when the trainer would refuse these flags (their cross-field rules)."""
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Any:
+    def from_args(cls, args: argparse.Namespace) -> Self:
         """The flags an argparse namespace holds (built by `add_flags`); errors name the flag."""
         given = {
             name: getattr(args, name) for name in cls.model_fields if getattr(args, name, None) is not None
@@ -242,7 +241,6 @@ FLAGS: dict[str, type[Flags]] = {
     "tokenizer": TokenizerFlags, **dict.fromkeys(TRAIN_STAGES, TrainFlags), "rl": RLFlags,
     "eval": EvalStageFlags, "report": ReportFlags, "pipeline": PipelineFlags,
 }  # fmt: skip
-assert set(FLAGS) == set(JOB_STAGES) and set(get_args(PresetName)) == set(PRESETS)
 
 
 # --- the job spec -----------------------------------------------------------------------------------

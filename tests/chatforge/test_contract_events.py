@@ -77,6 +77,7 @@ def test_what_a_reader_does_not_know_is_kept_raw():
     old = parse_event({"type": "validation", "step": 2, "val_bpb": 1.5})
     assert isinstance(old, ValidationEvent) and old.version == 1
     assert parse_stream_entry({"type": "progress", "data": "not json"}).type == "progress"
+    assert isinstance(parse_event({"type": ["progress"]}), RawEvent)
     assert parse_stream_entry({"type": "x", "data": "[1]"}) == RawEvent({"type": "x", "raw": [1]})
 
 

@@ -153,7 +153,8 @@ def test_a_job_specs_command_line_parses_back_into_the_same_flags(stage, tmp_pat
 
 
 def test_flags_are_typed_on_the_command_line_too(tmp_path):
-    args = build_parser().parse_args(["train", "base", "--depth", "4", "--gpu", "--no-resume"])
+    argv = ["train", "base", "--depth", "4", "--gpu", "--no-resume", "--artifacts", str(tmp_path)]
+    args = build_parser().parse_args(argv)
     cfg = stage_config(args)
     assert (cfg.depth, cfg.use_gpu, cfg.resume) == (4, True, False)
     with pytest.raises(SystemExit):  # argparse: not an int
