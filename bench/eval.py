@@ -22,12 +22,12 @@ import sys
 import time
 
 import torch
+from inference_svc.driver import EngineDriver
 
 from chatforge.model import GPT, GPTConfig, default_device
 from chatforge.tokenizer import Tokenizer
 from trainer.eval.chat_eval import evaluate_chat_task, spelling_rows, spelling_task
 from trainer.eval.core import CoreTask, evaluate_task
-from trainer.eval.rollout import EngineGenerator
 from trainer.tasks.lexicon import WORDS
 
 
@@ -71,7 +71,7 @@ def main() -> int:
         t = time.perf_counter()
         core_result = evaluate_task(model, tokenizer, core, batch_rows=batch_rows, share_prefix=share_prefix)
         core_s = time.perf_counter() - t
-        generator = EngineGenerator(model, tokenizer, max_concurrent=in_flight)
+        generator = EngineDriver.for_model(model, tokenizer, max_in_flight=in_flight)
         t = time.perf_counter()
         chat_result = evaluate_chat_task(model, tokenizer, chat, generator=generator, keep_samples=n_chat)
         chat_s = time.perf_counter() - t
@@ -93,13 +93,11 @@ def main() -> int:
 def _model(args: argparse.Namespace) -> tuple[GPT, Tokenizer]:
     if args.checkpoint:
         from chatforge.artifacts import ArtifactStore
-        from trainer.eval.stage import load_model
+        from chatforge.loading import load_model
 
-        store = ArtifactStore.from_env(args.artifacts)
-        model, meta = load_model(store.resolve_checkpoint(args.checkpoint))
-        return model, Tokenizer.load(
-            store.find_tokenizer(meta.get("tokenizer") or args.checkpoint.split("/")[0])
-        )
+        loaded = load_model(args.checkpoint, ArtifactStore.from_env(args.artifacts))
+        assert loaded.tokenizer is not None  # load_model insists on one by default
+        return loaded.model, loaded.tokenizer
     rng = random.Random(0)
     texts = [" ".join(rng.choice(WORDS) for _ in range(40)) + "." for _ in range(300)]
     tokenizer = Tokenizer.train(texts, vocab_size=1024, name="bench")

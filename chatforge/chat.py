@@ -301,6 +301,12 @@ def render_for_completion(
     return ids
 
 
+def reply_stop_ids(tokenizer: TokenizerLike) -> tuple[int, int]:
+    """Where a reply to `render_for_completion`'s prompt ends: `<|assistant_end|>`, as the model
+    was trained, or a stray `<|bos|>` (a model that starts a new document has left the chat)."""
+    return tokenizer.special_id("<|assistant_end|>"), tokenizer.bos_id
+
+
 def _merge_system(messages: Sequence[Message]) -> list[Message]:
     if messages[0].role != "system":
         return list(messages)

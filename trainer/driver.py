@@ -1,10 +1,14 @@
-"""Running a stage: as a Ray Train `TorchTrainer` job with N workers, or in this process.
+"""Running a stage: as a Ray Train job with N workers, or in this process.
 
 Ray Train owns distribution and retries: it starts `workers` processes (one GPU each with NCCL on a
 cluster, CPU processes with gloo here), initialises torch.distributed between them, and, when one
 dies, restarts the whole group up to `max_failures` times. The restarted workers get the last
-checkpoint they reported and continue from it (`trainer.loop`). What Ray stores is a pointer file:
-the weights live once, in the artifact store.
+checkpoint they reported and continue from it. What Ray stores is a pointer file: the weights live
+once, in the artifact store.
+
+`run_on_ray` is the one launcher: base, mid and SFT (`trainer.loop.train_worker`) and RL
+(`trainer.rl.rl_worker`) hand it their worker, which has one signature for that contract:
+`worker(config_dict, *, restart_from, report, console) -> metrics`.
 """
 
 from __future__ import annotations
@@ -17,17 +21,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from chatforge.contracts.training import ConfigError, TrainConfig
 
-from .loop import cpu_threads
+from .loop import Report, cpu_threads, train_worker
 from .telemetry import LOG_FILE, follow_log
 
 POINTER_FILE = "pointer.txt"
 LAUNCHERS = ("ray", "local")
+
+
+class Worker(Protocol):
+    """A stage's life on one rank (`trainer.loop.train_worker` documents the arguments); returns
+    the final metrics."""
+
+    def __call__(
+        self, config_dict: dict[str, Any], *, restart_from: Path | None, report: Report | None, console: bool
+    ) -> dict[str, Any]: ...
 
 
 def run_stage(cfg: TrainConfig, *, launcher: str = "ray") -> dict[str, Any]:
@@ -46,10 +59,11 @@ def run_stage(cfg: TrainConfig, *, launcher: str = "ray") -> dict[str, Any]:
             raise ConfigError(
                 f"a local run has one worker: drop --local to run --workers {cfg.workers} on Ray"
             )
-        from .loop import train_worker
-
         return train_worker(cfg.to_dict())
-    return _fit(cfg, stage_dir)
+    return run_on_ray(
+        train_worker, cfg.to_dict(), name=f"{cfg.run}-{cfg.stage}", stage_dir=stage_dir, workers=cfg.workers,
+        use_gpu=cfg.use_gpu, max_failures=cfg.max_failures,
+    )  # fmt: skip
 
 
 def clear_stage(stage_dir: Path) -> None:
@@ -95,27 +109,39 @@ def ray_session(run_dir: Path, *, address: str | None = None, num_cpus: int | No
         yield
 
 
-def _fit(cfg: TrainConfig, stage_dir: Path) -> dict[str, Any]:
+def run_on_ray(
+    worker: Worker,
+    config: dict[str, Any],
+    *,
+    name: str,
+    stage_dir: Path,
+    workers: int,
+    use_gpu: bool,
+    max_failures: int,
+) -> dict[str, Any]:
+    """Run `worker(config, ...)` on `workers` Ray Train workers until it finishes; a worker group
+    that loses a worker restarts from the last reported checkpoint, up to `max_failures` times.
+    Returns the metrics of the stage's latest checkpoint. Ray must be running."""
     from ray.train import BackendConfig, FailureConfig, RunConfig, ScalingConfig
 
-    env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpu_threads(cfg.workers))}
+    env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpu_threads(workers))}
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]
     storage = stage_dir.parent / "ray"
-    worker_config = {"train": cfg.to_dict(), "env": env, "rendezvous_dir": str(storage)}
+    worker_config = {"worker": worker, "config": config, "env": env, "rendezvous_dir": str(storage)}
     scaling = ScalingConfig(
-        num_workers=cfg.workers,
-        use_gpu=cfg.use_gpu,
-        resources_per_worker=None if cfg.use_gpu else {"CPU": 1},
+        num_workers=workers,
+        use_gpu=use_gpu,
+        resources_per_worker=None if use_gpu else {"CPU": 1},
     )
     run_config = RunConfig(
         # a fresh name per job: Ray restores within one job (worker restarts); resuming a job that
         # died is the artifact store's business (`resume`)
-        name=f"{cfg.run}-{cfg.stage}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+        name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
         storage_path=str(storage),
-        failure_config=FailureConfig(max_failures=cfg.max_failures),
+        failure_config=FailureConfig(max_failures=max_failures),
     )
-    if cfg.use_gpu:
+    if use_gpu:
         # NCCL across nodes: Ray Train's torch backend sets up the process group (TCP rendezvous)
         from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -149,12 +175,10 @@ def _fit(cfg: TrainConfig, stage_dir: Path) -> dict[str, Any]:
 
 def _ray_worker(config: dict[str, Any]) -> None:
     """What each Ray Train worker runs: join the process group, find the checkpoint to restart
-    from, train, report."""
+    from, run the stage's worker, which reports each checkpoint."""
     import ray.train
 
     os.environ.update(config["env"])
-    from .loop import train_worker
-
     context = ray.train.get_context()
     joined = config.get("rendezvous") == "file" and context.get_world_size() > 1
     if joined:
@@ -176,8 +200,9 @@ def _ray_worker(config: dict[str, Any]) -> None:
             checkpoint = ray.train.Checkpoint.from_directory(str(pointer_dir))
         ray.train.report(metrics, checkpoint=checkpoint)
 
+    worker: Worker = config["worker"]
     try:
-        train_worker(config["train"], restart_from=restart_from, report=report, console=False)
+        worker(config["config"], restart_from=restart_from, report=report, console=False)
     finally:
         if joined:
             import torch.distributed as dist

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ import torch.distributed as dist
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from chatforge.contracts.events import CheckpointEvent, DoneEvent, StartEvent
-from chatforge.contracts.training import TrainConfig
+from chatforge.contracts.training import RLConfig, TrainConfig
+from chatforge.loading import load_model
 from chatforge.model import GPT, GPTConfig, autocast_dtype, token_budget
 from chatforge.tokenizer import Tokenizer
 from trainer.eval.bpb import bits_per_byte_of, bpb_totals
@@ -120,7 +121,7 @@ def train_worker(
     metrics: dict[str, Any] = dict(state["metrics"])
     t_last, tokens_since, steps_since = time.perf_counter(), 0, 0
     while step < num_steps:
-        _maybe_fail(cfg, ranks, step)
+        maybe_fail(cfg, ranks, step)
         lr_mult = apply_schedule(optimizers, step, num_steps, cfg.optim)
         loss, n_tokens = _train_step(model, optimizers, loader.next_step(), ranks, cfg, forward=forward)
         step += 1
@@ -285,34 +286,24 @@ def _build(
         gpt_config = GPTConfig.from_depth(
             cfg.depth, tokenizer.vocab_size, sequence_len=cfg.sequence_len, kv_group=cfg.kv_group
         )
-        loaded = None
-    else:
-        loaded = ckpt.load(source, with_optimizer=resume_path is not None, map_location="cpu")
-        if loaded.meta.get("tokenizer") not in (None, cfg.tokenizer_name):
-            raise TrainError(
-                f"checkpoint {source} was trained with tokenizer {loaded.meta['tokenizer']!r}, "
-                f"not {cfg.tokenizer_name!r}: pass --tokenizer {loaded.meta['tokenizer']}"
-            )
-        gpt_config = replace(GPTConfig.from_dict(loaded.config), sequence_len=cfg.sequence_len)
-    if gpt_config.vocab_size != tokenizer.vocab_size:
+        model = GPT(gpt_config).to(ranks.device)
+        return model, build_optimizers(model, cfg.optim), state
+    trained_with = ckpt.read_meta(source).get("tokenizer")
+    if trained_with not in (None, cfg.tokenizer_name):
         raise TrainError(
-            f"the model's vocabulary ({gpt_config.vocab_size}) does not match tokenizer "
-            f"{cfg.tokenizer_name!r} ({tokenizer.vocab_size})"
+            f"checkpoint {source} was trained with tokenizer {trained_with!r}, "
+            f"not {cfg.tokenizer_name!r}: pass --tokenizer {trained_with}"
         )
-    model = GPT(gpt_config)
-    if loaded is not None:
-        ckpt.load_state_into(model, loaded.model_state, source=loaded.path)
-    model.to(ranks.device)
+    # the loader checks the tokenizer against the checkpoint's vocabulary
+    loaded = load_model(
+        source, store, device=ranks.device, tokenizer=tokenizer, with_optimizer=resume_path is not None,
+        sequence_len=cfg.sequence_len,
+    )  # fmt: skip
+    model = loaded.model.train()
     optimizers = build_optimizers(model, cfg.optim)
-    if resume_path is not None and loaded is not None:
-        saved = (loaded.optimizer_state or {}).get("optimizers")
-        if saved is None or len(saved) != len(optimizers):
-            raise TrainError(f"checkpoint {resume_path} has no optimizer state to resume from")
-        for opt, sd in zip(optimizers, saved, strict=True):
-            opt.load_state_dict(sd)
-        state.update(
-            step=loaded.step, data_position=loaded.data_position, metrics=loaded.meta.get("metrics", {})
-        )
+    if resume_path is not None:
+        loaded.restore_optimizers(optimizers)
+        state.update(step=loaded.step, data_position=loaded.data_position, metrics=loaded.metrics)
     return model, optimizers, state
 
 
@@ -385,8 +376,9 @@ def _brief(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
 
-def _maybe_fail(cfg: TrainConfig, ranks: Ranks, step: int) -> None:
-    """Fault injection for the resume test: the last rank dies once, hard, at `fail_at_step`."""
+def maybe_fail(cfg: TrainConfig | RLConfig, ranks: Ranks, step: int) -> None:
+    """Fault injection for the resume tests (training and RL): the last rank dies once, hard, at
+    `fail_at_step`, unless `fail_marker` says it already did."""
     if ranks.world_size == 1 or not cfg.fail_at_step or step != cfg.fail_at_step:
         return
     if ranks.rank != ranks.world_size - 1:

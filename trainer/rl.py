@@ -15,32 +15,34 @@ completion are not the model's choices and are masked out.
 
 Every `eval_every_steps`, pass@k on held-out questions (k samples each; right when any is) and the
 mean reward are logged. Checkpoints and resume work as in the other stages; `run_rl` runs the
-workers as a Ray Train job (rollouts and learner on the same workers).
+workers as a Ray Train job through the stages' one launcher (`trainer.driver.run_on_ray`: rollouts
+and learner on the same workers, and a lost worker restarts the group from the last checkpoint).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from inference_svc.driver import Completion, EngineDriver
 
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
-from chatforge.chat import Conversation, message, render_for_completion
+from chatforge.chat import Conversation, message, render_for_completion, reply_stop_ids
 from chatforge.contracts.events import CheckpointEvent, RLEvalEvent, RLStepEvent, StartEvent
+from chatforge.contracts.sampling import SamplingParams
 from chatforge.contracts.training import RL_STAGE as STAGE
 from chatforge.contracts.training import ConfigError, OptimConfig, RLConfig
-from chatforge.model import GPT, GPTConfig, autocast_dtype
+from chatforge.loading import load_model
+from chatforge.model import GPT, autocast_dtype
 from chatforge.tokenizer import Tokenizer
 from chatforge.tools import ToolExecutor, tool_executor_from
 
 from .eval.chat_eval import extract_number, read_jsonl, same_number
-from .eval.rollout import Completion, EngineGenerator, GenerationParams
+from .loop import Ranks, Report, cpu_threads, maybe_fail
 from .optim import build_optimizers, clip_grad_norm
 from .telemetry import LOG_FILE, Telemetry
 
@@ -99,19 +101,33 @@ def pass_at_k(correct: Sequence[Sequence[bool]]) -> float:
 # --- the worker -----------------------------------------------------------------------------------
 
 
-def rl_worker(config_dict: dict[str, Any], *, tool_executor: ToolExecutor | None = None) -> dict[str, Any]:
-    """Run (or resume) the RL stage on this rank; returns the final metrics."""
-    import torch.distributed as dist
+def rl_worker(
+    config_dict: dict[str, Any],
+    *,
+    restart_from: Path | None = None,
+    report: Report | None = None,
+    console: bool = True,
+    tool_executor: ToolExecutor | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the RL stage on this rank; returns the final metrics.
 
-    from .loop import Ranks
+    `restart_from`, `report` and `console` are the training loop's (`trainer.loop.train_worker`):
+    the checkpoint a restarted worker group continues from, Ray Train's report at each checkpoint,
+    and whether this process prints (the Ray job's driver follows the log instead).
+    """
+    import torch.distributed as dist
 
     cfg = RLConfig.from_dict(config_dict)
     ranks = Ranks.current(cfg.use_gpu)
+    if ranks.device.type == "cpu":
+        torch.set_num_threads(cpu_threads(ranks.world_size))
     store = ArtifactStore(Path(cfg.artifacts_dir))
     stage_dir = store.stage_dir(cfg.run, STAGE)
-    model, tokenizer, tokenizer_name, optimizers, step, metrics = _build(cfg, store, stage_dir, ranks.device)
+    model, tokenizer, tokenizer_name, optimizers, step, metrics = _build(
+        cfg, store, stage_dir, ranks.device, restart_from
+    )
     executor = tool_executor if tool_executor is not None else tool_executor_from(cfg.tools)
-    generator = EngineGenerator(model, tokenizer, tool_executor=executor, max_concurrent=64)
+    generator = EngineDriver.for_model(model, tokenizer, tool_executor=executor, max_in_flight=64)
     train_rows, eval_rows = _rows(cfg)
     # A question longer than the context cannot be asked; it is left out rather than cut.
     fits = model.config.sequence_len - 1
@@ -121,13 +137,14 @@ def rl_worker(config_dict: dict[str, Any], *, tool_executor: ToolExecutor | None
         raise ConfigError(f"no training question fits the model's context of {fits + 1} tokens")
     telemetry = Telemetry(
         stage=STAGE, run=cfg.run, log_path=stage_dir / LOG_FILE, total_steps=cfg.num_steps,
-        enabled=ranks.rank == 0, job_id=cfg.job_id, metrics_port=cfg.metrics_port,
+        enabled=ranks.rank == 0, job_id=cfg.job_id, metrics_port=cfg.metrics_port, console=console,
     )  # fmt: skip
     telemetry.emit(StartEvent(line=f"[{cfg.run}/rl] starting at step {step}/{cfg.num_steps}", step=step,
                               num_steps=cfg.num_steps, workers=ranks.world_size, resumed=step > 0))  # fmt: skip
     per_step = cfg.questions_per_step * ranks.world_size
     try:
         while step < cfg.num_steps:
+            maybe_fail(cfg, ranks, step)
             t0 = time.perf_counter()
             first = (step * per_step + ranks.rank * cfg.questions_per_step) % len(train_rows)
             rows = [train_rows[(first + j) % len(train_rows)] for j in range(cfg.questions_per_step)]
@@ -162,6 +179,7 @@ def rl_worker(config_dict: dict[str, Any], *, tool_executor: ToolExecutor | None
                 telemetry.emit(RLEvalEvent(line=f"[{cfg.run}/rl] step {step} | pass@{cfg.pass_k} "
                                 f"{score['pass_at_k']:.3f} | reward {score['eval_reward']:.3f}", step=step, **score))  # fmt: skip
             if step % cfg.checkpoint_every_steps == 0 or last:
+                path = None
                 if ranks.rank == 0:
                     path = ckpt.save(
                         stage_dir, step, model.state_dict(),
@@ -174,6 +192,8 @@ def rl_worker(config_dict: dict[str, Any], *, tool_executor: ToolExecutor | None
                     telemetry.emit(CheckpointEvent(step=step, path=str(path)))
                 if dist.is_initialized():
                     dist.barrier()
+                if report is not None:  # every rank, as in the training loop (trainer.loop._save)
+                    report({k: v for k, v in metrics.items() if isinstance(v, int | float)}, path)
     finally:
         generator.close()
         telemetry.close()
@@ -181,28 +201,22 @@ def rl_worker(config_dict: dict[str, Any], *, tool_executor: ToolExecutor | None
 
 
 def _build(
-    cfg: RLConfig, store: ArtifactStore, stage_dir: Path, device: torch.device
+    cfg: RLConfig, store: ArtifactStore, stage_dir: Path, device: torch.device, restart_from: Path | None
 ) -> tuple[GPT, Tokenizer, str, list[torch.optim.Optimizer], int, dict[str, Any]]:
-    """The model from this stage's latest checkpoint (resume) or the SFT checkpoint; optimizers with
-    the SFT learning rates as their base (scaled by lr_frac each step)."""
-    resume = ckpt.latest(stage_dir) if cfg.resume else None
-    source = resume or store.resolve_checkpoint(cfg.parent_checkpoint)
-    loaded = ckpt.load(source, with_optimizer=resume is not None)
-    tokenizer_name = loaded.meta.get("tokenizer") or cfg.run
-    tokenizer = Tokenizer.load(store.find_tokenizer(tokenizer_name))
-    model = GPT(GPTConfig.from_dict(loaded.config))
-    ckpt.load_state_into(model, loaded.model_state, source=loaded.path)
-    model.to(device)
-    optimizers = build_optimizers(model, OptimConfig())
+    """The model from the checkpoint a restarted worker group is handed, else this stage's latest
+    checkpoint (resume), else the SFT checkpoint; optimizers with the SFT learning rates as their
+    base (scaled by lr_frac each step)."""
+    resume = restart_from or (ckpt.latest(stage_dir) if cfg.resume else None)
+    loaded = load_model(
+        resume or cfg.parent_checkpoint, store, device=device, with_optimizer=resume is not None
+    )
+    assert loaded.tokenizer is not None  # load_model insists on one by default
+    optimizers = build_optimizers(loaded.model, OptimConfig())
     step, metrics = 0, {}
     if resume is not None:
-        saved = (loaded.optimizer_state or {}).get("optimizers", [])
-        if len(saved) != len(optimizers):
-            raise ckpt.CheckpointError(f"checkpoint {resume} has no optimizer state to resume RL from")
-        for opt, sd in zip(optimizers, saved, strict=True):
-            opt.load_state_dict(sd)
-        step, metrics = loaded.step, dict(loaded.meta.get("metrics", {}))
-    return model, tokenizer, tokenizer_name, optimizers, step, metrics
+        loaded.restore_optimizers(optimizers)
+        step, metrics = loaded.step, loaded.metrics
+    return loaded.model, loaded.tokenizer, loaded.meta["tokenizer"], optimizers, step, metrics
 
 
 def _rows(cfg: RLConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -233,7 +247,7 @@ def _prompt(tokenizer: Tokenizer, row: dict[str, Any]) -> list[int]:
 
 def _rollouts(
     cfg: RLConfig,
-    generator: EngineGenerator,
+    generator: EngineDriver,
     tokenizer: Tokenizer,
     rows: Sequence[dict[str, Any]],
     *,
@@ -241,12 +255,18 @@ def _rollouts(
 ) -> tuple[list[Completion], list[float]]:
     k = cfg.samples_per_question
     prompts = [_prompt(tokenizer, row) for row in rows for _ in range(k)]
-    params = GenerationParams(
-        max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, seed=seed
-    )
-    completions = generator.generate(prompts, params)
+    completions = generator.generate(prompts, _sampling(cfg, tokenizer, seed))
     rewards = [reward(rows[i // k], c) for i, c in enumerate(completions)]
     return completions, rewards
+
+
+def _sampling(cfg: RLConfig, tokenizer: Tokenizer, seed: int) -> SamplingParams:
+    """RL's own sampling: its temperature (exploration, not the chat default), a reply's end, and a
+    seed per call (completion i of a call draws with seed + i: `EngineDriver.generate`)."""
+    return SamplingParams(
+        max_tokens=cfg.max_new_tokens, temperature=float(cfg.temperature), top_k=cfg.top_k, seed=seed,
+        stop_token_ids=reply_stop_ids(tokenizer),
+    )  # fmt: skip
 
 
 def _learn(
@@ -279,7 +299,7 @@ def _learn(
 
 
 def _evaluate(
-    cfg: RLConfig, generator: EngineGenerator, tokenizer: Tokenizer, rows: Sequence[dict[str, Any]],
+    cfg: RLConfig, generator: EngineDriver, tokenizer: Tokenizer, rows: Sequence[dict[str, Any]],
     ranks: Any, *, seed: int,
 ) -> dict[str, float]:  # fmt: skip
     """pass@k and mean reward on the held-out questions (this rank's share, summed over ranks)."""
@@ -289,9 +309,7 @@ def _evaluate(
     rewards: list[float] = []
     if mine:
         prompts = [_prompt(tokenizer, row) for row in mine for _ in range(k)]
-        params = GenerationParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                  top_k=cfg.top_k, seed=seed)  # fmt: skip
-        completions = generator.generate(prompts, params)
+        completions = generator.generate(prompts, _sampling(cfg, tokenizer, seed))
         rewards = [reward(mine[i // k], c) for i, c in enumerate(completions)]
         correct = [[r > 0 for r in rewards[q * k : (q + 1) * k]] for q in range(len(mine))]
     totals = ranks.sum_(
@@ -320,59 +338,12 @@ def prepare_stage(cfg: RLConfig) -> Path:
 
 
 def run_rl(cfg: RLConfig) -> dict[str, Any]:
-    """Run the stage as a Ray Train job of `cfg.workers` workers (Ray must be running). Process
-    groups are set up as for the other stages (`trainer.driver`): NCCL through Ray Train's torch
-    backend on GPUs, gloo through a rendezvous file on CPUs (no TCP store on every interface)."""
-    from ray.train import BackendConfig, RunConfig, ScalingConfig
+    """Run the stage as a Ray Train job of `cfg.workers` workers (Ray must be running), launched like
+    the other stages (`trainer.driver.run_on_ray`): the same process groups, the same restarts."""
+    from .driver import run_on_ray
 
     stage_dir = prepare_stage(cfg)
-    storage = stage_dir.parent / "ray"
-    cpus = max(1, (os.cpu_count() or 1) // cfg.workers)
-    env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpus)}
-    if os.environ.get("REDIS_URL"):
-        env["REDIS_URL"] = os.environ["REDIS_URL"]
-    worker_config = {"rl": cfg.to_dict(), "env": env, "rendezvous_dir": str(storage)}
-    scaling = ScalingConfig(
-        num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=None if cfg.use_gpu else {"CPU": 1}
-    )
-    run_config = RunConfig(
-        name=f"{cfg.run}-rl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", storage_path=str(storage)
-    )
-    if cfg.use_gpu:
-        from ray.train.torch import TorchConfig, TorchTrainer
-
-        trainer: Any = TorchTrainer(_ray_worker, train_loop_config=worker_config, torch_config=TorchConfig(backend="nccl"),
-                                    scaling_config=scaling, run_config=run_config)  # fmt: skip
-    else:
-        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-        worker_config["rendezvous"] = "file"
-        trainer = DataParallelTrainer(_ray_worker, train_loop_config=worker_config, backend_config=BackendConfig(),
-                                      scaling_config=scaling, run_config=run_config)  # fmt: skip
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    latest = ckpt.latest(stage_dir)
-    return ckpt.read_meta(latest)["metrics"] if latest else {}
-
-
-def _ray_worker(config: dict[str, Any]) -> None:
-    import ray.train
-    import torch.distributed as dist
-
-    from trainer.driver import join_process_group_by_file
-
-    os.environ.update(config["env"])
-    torch.set_num_threads(int(config["env"]["OMP_NUM_THREADS"]))
-    context = ray.train.get_context()
-    joined = config.get("rendezvous") == "file" and context.get_world_size() > 1
-    if joined:
-        join_process_group_by_file(
-            Path(config["rendezvous_dir"]), context.get_world_rank(), context.get_world_size()
-        )
-    try:
-        metrics = rl_worker(config["rl"])
-    finally:
-        if joined:
-            dist.destroy_process_group()
-    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)})
+    return run_on_ray(
+        rl_worker, cfg.to_dict(), name=f"{cfg.run}-{STAGE}", stage_dir=stage_dir, workers=cfg.workers,
+        use_gpu=cfg.use_gpu, max_failures=cfg.max_failures,
+    )  # fmt: skip

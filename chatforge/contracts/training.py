@@ -319,6 +319,9 @@ class RLConfig:
     resume: bool = True
     job_id: str = ""
     metrics_port: int = 0
+    # fault injection for the resume test: the last rank exits once at this step (marker file guards it)
+    fail_at_step: int = 0
+    fail_marker: str = ""
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []  # (field, message naming its flag)

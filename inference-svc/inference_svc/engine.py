@@ -168,6 +168,30 @@ class LLMEngine:
     def num_unfinished(self) -> int:
         return len(self._tracks)
 
+    def wait_for_work(self, timeout_s: float | None = 1.0) -> None:
+        """After a step that computed nothing, block until the next one can: every unfinished
+        request is parked on a tool call (or waits for blocks such a request holds), so nothing
+        changes until a call finishes, a request or abort arrives (then `wake()` ends the wait:
+        this engine cannot see another thread's `add_request` coming) or `timeout_s` passes.
+        Returns at once after a step that computed something, or with no tool call running.
+
+        Every driver of the engine calls it after each step instead of sleeping
+        (`inference_svc.driver`, `AsyncEngine`): no spinning, and no latency added to a tool call.
+        """
+        if self.last_num_scheduled_tokens or self.tools is None or not self.tools.num_running:
+            return
+
+        def inbox_has_entries() -> bool:
+            with self._inbox_lock:
+                return bool(self._inbox)
+
+        self.tools.wait(timeout_s, ready=inbox_has_entries)
+
+    def wake(self) -> None:
+        """End a `wait_for_work` in another thread now (thread-safe)."""
+        if self.tools is not None:
+            self.tools.wake()
+
     # --- one step ----------------------------------------------------------------------------------
     def step(self) -> dict[str, list[StreamItem]]:
         """Run one scheduling round; returns the new stream items of every request that has some."""
@@ -444,8 +468,19 @@ class AsyncEngine:
             finally:
                 self._step_started_s = None
             self._dispatch(outputs)
-            if self.engine.last_num_scheduled_tokens == 0:
-                await asyncio.sleep(0.002)  # waiting on tool calls (or on blocks they hold): no spinning
+            if self.engine.last_num_scheduled_tokens:
+                continue
+            # Nothing was computed: every request waits on a tool call. The engine's own wait runs on
+            # the worker thread; a request or abort arriving meanwhile (`_wakeup`) cuts it short.
+            self._wakeup.clear()
+            waiting = loop.run_in_executor(self._worker, self.engine.wait_for_work)
+            woken = loop.create_task(self._wakeup.wait())
+            try:
+                await asyncio.wait((waiting, woken), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+                if not waiting.done():
+                    self.engine.wake()
 
     def _dispatch(self, outputs: dict[str, list[StreamItem]]) -> None:
         for request_id, items in outputs.items():

@@ -26,8 +26,8 @@ from pydantic import ValidationError
 from chatforge.artifacts import ArtifactStore
 from chatforge.contracts.errors import ErrorDetail, ErrorKind, ServiceError, detail_from_validation
 from chatforge.contracts.generate import ErrorEvent, GenerateRequest, ServedModelInfo, StreamItem
+from chatforge.loading import LoadedModel, load_model
 from inference_svc.engine import AsyncEngine, EngineError, LLMEngine
-from inference_svc.loading import LoadedModel, load_model
 from inference_svc.metrics import EngineMetrics
 from inference_svc.protocol import prepare
 from inference_svc.settings import Settings, load_settings
@@ -180,7 +180,10 @@ class InferenceServer:
         return self.engine
 
     def _load(self, name: str) -> LoadedModel:
-        return load_model(name, self.store, device=self.config.device, tokenizer=self.config.tokenizer)
+        return load_model(
+            name, self.store, device=self.config.device, serving=True, tokenizer=self.config.tokenizer,
+            need_tokenizer=False,
+        )  # fmt: skip
 
 
 def _line(item: StreamItem) -> bytes:

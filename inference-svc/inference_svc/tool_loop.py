@@ -9,7 +9,9 @@ The engine depends only on the `chatforge.tools.ToolExecutor` protocol.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -43,6 +45,7 @@ class ToolLoop:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chatforge-tool")
         self._open: dict[str, int] = {}  # request id -> index of its <|python_start|> token
         self._running: dict[str, tuple[ToolCall, Future[ToolResult]]] = {}
+        self._changed = threading.Event()  # set when a call finishes, or by wake()
 
     def on_token(self, request_id: str, token_ids: list[int]) -> ToolCall | None:
         """Called after each sampled token (the last of `token_ids`); starts a call when a block closes."""
@@ -53,7 +56,9 @@ class ToolLoop:
             start = self._open.pop(request_id)
             code = self.tokenizer.decode(token_ids[start + 1 : -1])
             call = ToolCall(request_id, code, time.monotonic())
-            self._running[request_id] = (call, self._pool.submit(self._run, code))
+            future = self._pool.submit(self._run, code)
+            future.add_done_callback(lambda _: self._changed.set())
+            self._running[request_id] = (call, future)
             return call
         return None
 
@@ -74,6 +79,19 @@ class ToolLoop:
     @property
     def num_running(self) -> int:
         return len(self._running)
+
+    def wait(self, timeout_s: float | None, ready: Callable[[], bool] = lambda: False) -> None:
+        """Block until a running call finishes, `wake()` is called or `timeout_s` passes. Returns at
+        once when a call has finished since the last `done()`, or when `ready()` holds: it is asked
+        after the wake-up signal is armed, so a `wake()` that follows a False answer is not lost."""
+        self._changed.clear()
+        if ready() or any(future.done() for _, future in list(self._running.values())):
+            return
+        self._changed.wait(timeout_s)
+
+    def wake(self) -> None:
+        """End a `wait` now (thread-safe): something other than a tool call needs the engine."""
+        self._changed.set()
 
     def forget(self, request_id: str) -> None:
         """The request ended (finished or aborted): drop its state; a running call's result is discarded."""

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from inference_svc.driver import EngineDriver
 
 from tests.eval.conftest import LocalPython, bigram_model, tool_script
 from trainer.eval.chat_eval import (
@@ -25,7 +26,6 @@ from trainer.eval.chat_eval import (
     same_number,
     spelling_rows,
 )
-from trainer.eval.rollout import EngineGenerator
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_gsm8k_through_the_engine_with_a_tool_call(script_tokenizer):
         {"question": "What is 6 times 7?", "answer": "6*7 = <<6*7=42>>42\n#### 42"},
         {"question": "What is 6 times 7 minus 1?", "answer": "#### 41"},
     ]
-    generator = EngineGenerator(model, tok, tool_executor=LocalPython())
+    generator = EngineDriver.for_model(model, tok, tool_executor=LocalPython())
     try:
         result = evaluate_chat_task(model, tok, gsm8k_task(rows, max_tokens=40), generator=generator)
     finally:

@@ -8,13 +8,13 @@ import math
 
 import pytest
 import torch
+from inference_svc.driver import Completion
 
 from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 from chatforge.chat import render_for_completion
 from chatforge.contracts.training import ConfigError, RLConfig
 from tests.eval.conftest import LocalPython, bigram_model, tool_script
-from trainer.eval.rollout import Completion
 from trainer.rl import group_advantages, pass_at_k, policy_batch, policy_loss, rl_worker
 from trainer.telemetry import read_log
 

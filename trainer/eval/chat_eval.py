@@ -26,18 +26,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from chatforge.chat import Conversation, message, render_for_completion
+from chatforge.chat import Conversation, message, render_for_completion, reply_stop_ids
+from chatforge.contracts.sampling import SamplingParams
 from chatforge.model import GPT, autocast_dtype
 from chatforge.tokenizer import Tokenizer
 from chatforge.tools import ToolExecutor, ToolLimits
 from trainer.eval.core import centered
-from trainer.eval.rollout import GenerationParams, Generator
 from trainer.tasks.lexicon import WORDS
 from trainer.tasks.mmlu import LETTERS, render_multiple_choice
+
+if TYPE_CHECKING:
+    from inference_svc.driver import EngineDriver
 
 Row = Mapping[str, Any]
 CHAT_TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "mmlu", "gsm8k", "humaneval", "spelling")
@@ -220,7 +223,7 @@ def evaluate_chat_task(
     tokenizer: Tokenizer,
     task: ChatTask,
     *,
-    generator: Generator | None = None,
+    generator: EngineDriver | None = None,
     batch_rows: int = 32,
     max_examples: int | None = None,
     keep_samples: int = 3,
@@ -244,7 +247,8 @@ def evaluate_chat_task(
         if generator is None:
             raise ChatEvalError(f"task {task.name!r} is generative and needs a generator (the engine)")
         room = max(1, min(task.max_tokens, min((limit - len(p) for p in prompts), default=1)))
-        completions = generator.generate(prompts, GenerationParams(max_tokens=room, temperature=0.0))
+        greedy = SamplingParams(max_tokens=room, temperature=0.0, stop_token_ids=reply_stop_ids(tokenizer))
+        completions = generator.generate(prompts, greedy)
         replies = [c.text for c in completions]
         correct = [task.check(r, text) for r, text in zip(rows, replies, strict=True)]  # type: ignore[misc]
     else:

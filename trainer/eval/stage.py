@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatforge import checkpoint as ckpt
 from chatforge.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -60,19 +59,19 @@ def read_results(stage_dir: Path) -> list[dict[str, Any]]:
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate the checkpoint; returns the results (also written beside it)."""
+    from inference_svc.driver import EngineDriver
+
     from chatforge.contracts.events import ChatSummary, EvalEvent
-    from chatforge.tokenizer import Tokenizer
+    from chatforge.loading import load_model
     from chatforge.tools import tool_executor_from
 
     from ..telemetry import LOG_FILE, Telemetry
     from .chat_eval import CHAT_TASKS, chatcore, evaluate_chat_task, load_chat_tasks
     from .core import core_score
-    from .rollout import EngineGenerator
 
-    store = ArtifactStore(Path(cfg.artifacts_dir))
-    path = store.resolve_checkpoint(cfg.checkpoint)
-    model, meta = load_model(path)
-    tokenizer = Tokenizer.load(store.find_tokenizer(meta.get("tokenizer") or cfg.checkpoint.split("/")[0]))
+    loaded = load_model(cfg.checkpoint, ArtifactStore(Path(cfg.artifacts_dir)))
+    model, tokenizer, meta, path = loaded.model, loaded.tokenizer, loaded.meta, loaded.path
+    assert tokenizer is not None  # load_model insists on one by default
     stage = meta.get("stage") or path.parent.name
     limit = cfg.max_examples or None
     t0 = time.perf_counter()
@@ -110,7 +109,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     if names:
         executor = tool_executor_from(cfg.tools)
         tasks_chat = load_chat_tasks(names, data_dir=cfg.chat_data or None, executor=executor)
-        generator = EngineGenerator(model, tokenizer, tool_executor=executor)
+        generator = EngineDriver.for_model(model, tokenizer, tool_executor=executor)
         try:
             chat = [evaluate_chat_task(model, tokenizer, t, generator=generator, batch_rows=cfg.batch_rows,
                                        max_examples=limit) for t in tasks_chat]  # fmt: skip
@@ -150,16 +149,6 @@ def summary_line(results: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
-    """The GPT of a checkpoint directory (weights only), on the default device, in eval mode."""
-    from chatforge.model import GPT, GPTConfig, default_device
-
-    loaded = ckpt.load(path, with_optimizer=False)
-    model = GPT(GPTConfig.from_dict(loaded.config))
-    ckpt.load_state_into(model, loaded.model_state, source=path)
-    return model.to(default_device()).eval(), loaded.meta
-
-
 def corpus_bpb(model: Any, tokenizer: Any, corpus_dir: str, docs: int, batch_rows: int) -> float:
     """Bits per byte on the first `docs` documents of the corpus's validation shards."""
     from itertools import islice
@@ -193,10 +182,12 @@ def evaluate_core_on_ray(
     def shard(rank: int) -> list[Any]:
         import torch
 
+        from chatforge.loading import load_model
+
         from .core import evaluate_task
 
         torch.set_num_threads(1)
-        model, _ = load_model(path)
+        model = load_model(path, tokenizer=tokenizer).model
         return [evaluate_task(model, tokenizer, t, batch_rows=batch_rows, max_examples=limit,
                               rank=rank, world_size=workers) for t in tasks]  # fmt: skip
 
