@@ -9,11 +9,13 @@ tool calls and their output are shown as they happen. Nothing heavy is imported 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from chatforge.contracts.generate import GenerateRequest, StreamItem
+    from chatforge.contracts.sampling import SamplingParams
 
 
 def add_cli(subparsers: Any) -> None:
@@ -29,10 +31,15 @@ def add_cli(subparsers: Any) -> None:
     chat.add_argument("--sandbox-url", help="sandbox service for python tool calls (default: tools off)")
     chat.add_argument("--system", default="", help="a system message for the whole conversation")
     chat.add_argument("--prompt", help="ask one question, print the answer and exit")
-    chat.add_argument("--max-tokens", type=int, default=256)
-    chat.add_argument("--temperature", type=float, default=0.6)
-    chat.add_argument("--top-k", type=int, default=50)
-    chat.add_argument("--seed", type=int)
+    # Sampling defaults are the contract's (chatforge.contracts.sampling), as for every caller.
+    from chatforge.contracts.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
+
+    chat.add_argument("--max-tokens", type=int, help=f"tokens per reply (default: {DEFAULT_MAX_TOKENS})")
+    chat.add_argument("--temperature", type=float, help=f"0 = greedy (default: {DEFAULT_TEMPERATURE})")
+    chat.add_argument(
+        "--top-k", type=int, help=f"sample among the k likeliest, 0 = all (default: {DEFAULT_TOP_K})"
+    )
+    chat.add_argument("--seed", type=int, help="same seed, same replies (default: random)")
     chat.set_defaults(func=run_chat)
 
     inference = subparsers.add_parser("inference", help="the inference service (Ray Serve)")
@@ -57,12 +64,17 @@ def add_cli(subparsers: Any) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    if args.max_tokens < 1:
-        print("--max-tokens must be >= 1", file=sys.stderr)
+    from pydantic import ValidationError
+
+    from chatforge.contracts.sampling import SamplingParams
+
+    flags = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k}
+    try:  # a flag left out takes the contract's default
+        sampling = SamplingParams(**{k: v for k, v in {**flags, "seed": args.seed}.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        print(f"chat: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", file=sys.stderr)
         return 2
-    sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature, "top_k": args.top_k}
-    if args.seed is not None:
-        sampling["seed"] = args.seed
     try:
         reply = _remote(args.url) if args.url else _local(args)
     except Exception as e:  # a bad checkpoint name, an unreachable server: one clear line, not a trace
@@ -71,13 +83,15 @@ def run_chat(args: argparse.Namespace) -> int:
     return chat_loop(reply, sampling, system=args.system, prompt=args.prompt, stdin=sys.stdin, out=sys.stdout)
 
 
-Reply = Callable[[dict[str, Any]], Iterator[dict[str, Any]]]
+Reply = Callable[["GenerateRequest"], Iterator["StreamItem"]]
 
 
 def chat_loop(
-    reply: Reply, sampling: dict[str, Any], *, system: str, prompt: str | None, stdin: TextIO, out: TextIO
+    reply: Reply, sampling: SamplingParams, *, system: str, prompt: str | None, stdin: TextIO, out: TextIO
 ) -> int:
     """Read user turns, stream each reply; the conversation (tool calls included) is kept as context."""
+    from chatforge.contracts.generate import GenerateRequest
+
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     interactive = prompt is None and stdin.isatty()
     while True:
@@ -101,7 +115,7 @@ def chat_loop(
         messages.append({"role": "user", "content": line})
         if interactive:
             out.write("assistant> ")
-        parts, error = _stream_reply(reply({"messages": messages, **sampling}), out)
+        parts, error = _stream_reply(reply(GenerateRequest(messages=messages, sampling=sampling)), out)
         out.write("\n")
         out.flush()
         if error:
@@ -115,44 +129,45 @@ def chat_loop(
             return 0
 
 
-def _stream_reply(items: Iterator[dict[str, Any]], out: TextIO) -> tuple[list[dict[str, str]], str | None]:
+def _stream_reply(items: Iterator[StreamItem], out: TextIO) -> tuple[list[dict[str, str]], str | None]:
+    from chatforge.contracts.generate import ErrorEvent, ToolCallEvent, ToolResultEvent
+
     parts: list[dict[str, str]] = []
     for item in items:
-        if item.get("text"):
-            out.write(item["text"])
+        if item.text:
+            out.write(item.text)
             out.flush()
             if parts and parts[-1]["type"] == "text":
-                parts[-1]["text"] += item["text"]
+                parts[-1]["text"] += item.text
             else:
-                parts.append({"type": "text", "text": item["text"]})
-        event = item.get("event")
-        if not event:
-            continue
-        data = event.get("data", {})
-        if event["kind"] == "tool_call":
-            out.write(f"\n[python] {data['code']}\n")
-            parts.append({"type": "python", "text": data["code"]})
-        elif event["kind"] == "tool_result":
-            out.write(f"[output: {data['outcome']}, {data['duration_s']:.2f}s] {data['output']}\n")
-            parts.append({"type": "python_output", "text": data["output"]})
-        elif event["kind"] == "error":
-            return parts, data.get("message", "error")
+                parts.append({"type": "text", "text": item.text})
+        event = item.event
+        if isinstance(event, ToolCallEvent):
+            out.write(f"\n[python] {event.code}\n")
+            parts.append({"type": "python", "text": event.code})
+        elif isinstance(event, ToolResultEvent):
+            out.write(f"[output: {event.outcome}, {event.duration_s:.2f}s] {event.output}\n")
+            parts.append({"type": "python_output", "text": event.output})
+        elif isinstance(event, ErrorEvent):
+            return parts, event.error.message
     return parts, None
 
 
 def _local(args: argparse.Namespace) -> Reply:
-    """The engine in this process, stepped synchronously while the reply streams."""
+    """The engine in this process, driven synchronously while the reply streams."""
     from chatforge.artifacts import ArtifactStore
+    from chatforge.contracts.errors import ServiceError
+    from chatforge.contracts.generate import ErrorEvent, StreamItem
+    from chatforge.loading import load_model
     from inference_svc.config import EngineConfig
+    from inference_svc.driver import EngineDriver
     from inference_svc.engine import LLMEngine
-    from inference_svc.loading import load_model
-    from inference_svc.protocol import parse_request
+    from inference_svc.protocol import prepare
 
     loaded = load_model(
-        args.checkpoint, ArtifactStore.from_env(args.artifacts), device=args.device, tokenizer=args.tokenizer
-    )
-    if loaded.tokenizer is None:
-        raise ValueError(f"checkpoint {args.checkpoint!r} names no tokenizer: pass --tokenizer")
+        args.checkpoint, ArtifactStore.from_env(args.artifacts), device=args.device, serving=True,
+        tokenizer=args.tokenizer,
+    )  # fmt: skip
     tools = None
     if args.sandbox_url:
         from chatforge.sandbox_client import SandboxClient
@@ -162,22 +177,14 @@ def _local(args: argparse.Namespace) -> Reply:
     engine = LLMEngine(
         loaded.model, EngineConfig(kv_cache_bytes=64 * 2**20), tokenizer=loaded.tokenizer, tool_executor=tools
     )
+    driver = EngineDriver(engine)
 
-    def reply(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        prompt, params = parse_request(body, loaded.tokenizer)
-        request_id = engine.add_request(prompt, params)
-        done = False
-        try:
-            while not done:
-                items = engine.step().get(request_id, [])
-                for item in items:
-                    done = done or item.is_last
-                    yield item.to_dict()
-                if not items:
-                    time.sleep(0.002)  # only a tool call in flight: wait for it without spinning
-        finally:
-            if not done:
-                engine.abort(request_id)
+    def reply(request: GenerateRequest) -> Iterator[StreamItem]:
+        try:  # the server's path: the chat rendered and ended as the model was trained (protocol.py)
+            prompt, sampling = prepare(request, loaded.tokenizer)
+            yield from driver.stream(prompt, sampling)
+        except ServiceError as e:  # a conversation too long for the model, say: an error item
+            yield StreamItem(event=ErrorEvent(error=e.detail))
 
     return reply
 
@@ -185,16 +192,25 @@ def _local(args: argparse.Namespace) -> Reply:
 def _remote(url: str) -> Reply:
     import httpx
 
+    from chatforge.contracts.errors import ErrorDetail
+    from chatforge.contracts.generate import ErrorEvent, StreamItem
+
     base = url.rstrip("/")
 
-    def reply(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def reply(request: GenerateRequest) -> Iterator[StreamItem]:
+        body = request.model_dump(mode="json", exclude_unset=True)  # unset sampling: the server's defaults
         with httpx.stream("POST", f"{base}/generate", json=body, timeout=httpx.Timeout(300, connect=5)) as r:
             if r.status_code != 200:
                 r.read()
-                raise RuntimeError(f"server answered {r.status_code}: {r.text}")
+                try:
+                    detail = ErrorDetail.model_validate(r.json()["error"])
+                except Exception:  # not the service's error body: say what came back
+                    raise RuntimeError(f"server answered {r.status_code}: {r.text}") from None
+                yield StreamItem(event=ErrorEvent(error=detail))
+                return
             for line in r.iter_lines():
                 if line:
-                    yield json.loads(line)
+                    yield StreamItem.from_json(line)
 
     return reply
 

@@ -15,6 +15,8 @@ from inference_svc.cli import _local, chat_loop
 from chatforge import checkpoint
 from chatforge.artifacts import ArtifactStore
 from chatforge.cli import main
+from chatforge.contracts.generate import FinishEvent, GenerateRequest, StreamItem, Usage
+from chatforge.contracts.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, SamplingParams
 from chatforge.model import GPTConfig
 
 from .conftest import make_tiny_model
@@ -68,24 +70,54 @@ def test_multi_turn_chat_keeps_the_conversation(store_root):
         checkpoint="demo/sft", artifacts=str(store_root), device="cpu", tokenizer=None, sandbox_url=None
     )
     reply = _local(args)
-    seen: list[dict] = []
+    seen: list[GenerateRequest] = []
 
-    def recording_reply(body):
-        seen.append(copy.deepcopy(body))
-        return reply(body)
+    def recording_reply(request):
+        seen.append(copy.deepcopy(request))
+        return reply(request)
 
     out = io.StringIO()
     stdin = io.StringIO("first question\n\nsecond question\n/quit\n")
     code = chat_loop(
         recording_reply,
-        {"max_tokens": 6, "temperature": 0.0},
+        SamplingParams(max_tokens=6, temperature=0.0),
         system="be brief",
         prompt=None,
         stdin=stdin,
         out=out,
     )
     assert code == 0 and len(seen) == 2
-    roles = [m["role"] for m in seen[1]["messages"]]
+    roles = [m["role"] for m in seen[1].messages]
     assert roles == ["system", "user", "assistant", "user"]
-    first_answer = seen[1]["messages"][2]["content"][0]["text"]
+    first_answer = seen[1].messages[2]["content"][0]["text"]
     assert first_answer and first_answer in out.getvalue()
+
+
+def test_sampling_flags_default_to_the_contract(monkeypatch, capsys):
+    import inference_svc.cli as cli
+
+    seen: list[GenerateRequest] = []
+
+    def fake_local(args):
+        def reply(request):
+            seen.append(request)
+            yield StreamItem(text="hi")
+            yield StreamItem(
+                event=FinishEvent(finish_reason="stop", usage=Usage(prompt_tokens=1, completion_tokens=1))
+            )
+
+        return reply
+
+    monkeypatch.setattr(cli, "_local", fake_local)
+    assert main(["chat", "--checkpoint", "x/sft", "--prompt", "hello"]) == 0
+    assert seen[0].sampling == SamplingParams()  # 0.8, top-k 50, 256 tokens: nothing of its own
+    assert (
+        main(["chat", "--checkpoint", "x/sft", "--prompt", "hello", "--temperature", "0", "--seed", "3"]) == 0
+    )
+    assert seen[1].sampling == SamplingParams(temperature=0.0, seed=3)
+    assert main(["chat", "--checkpoint", "x/sft", "--prompt", "hello", "--max-tokens", "0"]) == 2
+    assert "--max-tokens" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["chat", "--help"])
+    shown = capsys.readouterr().out
+    assert f"(default: {DEFAULT_TEMPERATURE})" in shown and f"(default: {DEFAULT_TOP_K})" in shown
