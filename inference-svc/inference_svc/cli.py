@@ -44,19 +44,26 @@ def add_cli(subparsers: Any) -> None:
 
     inference = subparsers.add_parser("inference", help="the inference service (Ray Serve)")
     sub = inference.add_subparsers(dest="inference_command", metavar="<command>", required=True)
-    serve = sub.add_parser("serve", help="serve a checkpoint with Ray Serve until interrupted")
-    serve.add_argument("--checkpoint", required=True, help="artifact name or checkpoint directory")
-    serve.add_argument("--artifacts", help="artifact store root")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
-    serve.add_argument(
-        "--ray-temp-dir", default="/tmp/chatforge-ray", help="local Ray's temp dir (< 60 chars)"
+    serve = sub.add_parser(
+        "serve",
+        help="serve a checkpoint with Ray Serve until interrupted",
+        description="Every flag is also CHATFORGE_INFERENCE_<FLAG> (engine flags CHATFORGE_INFERENCE_ENGINE__<FLAG>); "
+        "the flag wins. Defaults: inference_svc.settings.",
     )
+    serve.add_argument("--checkpoint", help="artifact name or checkpoint directory")
+    serve.add_argument("--artifacts", dest="artifacts_root", help="artifact store root")
+    serve.add_argument("--host", help="address Serve's HTTP proxy binds (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="Serve's HTTP port (default 8001; the gateway's is 8000)")
+    serve.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    serve.add_argument("--ray-temp-dir", help="local Ray's temp dir (< 60 chars)")
     serve.add_argument("--device", help="cpu or cuda")
+    serve.add_argument("--tokenizer", help="override the tokenizer named in the checkpoint")
     serve.add_argument("--sandbox-url", help="sandbox service for python tool calls")
     serve.add_argument("--num-blocks", type=int, help="KV cache blocks (default: sized from memory)")
-    serve.add_argument("--max-replicas", type=int, default=1)
+    serve.add_argument("--max-num-seqs", type=int, help="sequences one replica runs at once")
+    serve.add_argument("--min-replicas", type=int)
+    serve.add_argument("--max-replicas", type=int)
+    serve.add_argument("--num-gpus", type=float, help="GPUs per replica")
     serve.set_defaults(func=run_serve)
 
 
@@ -218,27 +225,32 @@ def _remote(url: str) -> Reply:
 # --- serve ------------------------------------------------------------------------------------------
 
 
+SERVE_FLAGS = (
+    "checkpoint", "artifacts_root", "host", "port", "ray_address", "ray_temp_dir", "device", "tokenizer",
+    "sandbox_url", "num_blocks", "max_num_seqs", "min_replicas", "max_replicas", "num_gpus",
+)  # fmt: skip
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import threading
 
-    from chatforge.raylocal import init_local_ray
-    from inference_svc.config import EngineConfig
-    from inference_svc.serve import ServeConfig, build_app
+    from inference_svc.settings import SettingsError, load_settings
 
-    config = ServeConfig(
-        checkpoint=args.checkpoint,
-        artifacts_root=args.artifacts,
-        device=args.device,
-        sandbox_url=args.sandbox_url,
-        engine=EngineConfig(num_blocks=args.num_blocks),
-        max_replicas=args.max_replicas,
-    )
-    init_local_ray(args.ray_temp_dir, address=args.ray_address)
+    try:
+        settings = load_settings(**{k: getattr(args, k) for k in SERVE_FLAGS})
+    except SettingsError as e:
+        print(f"inference serve: {e}", file=sys.stderr)
+        return 2
+    from chatforge.raylocal import init_local_ray
+    from inference_svc.serve import build_app
+
+    init_local_ray(settings.ray_temp_dir, address=settings.ray_address)
     from ray import serve
 
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_app(config), name="inference", route_prefix="/")
-    print(f"inference: serving {args.checkpoint} at http://{args.host}:{args.port}/generate", flush=True)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name=settings.app_name, route_prefix="/")
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"inference: serving {settings.checkpoint} at {url}/generate", flush=True)
     try:
         threading.Event().wait()
     finally:
