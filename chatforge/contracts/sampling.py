@@ -9,6 +9,8 @@ The defaults are what an omitted field means everywhere (docs/contracts.md): tem
 top-k 50, nanochat's chat defaults, because a small model sampled at temperature 1 over its whole
 vocabulary wanders. Whoever needs something else says so: evaluations ask for greedy
 (`temperature=0`), RL for temperature 1 (exploration), and an OpenAI client for what it sends.
+One field is filled in before it gets here: the gateway turns an omitted `max_tokens` into what the
+model's context leaves (up to its limit), since only it knows the rendered prompt's length.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def add_cli(subparsers: Any) -> None:
     chat = subparsers.add_parser("chat", help="chat in the terminal with a checkpoint or a running server")
     source = chat.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="artifact name (run/stage[/step_N]) or checkpoint directory")
-    source.add_argument("--url", help="a running inference server, e.g. http://127.0.0.1:8000")
+    source.add_argument("--url", help="a running inference server, e.g. http://127.0.0.1:8001")
     chat.add_argument(
         "--artifacts", help="artifact store root (default: $CHATFORGE_ARTIFACTS or ./artifacts)"
     )

@@ -171,7 +171,12 @@ def _inference_error(e: BaseException) -> BaseException:
         if detail.kind is ErrorKind.CONTEXT_LENGTH_EXCEEDED:
             return APIError(400, detail.message, param="messages", code="context_length_exceeded")
         if detail.kind is ErrorKind.INVALID_REQUEST:
-            return APIError(400, f"the model refused the request: {detail.message}", code="invalid_prompt")
+            return APIError(
+                400,
+                f"the model refused the request: {detail.message}",
+                param=detail.param,
+                code="invalid_prompt",
+            )
         if detail.kind is ErrorKind.UNAVAILABLE:
             return APIError(503, f"generation unavailable: {detail.message}", code="inference_unavailable")
     if isinstance(e, CodecUnavailable):
