@@ -27,7 +27,9 @@ def test_every_vendored_file_is_recorded_with_its_sha256() -> None:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert digest == row["sha256"], f"{row['file']}: sha256 {digest}, the table says {row['sha256']}"
         # The folder is <package>-<version>: the version on the row is the one on disk.
-        assert path.parent.name.endswith(f"-{row['version']}"), f"{row['file']} is not in a *-{row['version']} folder"
+        assert path.parent.name.endswith(f"-{row['version']}"), (
+            f"{row['file']} is not in a *-{row['version']} folder"
+        )
     recorded = {ROOT / row["file"] for row in rows}
     on_disk = {p for d in VENDOR_DIRS if d.is_dir() for p in d.rglob("*") if p.is_file() and p != TABLE}
     assert on_disk - recorded == set(), f"vendored files missing from the table: {sorted(on_disk - recorded)}"
@@ -46,6 +48,8 @@ def test_test_only_code_is_not_loaded_by_the_app() -> None:
     sources = [p for p in (ROOT / "web").rglob("*") if p.suffix in {".html", ".js", ".css"}]
     assert sources
     offenders = [
-        str(p.relative_to(ROOT)) for p in sources if re.search(r"axe-core|axe\.min\.js|tests/web", p.read_text())
+        str(p.relative_to(ROOT))
+        for p in sources
+        if re.search(r"axe-core|axe\.min\.js|tests/web", p.read_text())
     ]
     assert offenders == [], f"app files that load test-only code: {offenders}"
