@@ -2,7 +2,10 @@
 
 `LLMEngine` is synchronous and single-threaded: requests and aborts go into an inbox (any thread may
 post), and `step()` drains it, schedules, runs the model once, samples, applies the stop rules,
-detokenizes and returns the stream items per request. `AsyncEngine` runs that loop on a worker
+detokenizes and returns the stream items per request. What belongs to one request (its sampled row,
+its detokenizing and stop strings, its tool call's bookkeeping) is guarded per request: a failure
+there ends that request with an internal error event and frees its blocks, and the rest of the batch
+goes on exactly as without it. Only a failure of the step itself (the forward pass) ends everyone. `AsyncEngine` runs that loop on a worker
 thread and hands each caller an async stream; a caller that stops listening aborts its request,
 which frees its blocks on the very next step.
 """
@@ -42,9 +45,9 @@ from inference_svc.metrics import EngineMetrics
 from inference_svc.model_runner import ModelRunner
 from inference_svc.paged_attention import KVCache
 from inference_svc.request import Request
-from inference_svc.sampling import StopStrings, make_generator, sample
+from inference_svc.sampling import SamplingError, StopStrings, make_generator, sample
 from inference_svc.scheduler import RequestUpdate, Scheduler
-from inference_svc.tool_loop import ToolLoop
+from inference_svc.tool_loop import ToolLoop, ToolOutcome
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +206,23 @@ class LLMEngine:
             request_ids, logits = self.runner.execute(output)
             requests = [self.scheduler.requests[r] for r in request_ids]
             tokens = sample(logits, [r.sampling for r in requests], [r.generator for r in requests])
-            updates = self.scheduler.update_from_output(output, dict(zip(request_ids, tokens, strict=True)))
+            sampled: dict[str, int] = {}
+            for request_id, token in zip(request_ids, tokens, strict=True):
+                if isinstance(token, SamplingError):
+                    self._fail(request_id, str(token))
+                else:
+                    sampled[request_id] = token
+            updates = self.scheduler.update_from_output(output, sampled)
             now = time.monotonic()
-            generated = sum(self._on_token(update, now) for update in updates)
+            generated = 0
+            for update in updates:
+                try:
+                    generated += self._on_token(update, now)
+                except Exception as e:  # detokenizing, stop strings, tool bookkeeping: this request's own
+                    log.exception(
+                        "request %s failed after a token; ending it alone", update.request.request_id
+                    )
+                    self._fail(update.request.request_id, f"the engine failed on this request: {e!r}")
             if generated:  # one counter update per step, not per token
                 self.metrics.generation_tokens.inc(generated)
         self._update_gauges()
@@ -291,23 +308,47 @@ class LLMEngine:
             return
         for outcome in self.tools.done():
             request_id = outcome.call.request_id
-            track = self._tracks.get(request_id)
-            if track is None:
+            if request_id not in self._tracks:
                 continue
-            result = outcome.result
-            event = ToolResultEvent(
-                outcome=result.outcome,
-                output=result.model_text(),
-                duration_s=round(time.monotonic() - outcome.call.started_s, 4),
-                message=result.message,
-            )
-            track.items.append(StreamItem(event=event))
-            reason = self.scheduler.append_forced_tokens(request_id, outcome.forced_token_ids)
-            if reason is not None:
-                self._finish(track, reason)
-                continue
-            # The forced ids go out on the stream too, so the client's ids match the sequence.
-            track.items.extend(StreamItem(token_id=t, forced=True) for t in outcome.forced_token_ids)
+            try:
+                self._apply_tool_outcome(outcome)
+            except Exception as e:
+                log.exception("request %s: its tool result could not be applied; ending it alone", request_id)
+                self._fail(request_id, f"the engine failed on this request's tool result: {e!r}")
+
+    def _apply_tool_outcome(self, outcome: ToolOutcome) -> None:
+        request_id = outcome.call.request_id
+        track = self._tracks[request_id]
+        if outcome.failure:
+            self._fail(request_id, outcome.failure)
+            return
+        result = outcome.result
+        event = ToolResultEvent(
+            outcome=result.outcome,
+            output=result.model_text(),
+            duration_s=round(time.monotonic() - outcome.call.started_s, 4),
+            message=result.message,
+        )
+        track.items.append(StreamItem(event=event))
+        reason = self.scheduler.append_forced_tokens(request_id, outcome.forced_token_ids)
+        if reason is not None:
+            self._finish(track, reason)
+            return
+        # The forced ids go out on the stream too, so the client's ids match the sequence.
+        track.items.extend(StreamItem(token_id=t, forced=True) for t in outcome.forced_token_ids)
+
+    def _fail(self, request_id: str, message: str) -> None:
+        """End one request with an internal error event and free its blocks; the batch goes on."""
+        self.scheduler.finish_request(request_id, "error")
+        track = self._tracks.get(request_id)
+        if track is None:  # already ended (its finish event is on its way): nothing left to fail
+            return
+        log.error("request %s ended with an error: %s", request_id, message)
+        if not any(item.is_last for item in track.items):
+            error = ErrorDetail(kind=ErrorKind.INTERNAL, message=message)
+            track.items.append(StreamItem(event=ErrorEvent(error=error)))
+            self.metrics.requests_finished.labels("error").inc()
+        self._forget(request_id)
 
     def _finish(self, track: _Track, reason: FinishReason) -> None:
         request = track.request

@@ -3,6 +3,10 @@
 Greedy rows are one batched argmax. Other rows follow `chatforge.model.sample_next` step for step
 (temperature, then top-k, then top-p, then a draw from the request's own `torch.Generator`), so a
 seeded request draws the same tokens whatever else shares its batch.
+
+A row that cannot be sampled (NaN logits; a draw that torch refuses, e.g. after an infinite logit)
+is that row's failure, not the batch's: `sample` returns a `SamplingError` in its place and the
+engine ends only that request (docs/architecture.md, "one request's failure").
 """
 
 from __future__ import annotations
@@ -27,14 +31,26 @@ def make_generator(params: SamplingParams, device: torch.device) -> torch.Genera
     return generator
 
 
+class SamplingError(RuntimeError):
+    """One row could not be sampled; the message says why (it goes to that request's error event)."""
+
+
 def sample(
     logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
-) -> list[int]:
-    """One token per row of `logits` (rows, vocab) under each row's parameters."""
-    out = torch.argmax(logits, dim=-1).tolist()
+) -> list[int | SamplingError]:
+    """One token per row of `logits` (rows, vocab) under each row's parameters, or that row's
+    `SamplingError`; the other rows are drawn exactly as without it."""
+    out: list[int | SamplingError] = list(torch.argmax(logits, dim=-1).tolist())
+    # argmax over a NaN row "succeeds" (NaN compares as the largest), so NaN is checked, not caught.
+    nan_rows = set(torch.isnan(logits).any(dim=-1).nonzero().flatten().tolist())
     for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
-        if not p.greedy:
-            out[row] = _sample_row(logits[row], p, generator)
+        if row in nan_rows:
+            out[row] = SamplingError("the model produced NaN logits for this sequence")
+        elif not p.greedy:
+            try:
+                out[row] = _sample_row(logits[row], p, generator)
+            except RuntimeError as e:  # torch.multinomial: "probability tensor contains inf, nan or < 0"
+                out[row] = SamplingError(f"sampling failed: {e}")
     return out
 
 

@@ -31,6 +31,7 @@ class ToolOutcome:
     call: ToolCall
     result: ToolResult
     forced_token_ids: list[int]  # <|output_start|> result <|output_end|>
+    failure: str = ""  # the result could not be turned into tokens: the engine ends this request alone
 
 
 class ToolLoop:
@@ -72,7 +73,11 @@ class ToolLoop:
             if future.done():
                 del self._running[request_id]
                 result = future.result()
-                text_ids = self.tokenizer.encode(result.model_text())
+                try:  # an executor that breaks its contract (stdout None, ...) fails its own call only
+                    text_ids = self.tokenizer.encode(result.model_text())
+                except Exception as e:
+                    out.append(ToolOutcome(call, result, [], failure=f"the tool result is unusable: {e!r}"))
+                    continue
                 out.append(ToolOutcome(call, result, [self.output_start, *text_ids, self.output_end]))
         return out
 

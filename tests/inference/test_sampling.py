@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from inference_svc.protocol import prepare
-from inference_svc.sampling import StopStrings, check_stop, make_generator, sample
+from inference_svc.sampling import SamplingError, StopStrings, check_stop, make_generator, sample
 from pydantic import ValidationError
 
 from chatforge.contracts.errors import ErrorKind, ServiceError
@@ -22,6 +22,21 @@ def test_greedy_is_argmax_and_needs_no_generator():
     params = SamplingParams(temperature=0.0)
     assert make_generator(params, torch.device("cpu")) is None
     assert sample(torch.tensor([[0.1, 3.0, 2.9], [5.0, 0.0, 0.0]]), [params] * 2, [None, None]) == [1, 0]
+
+
+def test_a_row_that_cannot_be_sampled_is_that_rows_error_only():
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    logits[1] = float("nan")
+    logits[2, :2] = float("inf")  # two infinities: softmax gives NaN and torch.multinomial refuses
+    greedy, hot = SamplingParams(temperature=0.0), SamplingParams(temperature=1.0, seed=3)
+    params = [hot, greedy, hot, hot]
+    gens = [make_generator(p, torch.device("cpu")) for p in params]
+    out = sample(logits, params, gens)
+    assert isinstance(out[1], SamplingError) and "NaN" in str(out[1])  # argmax alone would not notice
+    assert isinstance(out[2], SamplingError) and "sampling failed" in str(out[2])
+    # the good rows drew what they draw without the bad ones beside them
+    assert out[0] == sample(logits[:1], [hot], [make_generator(hot, torch.device("cpu"))])[0]
+    assert out[3] == sample(logits[3:], [hot], [make_generator(hot, torch.device("cpu"))])[0]
 
 
 def test_top_k_and_top_p_cut_the_tail():
