@@ -5,6 +5,8 @@ same path on a cluster):
 
     <root>/tokenizers/<name>/tokenizer.json
     <root>/runs/<run>/<stage>/step_000123/      (model.safetensors, optimizer.pt, meta.json)
+    <root>/runs/<run>/<stage>/step_000123.eval.json   (that checkpoint's eval results)
+    <root>/runs/<run>/<stage>/log.jsonl         (the stage's events: chatforge.contracts.events)
     <root>/runs/<run>/report/                   (report.md and its PNG plots)
 
 A checkpoint is named `<run>/<stage>` (its latest complete step) or `<run>/<stage>/step_000123`.
@@ -20,7 +22,14 @@ from pathlib import Path
 
 DEFAULT_ROOT = "artifacts"
 STAGES: tuple[str, ...] = ("base", "mid", "sft", "rl")
+# Beside the checkpoint directory, never inside it: its meta.json hashes the files it holds.
+EVAL_RESULT_SUFFIX = ".eval.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def eval_result_path(checkpoint_dir: Path) -> Path:
+    """Where a checkpoint's eval results are stored (written by the eval stage)."""
+    return checkpoint_dir.parent / f"{checkpoint_dir.name}{EVAL_RESULT_SUFFIX}"
 
 
 class ArtifactError(LookupError):

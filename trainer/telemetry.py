@@ -15,16 +15,15 @@ path (`emit`) and read back through the same models (`read_log`, `follow_log`).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from chatforge.contracts import events
 from chatforge.contracts.events import (
     EVENTS_MAXLEN,
-    Event,
     ProgressEvent,
     RawEvent,
     Sample,
@@ -32,7 +31,7 @@ from chatforge.contracts.events import (
     TrainerEvent,
     ValidationEvent,
     job_events_stream,
-    parse_event,
+    parse_log_line,
     stream_entry,
 )
 
@@ -44,7 +43,9 @@ log = logging.getLogger(__name__)
 CPU_PEAK_FLOPS_PER_CORE = 50e9
 # Dense bfloat16 peaks from the vendors' data sheets (no sparsity).
 GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
-LOG_FILE = "log.jsonl"  # per stage directory
+# The stage log's name and reader belong to the events' contract (the gateway reads stage logs too).
+LOG_FILE = events.LOG_FILE
+read_log = events.read_log
 
 
 def peak_flops(device: Any) -> float:
@@ -221,32 +222,10 @@ def follow_log(path: Path, stop: Any, *, poll_s: float = 0.5, out: Any = None) -
             complete = chunk[: chunk.rfind("\n") + 1]
             offset += len(complete.encode("utf-8"))
             for raw in complete.splitlines():
-                event = _parse_line(raw)
+                event = parse_log_line(raw)
                 line = event.data.get("line") if isinstance(event, RawEvent) else getattr(event, "line", "")
                 if line:
                     print(line, file=out, flush=True)
         if done:
             return
         stop.wait(poll_s)
-
-
-def read_log(path: str | Path, kind: str | None = None) -> list[Event | RawEvent]:
-    """The events of a stage's log.jsonl (optionally of one type), in the order they were written,
-    each parsed through its contract (`chatforge.contracts.events.parse_event`)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    events = [_parse_line(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return [e for e in events if e is not None and (kind is None or e.type == kind)]
-
-
-def _parse_line(line: str) -> Event | RawEvent | None:
-    """One log.jsonl line's event; None for a blank or torn line (a crash mid-write)."""
-    if not line.strip():
-        return None
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        log.warning("skipping a log line that is not JSON: %.80r", line)
-        return None
-    return parse_event(data) if isinstance(data, dict) else RawEvent({"raw": data})

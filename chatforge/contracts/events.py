@@ -1,9 +1,9 @@
 """Trainer progress events: what a run reports while it trains, and what every reader parses.
 
 Producers: `trainer.telemetry.Telemetry.emit` (every stage, rank 0), the gateway's own `state`
-events (routes/jobs.py), and the tests' stand-in stages. Readers: the report card and the tests read
-a stage's `log.jsonl` (`trainer.telemetry.read_log`), the gateway relays a job's Redis stream over
-SSE, and the web UI folds them into a progress bar (web/js/job_progress.js reads `num_steps`,
+events (routes/jobs.py), and the tests' stand-in stages. Readers: the report card, the gateway's
+checkpoint curves and the tests read a stage's `log.jsonl` (`read_log`), the gateway relays a job's
+Redis stream over SSE, and the web UI folds them into a progress bar (web/js/job_progress.js reads `num_steps`,
 `step`, `loss`, `lr`, `tokens_per_s`, `mfu`, `eta_s`, `val_bpb`, `state`).
 
 Every event is one JSON object: `type` (which event), `version` (of this contract when written),
@@ -25,6 +25,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_VERSION = 1
 EVENTS_MAXLEN = 10_000  # per job stream; older entries are trimmed (approximately) past this
+LOG_FILE = "log.jsonl"  # in each stage directory: that stage's events, one JSON object a line
 
 
 def job_events_stream(job_id: str) -> str:
@@ -231,3 +233,25 @@ def parse_stream_entry(fields: Mapping[str, str]) -> Event | RawEvent:
     if not isinstance(data, dict):
         data = {"raw": data}
     return parse_event({"type": fields.get("type", "event"), **data})
+
+
+def read_log(path: str | Path, kind: str | None = None) -> list[Event | RawEvent]:
+    """The events of a stage's log.jsonl (optionally of one type), in the order they were written,
+    each parsed through its contract (`parse_event`)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    events = [parse_log_line(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [e for e in events if e is not None and (kind is None or e.type == kind)]
+
+
+def parse_log_line(line: str) -> Event | RawEvent | None:
+    """One log.jsonl line's event; None for a blank or torn line (a crash mid-write)."""
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        log.warning("skipping a log line that is not JSON: %.80r", line)
+        return None
+    return parse_event(data) if isinstance(data, dict) else RawEvent({"raw": data})

@@ -24,6 +24,7 @@ from chatforge.contracts.events import (
     event_dict,
     parse_event,
     parse_stream_entry,
+    read_log,
     stream_entry,
 )
 
@@ -79,6 +80,16 @@ def test_what_a_reader_does_not_know_is_kept_raw():
     assert parse_stream_entry({"type": "progress", "data": "not json"}).type == "progress"
     assert isinstance(parse_event({"type": ["progress"]}), RawEvent)
     assert parse_stream_entry({"type": "x", "data": "[1]"}) == RawEvent({"type": "x", "raw": [1]})
+
+
+def test_a_stage_log_reads_back_in_order_skipping_torn_lines(tmp_path):
+    """log.jsonl as a crash can leave it: a blank line and a half-written last line are skipped."""
+    log = tmp_path / "log.jsonl"
+    written = [StartEvent(step=0, num_steps=2, workers=1, resumed=False), ValidationEvent(step=2, val_bpb=1.5)]
+    log.write_text("\n".join(e.model_dump_json() for e in written) + '\n\n{"type": "progr', encoding="utf-8")
+    assert read_log(log) == written
+    assert read_log(log, "validation") == written[1:]
+    assert read_log(tmp_path / "absent.jsonl") == []
 
 
 def test_the_gateway_image_can_read_events_without_the_trainer():

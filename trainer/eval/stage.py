@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatforge.artifacts import ArtifactStore
+from chatforge.artifacts import EVAL_RESULT_SUFFIX, ArtifactStore, eval_result_path
 
 log = logging.getLogger(__name__)
-RESULT_SUFFIX = ".eval.json"
 CHAT_STAGES = ("mid", "sft", "rl")  # stages whose model speaks the chat format
 
 
@@ -43,13 +42,14 @@ class EvalConfig:
 
 
 def result_path(checkpoint_dir: Path) -> Path:
-    return checkpoint_dir.parent / f"{checkpoint_dir.name}{RESULT_SUFFIX}"
+    """Beside the checkpoint: the artifact store's layout (chatforge.artifacts) says where."""
+    return eval_result_path(checkpoint_dir)
 
 
 def read_results(stage_dir: Path) -> list[dict[str, Any]]:
     """Every stored eval result of a stage, by step."""
     found = []
-    for p in sorted(stage_dir.glob(f"step_*{RESULT_SUFFIX}")):
+    for p in sorted(stage_dir.glob(f"step_*{EVAL_RESULT_SUFFIX}")):
         try:
             found.append(json.loads(p.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError) as e:
