@@ -35,6 +35,26 @@ def test_bad_conversations_are_400(gateway):
     assert httpx.post(base, json={"owner": "someone"}).status_code == 400
 
 
+def test_search_matches_titles_and_message_text(redis_server):
+    store = ConversationStore(redis_server, ConversationLimits(ttl_s=120, max_per_owner=10))
+    owner = "search-owner"
+    plain = store.create(owner, "Shopping list", [{"role": "user", "content": "Eggs and MILK"}])
+    parts = [{"type": "text", "text": "Let me run it."}, {"type": "python", "text": "print(sum(range(10)))"}]
+    tool = store.create(
+        owner, "Sums", [{"role": "user", "content": "add"}, {"role": "assistant", "content": parts}]
+    )
+    titled = store.create(owner, "Milkshake recipes", [])
+
+    def found(query: str, limit: int = 100) -> list[str]:
+        return [c["id"] for c in store.recent(owner, limit, query)]
+
+    assert found("milk") == [titled["id"], plain["id"]]  # title or text, any case, newest first
+    assert found("range(10)") == [tool["id"]]  # a python part's text
+    assert found("milk", limit=1) == [titled["id"]]  # the limit counts matches, not conversations read
+    assert found("nothing like this") == []
+    assert all("messages" not in c for c in store.recent(owner, 100, "milk"))
+
+
 def test_cap_and_ttl(redis_server):
     store = ConversationStore(redis_server, ConversationLimits(ttl_s=120, max_per_owner=3))
     ids = [store.create("cap-owner", f"c{i}", [])["id"] for i in range(5)]

@@ -41,19 +41,26 @@ class ConversationStore:
         raw = self.redis.get(redis_keys.conversation(owner, conversation_id))
         return json.loads(raw) if raw else None
 
-    def recent(self, owner: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Newest first, without messages."""
+    def recent(self, owner: str, limit: int = 100, query: str = "") -> list[dict[str, Any]]:
+        """Newest first, without messages; with `query`, only those whose title or message text
+        contains it (case-insensitive). A search reads every stored conversation of the owner, at
+        most `max_per_owner`."""
         index = redis_keys.conversation_index(owner)
-        ids = self.redis.zrevrange(index, 0, limit - 1)
+        ids = self.redis.zrevrange(index, 0, -1 if query else limit - 1)
         raws = self.redis.mget([redis_keys.conversation(owner, i) for i in ids]) if ids else []
+        needle = query.casefold()
         out = []
         for conversation_id, raw in zip(ids, raws, strict=True):
             if raw is None:  # expired: drop it from the index too
                 self.redis.zrem(index, conversation_id)
                 continue
             record = json.loads(raw)
-            record.pop("messages", None)
+            messages = record.pop("messages", None) or []
+            if needle and not any(needle in text.casefold() for text in _texts(record, messages)):
+                continue
             out.append(record)
+            if len(out) == limit:
+                break
         return out
 
     def update(
@@ -92,6 +99,18 @@ class ConversationStore:
             pipe.zrem(index, *evicted)
             pipe.delete(*[redis_keys.conversation(owner, i) for i in evicted])
             pipe.execute()
+
+
+def _texts(record: dict[str, Any], messages: list[dict[str, Any]]) -> list[str]:
+    """The title and every text a search looks in: string contents and parts' text."""
+    texts = [str(record.get("title", ""))]
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return texts
 
 
 def _check_messages(messages: list[dict[str, Any]]) -> None:
