@@ -13,7 +13,9 @@ Namespaces mode (the normal one) runs the snippet under bubblewrap:
 - an empty environment except PATH/HOME/LANG; bubblewrap itself gets an empty environment too,
   because its pid 1 inside the sandbox would otherwise expose the service's variables via /proc;
 - the seccomp filter from `seccomp.py`, and rlimits (CPU, address space, processes, file size,
-  open files, no core dumps) and OOM priority set before bubblewrap starts, inherited by everything.
+  open files, no core dumps) and OOM priority set before bubblewrap starts, inherited by everything;
+- the run's placement (`cgroups.py`): its slot's cgroup (a CPU quota, memory and process caps for
+  the whole run), joined first of all, or where cgroups are not writable its own pinned cores.
 
 Weak mode is for hosts where namespaces are unavailable: the same fresh process, uid drop, rlimits
 and seccomp filter, a per-run private directory as cwd, but the host's filesystem and network stay
@@ -38,6 +40,7 @@ from typing import Literal
 
 from chatforge.tools import ToolLimits
 
+from .cgroups import Placement
 from .process import MIN_RUN_UID, run_capped
 from .seccomp import UnsupportedArchitecture, build_filter
 from .settings import Settings
@@ -75,9 +78,10 @@ class Isolation:
     # Python code in the child, which costs tens of ms in a large process (an engine with torch
     # loaded) and is unsafe in a threaded one. None: that work runs in a preexec function.
     exec_chain: tuple[str, str, str] | None = None
+    run_caps: tuple[str, ...] = ()  # the executor's per-run caps: cgroup controllers, or cpu-pinning
 
     def layers(self) -> list[str]:
-        out = ["fresh-process", "rlimits", "wall-clock-kill", "output-cap"]
+        out = ["fresh-process", "rlimits", "wall-clock-kill", "output-cap", *self.run_caps]
         out.append("per-run-uid" if self.per_run_uid else "service-uid")
         if self.mode == "namespaces":
             out += ["user-namespace", "pid-namespace", "network-namespace", "private-readonly-fs", "tmpfs"]
@@ -133,14 +137,21 @@ def detect_isolation(settings: Settings, probe_uid: int | None = None) -> Isolat
     return Isolation("weak", python, bwrap, per_run_uid, seccomp, reason=problem)
 
 
-def prepare(iso: Isolation, settings: Settings, code: str, limits: ToolLimits, uid: int | None) -> Launch:
-    """Build the launch for one run as host `uid` (None: the service's own); the caller must
-    `release()` it."""
+def prepare(
+    iso: Isolation,
+    settings: Settings,
+    code: str,
+    limits: ToolLimits,
+    uid: int | None,
+    placement: Placement | None = None,
+) -> Launch:
+    """Build the launch for one run as host `uid` (None: the service's own), joining `placement`
+    (its slot's cgroup or cores) before anything else; the caller must `release()` it."""
     if uid is not None and uid < MIN_RUN_UID:
         raise ValueError(f"run uid {uid} is a system uid; run uids come from a UidLease")
     if iso.mode == "namespaces":
-        return _prepare_namespaces(iso, settings, code, limits, uid)
-    preexec = _make_preexec(settings, limits, uid, build_filter() if iso.seccomp else None)
+        return _prepare_namespaces(iso, settings, code, limits, uid, placement)
+    preexec = _make_preexec(settings, limits, uid, build_filter() if iso.seccomp else None, placement)
     return _prepare_weak(iso, code, uid, preexec)
 
 
@@ -173,13 +184,21 @@ def _world_executable(path: str) -> bool:
 
 
 def _prepare_namespaces(
-    iso: Isolation, settings: Settings, code: str, limits: ToolLimits, uid: int | None
+    iso: Isolation,
+    settings: Settings,
+    code: str,
+    limits: ToolLimits,
+    uid: int | None,
+    placement: Placement | None = None,
 ) -> Launch:
     # bubblewrap needs unshare and mount itself, so it installs the seccomp filter just before exec.
     if iso.exec_chain is not None:
-        prefix, preexec = _exec_chain(iso.exec_chain, _rlimits(settings, limits, uid), uid), None
+        prefix = _exec_chain(iso.exec_chain, _rlimits(settings, limits, uid), uid)
+        if placement is not None:  # first, as the service's user: the rest of the chain runs inside
+            prefix = [*placement.exec_prefix(), *prefix]
+        preexec = None
     else:
-        prefix, preexec = [], _make_preexec(settings, limits, uid, None)
+        prefix, preexec = [], _make_preexec(settings, limits, uid, None, placement)
     code_fd = _memfd("snippet", code.encode("utf-8", errors="surrogatepass"))
     fds = [code_fd]
     argv = [
@@ -257,16 +276,22 @@ def _memfd(name: str, data: bytes) -> int:
 
 
 def _make_preexec(
-    settings: Settings, limits: ToolLimits, uid: int | None, seccomp_filter: bytes | None
+    settings: Settings,
+    limits: ToolLimits,
+    uid: int | None,
+    seccomp_filter: bytes | None,
+    placement: Placement | None = None,
 ) -> Callable[[], None]:
-    """The function run in the child between fork and exec: OOM priority, the uid drop, rlimits,
-    and in weak mode the seccomp filter (bubblewrap installs it itself in namespaces mode)."""
+    """The function run in the child between fork and exec: the placement, OOM priority, the uid
+    drop, rlimits, and in weak mode the seccomp filter (bubblewrap installs it in namespaces mode)."""
     rlimits = [(which, value) for which, value, _ in _rlimits(settings, limits, uid)]
     install_seccomp = _seccomp_installer(seccomp_filter) if seccomp_filter is not None else None
 
     def preexec() -> None:
-        # Memory is capped per process, not per run (no cgroup here), so the container's limit is
-        # the backstop; this makes the kernel's OOM killer pick a snippet, never the service.
+        if placement is not None:
+            placement.in_child()
+        # Without a run cgroup memory is capped per process only, so the container's limit is the
+        # backstop; this makes the kernel's OOM killer pick a snippet, never the service.
         # Written before the uid drop, which makes /proc/self unwritable to us. Best effort: a
         # host without it still runs snippets.
         try:

@@ -3,7 +3,8 @@
 The namespaces already take away the network and the host's files; this filter closes the kernel
 interfaces a snippet has no business with and that have carried local privilege escalations:
 ptrace and cross-process memory access, mounting and namespace creation, kernel modules and kexec,
-BPF, perf, keyrings, userfaultfd, io_uring, clock setting. Everything else is allowed, so ordinary
+BPF, perf, keyrings, userfaultfd, io_uring, clock setting; and changing its CPU affinity (the
+fallback CPU quota pins a run to its cores). Everything else is allowed, so ordinary
 Python (threads, fork, files in /tmp, sockets on the private loopback) keeps working.
 
 The program is a list of classic BPF instructions (`struct sock_filter`, 8 bytes each) in the
@@ -68,6 +69,9 @@ _SYSCALLS: dict[str, tuple[int, int]] = {
     "clone": (56, 220),
     "clone3": (435, 435),
     "socket": (41, 198),
+    # Where no cgroup can hold a run's CPU quota, the run is pinned to its own cores; the snippet
+    # must not be able to widen that set (cgroups.py).
+    "sched_setaffinity": (203, 122),
 }
 
 DENIED_SYSCALLS: tuple[str, ...] = tuple(n for n in _SYSCALLS if n not in ("clone", "clone3", "socket"))

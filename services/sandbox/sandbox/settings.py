@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     tmpfs_bytes: int = Field(
         default=32 * MIB, ge=MIB, description="size of each run's private /tmp (and /dev/shm)"
     )
+    # A run's CPU quota, and its cgroups (cgroups.py): the quota, plus memory_mb and max_processes
+    # for all the run's processes together. "off", or a host without a writable cgroup hierarchy,
+    # pins each run to ceil(cpu_quota_cores) cores of its own instead.
+    cpu_quota_cores: float = Field(default=1.0, gt=0, le=1024, description="CPU a run may use, in cores")
+    cgroups: Literal["auto", "off"] = "auto"
     # When the service runs as root, each run slot executes as its own uid: runs cannot see or
     # signal each other, RLIMIT_NPROC counts one run only, and cleanup kills by uid. 50000 + 1024
     # stays inside a pod user namespace's mapped range (0-65535) and below nobody (65534).
