@@ -6,10 +6,13 @@ import { readEvents } from "./sse.js";
 const KEY_STORAGE = "chatforge.apiKey";
 
 export class ApiError extends Error {
-  constructor(status, message, code = null) {
+  // `param`: the request field at fault, as the gateway names it ("run", "config.num_steps"), so a
+  // form can show the message next to that field.
+  constructor(status, message, code = null, param = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.param = param;
   }
 }
 
@@ -36,19 +39,21 @@ function headers(extra = {}) {
 async function fail(response) {
   let message = `${response.status} ${response.statusText}`;
   let code = null;
+  let param = null;
   try {
     const body = await response.json();
     // {"error": {"message", "type", "param", "code"}}, or FastAPI's {"detail": ...} as a fallback.
     if (body?.error?.message) {
       message = body.error.message;
       code = body.error.code ?? body.error.type ?? null;
+      param = body.error.param ?? null;
     } else if (body?.detail) {
       message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
     }
   } catch {
     // Not JSON (a proxy's HTML page): the status line is all we have.
   }
-  const error = new ApiError(response.status, message, code);
+  const error = new ApiError(response.status, message, code, param);
   if (response.status === 401 || response.status === 403) {
     for (const listener of authListeners) listener(error);
   }
@@ -103,7 +108,11 @@ export const api = {
   reports: () => json("GET", "/v1/reports"),
   reportBase: (run) => `/v1/reports/${enc(run)}/`,
   report: async (run) => (await call("GET", `/v1/reports/${enc(run)}/report.md`)).text(),
+  reportData: (run) => json("GET", `/v1/reports/${enc(run)}/report.json`),
 
   checkpoints: () => json("GET", "/v1/checkpoints"),
-  deploy: (checkpoint) => json("POST", "/v1/deployments", { body: { checkpoint } }),
+  stageCurves: (run, stage) => json("GET", `/v1/checkpoints/${enc(run)}/${enc(stage)}/curves`),
+  // Answers at once (state "loading"); poll deployment() for "serving" or "failed".
+  deploy: (checkpoint) => json("POST", "/v1/deployments", { body: { checkpoint, wait: false } }),
+  deployment: () => json("GET", "/v1/deployments/current"),
 };

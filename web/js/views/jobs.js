@@ -1,11 +1,15 @@
-// The jobs page: submit a stage or a pipeline, list jobs, and follow one job live (progress from
-// its server-sent events, cancel, logs).
+// The jobs page: submit a stage or a pipeline, list jobs, and follow one job live: its curves (loss,
+// validation bits per byte, learning rate, throughput) and a pipeline's stage timeline from its
+// server-sent events, logs that follow the end, cancel, and resubmit with edits.
 
 import { api, ApiError } from "../api.js";
+import { LineChart } from "../charts.js";
 import { formatDuration, formatNumber, formatTime, h, mount, toast } from "../dom.js";
+import { jobForm } from "../job_form.js";
 import { FINAL_STATES, JobProgress } from "../job_progress.js";
 
 const POLL_MS = 5000; // the list is cheap to fetch; events make the detail view live instead
+const LOG_POLL_MS = 2000; // logs have no stream of their own: re-read while the job runs
 
 export function render(main, [jobId]) {
   return jobId ? renderJob(main, jobId) : renderList(main);
@@ -25,6 +29,12 @@ function renderList(main) {
       if (error instanceof ApiError && (error.status === 401 || error.status === 403)) clearInterval(timer);
     }
   };
+  const form = jobForm({
+    onSubmitted: (job) => {
+      toast(`Submitted ${job.id}`);
+      refresh();
+    },
+  });
   mount(
     main,
     h(
@@ -34,7 +44,7 @@ function renderList(main) {
       h(
         "div",
         { class: "grid-2" },
-        h("section", { class: "card", "aria-labelledby": "submit-heading" }, h("h2", { id: "submit-heading" }, "Submit a job"), submitForm(refresh)),
+        h("section", { class: "card", "aria-labelledby": "submit-heading" }, h("h2", { id: "submit-heading" }, "Submit a job"), form),
         h(
           "section",
           { class: "card jobs-card", "aria-labelledby": "jobs-heading" },
@@ -86,92 +96,15 @@ function badge(state) {
   return h("span", { class: `badge ${state}` }, state);
 }
 
-// The gateway's JobSpec (chatforge/contracts/jobs.py): a stage or "pipeline", a run name, and flag
-// values for `chatforge train <stage>` by their field names, typed (numbers as numbers: "2" is refused).
-const STAGES = ["tokenizer", "base", "mid", "sft", "rl", "eval", "report"];
-
-function submitForm(onSubmitted) {
-  const stage = h("select", { id: "job-stage", name: "stage" }, h("option", { value: "pipeline" }, "whole pipeline"), STAGES.map((s) => h("option", { value: s }, s)));
-  const run = h("input", { id: "job-run", name: "run", type: "text", value: "demo", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]*", maxlength: 64 });
-  // The flags most runs change get fields; any other flag goes in the JSON box. Blank fields are
-  // left out, so the stage's recipe decides.
-  const preset = h("select", { id: "job-preset", name: "preset" }, h("option", { value: "" }, "(stage default)"), PRESETS.map((p) => h("option", { value: p }, p)));
-  const number = (id, name) => h("input", { id, name, type: "number", min: 1, step: 1, inputmode: "numeric" });
-  const fields = { preset, depth: number("job-depth", "depth"), num_steps: number("job-steps", "num_steps"), workers: number("job-workers", "workers") };
-  const gpu = h("input", { id: "job-gpu", name: "gpu", type: "checkbox" });
-  const extra = h("textarea", { id: "job-config", name: "config", rows: 3, spellcheck: false, placeholder: '{"seed": 1, "eval_every_steps": 50}' });
-  const error = h("p", { class: "hint", role: "alert" });
-  const form = h(
-    "form",
-    { class: "form-grid", "aria-label": "Submit a job" },
-    h("label", { for: "job-stage" }, "Stage"),
-    stage,
-    h("label", { for: "job-run" }, "Run name"),
-    run,
-    h("label", { for: "job-preset" }, "Preset"),
-    preset,
-    h("label", { for: "job-depth" }, "Depth"),
-    fields.depth,
-    h("label", { for: "job-steps" }, "Steps"),
-    fields.num_steps,
-    h("label", { for: "job-workers" }, "Workers"),
-    fields.workers,
-    h("label", { for: "job-gpu" }, "Use GPUs"),
-    h("div", {}, gpu),
-    h("label", { for: "job-config", class: "full" }, "Other flags (JSON object, optional)"),
-    h("div", { class: "full" }, extra),
-    h("div", { class: "full" }, error),
-    h("div", { class: "full row end" }, h("button", { type: "submit", class: "button primary" }, "Submit")),
-  );
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.textContent = "";
-    let config;
-    try {
-      config = jobConfig(fields, gpu.checked, extra.value);
-    } catch (e) {
-      error.textContent = e.message;
-      extra.focus();
-      return;
-    }
-    try {
-      const job = await api.submitJob({ stage: stage.value, run: run.value, config });
-      toast(`Submitted ${job.id}`);
-      onSubmitted();
-    } catch (e) {
-      error.textContent = e.message;
-    }
-  });
-  return form;
-}
-
-const PRESETS = ["tiny", "d12", "d20", "d26"];
-
-/** Flag values by field name, as the gateway's JobSpec.config wants them (numbers, strings, booleans, lists). */
-function jobConfig(fields, gpu, extraText) {
-  let extra = {};
-  if (extraText.trim()) {
-    try {
-      extra = JSON.parse(extraText);
-    } catch (e) {
-      throw new Error(`Other flags are not valid JSON: ${e.message}`);
-    }
-    const scalar = (v) => v === null || typeof v !== "object";
-    const values = Object.values(extra ?? {}).every((v) => scalar(v) || (Array.isArray(v) && v.every(scalar)));
-    if (typeof extra !== "object" || extra === null || Array.isArray(extra) || !values) {
-      throw new Error("Other flags must be a JSON object of values (numbers, strings, true/false, lists of them).");
-    }
-  }
-  const config = {};
-  for (const [name, input] of Object.entries(fields)) {
-    if (input.value === "") continue;
-    config[name] = input.type === "number" ? Number(input.value) : input.value;
-  }
-  if (gpu) config.gpu = true;
-  return { ...config, ...extra };
-}
-
 // --- one job --------------------------------------------------------------------------------
+
+// The curves drawn from the job's events (job_progress.js collects them), in this order.
+const CHARTS = [
+  { name: "loss", title: "Training loss" },
+  { name: "val_bpb", title: "Validation bits per byte" },
+  { name: "lr", title: "Learning rate" },
+  { name: "tokens_per_s", title: "Throughput (tokens/s)", format: (v) => formatNumber(Math.round(v)) },
+];
 
 function renderJob(main, jobId) {
   const controller = new AbortController();
@@ -182,13 +115,22 @@ function renderJob(main, jobId) {
     summary: h("dl", { class: "stats" }),
     bar: h("progress", { max: 1, "aria-label": "Stage progress" }),
     stage: h("p", { class: "muted" }),
-    events: h("ol", { class: "event-log", "aria-label": "Events" }),
+    timelineCard: h("section", { class: "card", "aria-labelledby": "timeline-heading", hidden: true }),
+    timeline: h("ol", { class: "timeline", "aria-label": "Stages" }),
+    charts: [],
+    events: h("ol", { class: "event-log", tabindex: 0, "aria-label": "Events" }),
     logs: h("pre", { class: "logs", tabindex: 0, "aria-label": "Logs" }, "…"),
+    follow: h("input", { type: "checkbox", id: "logs-follow", checked: true }),
     cancel: h("button", { type: "button", class: "button danger", hidden: true }, "Cancel job"),
+    resubmit: h("button", { type: "button", class: "button", "aria-expanded": "false", "aria-controls": "resubmit-section", disabled: true }, "Resubmit with changes"),
+    resubmitCard: h("section", { class: "card", id: "resubmit-section", "aria-labelledby": "resubmit-heading", hidden: true }),
     message: h("p", { role: "status" }),
     config: h("pre", {}),
     artifacts: h("div", { class: "table-scroll" }),
   };
+  mount(ui.timelineCard, h("h2", { id: "timeline-heading" }, "Stages"), ui.timeline);
+  const chartFigures = CHARTS.map(chartFigure);
+
   ui.cancel.addEventListener("click", async () => {
     if (!window.confirm(`Cancel job ${jobId}?`)) return;
     try {
@@ -197,24 +139,31 @@ function renderJob(main, jobId) {
       toast(`Cancel failed: ${error.message}`, "error");
     }
   });
-  const loadLogs = async () => {
-    try {
-      ui.logs.textContent = (await api.jobLogs(jobId)) || "(no log lines yet)";
-      ui.logs.scrollTop = ui.logs.scrollHeight;
-    } catch (error) {
-      ui.logs.textContent = `Could not load logs: ${error.message}`;
-    }
-  };
+  const logs = followLogs(jobId, ui, progress);
   mount(
     main,
     h(
       "div",
       { class: "page" },
       h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")),
-      h("div", { class: "row between" }, h("div", { class: "row" }, ui.heading, ui.state), ui.cancel),
+      h("div", { class: "row between" }, h("div", { class: "row" }, ui.heading, ui.state), h("div", { class: "row" }, ui.resubmit, ui.cancel)),
       ui.message,
-      h("section", { class: "card", "aria-labelledby": "progress-heading" }, h("h2", { id: "progress-heading" }, "Progress"), ui.stage, ui.bar, ui.summary, h("h3", {}, "Events"), ui.events),
-      h("section", { class: "card", "aria-labelledby": "logs-heading" }, h("div", { class: "row between" }, h("h2", { id: "logs-heading" }, "Logs"), h("button", { type: "button", class: "button small", "aria-label": "Refresh logs", onclick: loadLogs }, "Refresh")), ui.logs),
+      ui.resubmitCard,
+      h("section", { class: "card", "aria-labelledby": "progress-heading" }, h("h2", { id: "progress-heading" }, "Progress"), ui.stage, ui.bar, ui.summary),
+      ui.timelineCard,
+      h("section", { class: "card", "aria-labelledby": "curves-heading" }, h("h2", { id: "curves-heading" }, "Curves"), h("div", { class: "chart-grid" }, chartFigures)),
+      h(
+        "section",
+        { class: "card", "aria-labelledby": "logs-heading" },
+        h(
+          "div",
+          { class: "row between" },
+          h("h2", { id: "logs-heading" }, "Logs"),
+          h("div", { class: "row" }, h("label", { class: "row inline-check" }, ui.follow, "Follow the end"), h("button", { type: "button", class: "button small", "aria-label": "Refresh logs", onclick: logs.load }, "Refresh")),
+        ),
+        ui.logs,
+      ),
+      h("section", { class: "card", "aria-labelledby": "events-heading" }, h("h2", { id: "events-heading" }, "Events"), ui.events),
       h(
         "section",
         { class: "card", "aria-labelledby": "artifacts-heading" },
@@ -224,22 +173,118 @@ function renderJob(main, jobId) {
       h("section", { class: "card", "aria-labelledby": "config-heading" }, h("h2", { id: "config-heading" }, "Config"), ui.config),
     ),
   );
+  // Charts measure their container: make them once it is in the page.
+  ui.charts = chartFigures.map((figure, i) => ({ ...CHARTS[i], figure, chart: new LineChart(figure.querySelector(".chart-area"), { format: CHARTS[i].format }) }));
+
   api
     .job(jobId)
     .then((job) => {
       showJob(ui, job, progress);
+      setUpResubmit(ui, job);
       followEvents(jobId, ui, progress, controller.signal);
     })
     .catch((error) => mount(ui.stage, `Could not load the job: ${error.message}`));
-  loadLogs();
+  logs.load();
   loadArtifacts(jobId, ui);
-  // Logs have no stream of their own: re-read them while the job runs.
-  const logTimer = setInterval(() => FINAL_STATES.has(progress.state) || loadLogs(), POLL_MS);
   ui.onCheckpoint = () => loadArtifacts(jobId, ui);
   return () => {
     controller.abort();
-    clearInterval(logTimer);
+    logs.stop();
+    for (const { chart } of ui.charts) chart.destroy();
   };
+}
+
+function chartFigure({ name, title }) {
+  const captionId = `chart-${name}-title`;
+  return h(
+    "figure",
+    { class: "chart-card", "aria-labelledby": captionId, dataset: { curve: name } },
+    h("figcaption", { id: captionId }, h("span", { class: "chart-title" }, title), " ", h("span", { class: "chart-value" }, "")),
+    // Fixed height from the start (css/console.css): data arriving never moves what is below.
+    h("div", { class: "chart-frame" }, h("div", { class: "chart-area" }), h("p", { class: "chart-empty muted" }, "No data yet")),
+  );
+}
+
+// Redraw at most once a frame: a reconnect replays thousands of events at once.
+function scheduleCharts(ui, progress) {
+  if (ui.chartsPending) return;
+  ui.chartsPending = true;
+  requestAnimationFrame(() => {
+    ui.chartsPending = false;
+    drawCharts(ui, progress);
+  });
+}
+
+function drawCharts(ui, progress) {
+  for (const { name, figure, chart, format = formatNumber } of ui.charts) {
+    const points = progress.curves[name];
+    const byStage = new Map();
+    for (const p of points) {
+      if (!byStage.has(p.stage)) byStage.set(p.stage, []);
+      byStage.get(p.stage).push([p.x, p.y]);
+    }
+    const series = [...byStage].map(([label, pts]) => ({ label, points: pts }));
+    chart.set(series);
+    figure.querySelector(".chart-empty").hidden = points.length > 0;
+    // The numbers a screen reader (or anyone) can read: the latest value of each stage.
+    figure.querySelector(".chart-value").textContent = series.map((s) => `${byStage.size > 1 ? `${s.label} ` : ""}${format(s.points.at(-1)[1])}`).join(" · ");
+  }
+}
+
+function setUpResubmit(ui, job) {
+  ui.resubmit.disabled = false;
+  ui.resubmit.addEventListener("click", () => {
+    const open = ui.resubmitCard.hidden;
+    ui.resubmit.setAttribute("aria-expanded", String(open));
+    if (!open) {
+      ui.resubmitCard.hidden = true;
+      return;
+    }
+    // Prefilled from this job's spec; a new job when submitted, this one is left as it is.
+    const form = jobForm({
+      prefix: "resubmit",
+      spec: job,
+      label: "Resubmit with changes",
+      submitLabel: "Submit as a new job",
+      onSubmitted: (created) => {
+        toast(`Submitted ${created.id}`);
+        location.hash = `#/jobs/${encodeURIComponent(created.id)}`;
+      },
+    });
+    mount(ui.resubmitCard, h("h2", { id: "resubmit-heading" }, "Resubmit with changes"), form);
+    ui.resubmitCard.hidden = false;
+    form.querySelector("select, input").focus();
+  });
+}
+
+/** The logs panel: re-read while the job runs; keep to the end unless the reader scrolled up. */
+function followLogs(jobId, ui, progress) {
+  let timer = null;
+  const atEnd = () => ui.logs.scrollHeight - ui.logs.scrollTop - ui.logs.clientHeight < 8;
+  ui.logs.addEventListener("scroll", () => {
+    ui.follow.checked = atEnd(); // scrolling up to read stops following; back at the end resumes it
+  });
+  ui.follow.addEventListener("change", () => {
+    if (ui.follow.checked) ui.logs.scrollTop = ui.logs.scrollHeight;
+  });
+  const load = async () => {
+    let text;
+    try {
+      text = (await api.jobLogs(jobId)) || "(no log lines yet)";
+    } catch (error) {
+      text = `Could not load logs: ${error.message}`;
+    }
+    if (text === ui.logs.textContent) return; // unchanged: leave the reader's scroll position alone
+    ui.logs.textContent = text;
+    if (ui.follow.checked) ui.logs.scrollTop = ui.logs.scrollHeight;
+  };
+  const tick = async () => {
+    const ended = FINAL_STATES.has(progress.state);
+    await load();
+    if (!ended) timer = setTimeout(tick, LOG_POLL_MS); // one last read after the job ended
+  };
+  timer = setTimeout(tick, LOG_POLL_MS);
+  return { load, stop: () => clearTimeout(timer) };
 }
 
 async function loadArtifacts(jobId, ui) {
@@ -269,6 +314,7 @@ async function loadArtifacts(jobId, ui) {
 function showJob(ui, job, progress) {
   ui.heading.textContent = `Job ${job.id} · ${describe(job)}`;
   ui.config.textContent = `${job.entrypoint}\n\n${JSON.stringify(job.config, null, 2)}`;
+  ui.timelineCard.hidden = job.stage !== "pipeline";
   showState(ui, job, progress);
 }
 
@@ -347,6 +393,28 @@ function drawProgress(ui, progress) {
     Object.entries(labels)
       .filter(([key]) => key in progress.latest)
       .map(([key, label]) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, (show[key] || formatNumber)(progress.latest[key])))),
+  );
+  drawTimeline(ui, progress);
+  scheduleCharts(ui, progress);
+}
+
+function drawTimeline(ui, progress) {
+  const longest = Math.max(1, ...progress.timeline.map((p) => (p.end ?? 0) - (p.start ?? 0)));
+  mount(
+    ui.timeline,
+    progress.timeline.map((phase) => {
+      const seconds = (phase.end ?? 0) - (phase.start ?? 0);
+      const steps = phase.numSteps ? `step ${phase.step} of ${phase.numSteps}` : phase.step ? `step ${phase.step}` : "";
+      return h(
+        "li",
+        { class: `timeline-item ${phase.status}`, dataset: { stage: phase.stage } },
+        h("span", { class: "timeline-stage" }, phase.stage),
+        h("span", { class: `phase-status ${phase.status}` }, phase.status),
+        h("span", { class: "timeline-detail muted" }, [steps, formatDuration(seconds)].filter(Boolean).join(" · ")),
+        // How long, against the longest phase: a picture of where the time went.
+        h("span", { class: "timeline-bar", "aria-hidden": "true" }, h("span", { style: `width: ${Math.max(2, (100 * seconds) / longest).toFixed(1)}%` })),
+      );
+    }),
   );
 }
 
