@@ -34,7 +34,7 @@ def test_sse_parser_handles_split_lines_comments_and_multiline_data(modules) -> 
     ]
 
 
-def test_markdown_renders_the_report_subset_and_never_markup(modules) -> None:
+def test_markdown_renders_the_report_subset_and_sanitizes_markup(modules) -> None:
     result = modules.evaluate(
         """async () => {
         const { renderMarkdown } = await import("/js/markdown.js");
@@ -63,23 +63,27 @@ def test_markdown_renders_the_report_subset_and_never_markup(modules) -> None:
           h1: div.querySelector("h1").textContent,
           strong: div.querySelector("p strong").textContent,
           code: div.querySelector("p code").textContent,
-          links: [...div.querySelectorAll("a")].map((a) => a.getAttribute("href")),
+          links: [...div.querySelectorAll("a:not(.image-link)")].map((a) => a.getAttribute("href")),
+          imageLinks: [...div.querySelectorAll("a.image-link")].map((a) => [a.textContent, a.getAttribute("href")]),
           cells: [...div.querySelectorAll("td")].map((td) => td.textContent),
-          align: div.querySelector("td:nth-child(2)").style.textAlign,
+          align: div.querySelector("td:nth-child(2)").getAttribute("align"),
           items: [...div.querySelectorAll("li")].map((li) => li.textContent),
-          img: div.querySelector("img").getAttribute("src"),
+          bold: div.querySelectorAll("h1 b").length,
+          imgs: div.querySelectorAll("img").length,
           pre: div.querySelector("pre code").textContent,
-          scripts: div.querySelectorAll("script, b, img[onerror]").length,
+          scripts: div.querySelectorAll("script, [onerror]").length,
         };
     }"""
     )
-    assert result["h1"] == "Report <b>card</b>"
+    assert result["h1"] == "Report card" and result["bold"] == 1  # inline HTML, as GitHub allows it
     assert result["strong"] == "down" and result["code"] == "2.31"
-    assert result["links"] == ["/r/runs/demo"]  # the javascript: link is dropped, its text kept
+    assert result["links"] == ["/r/runs/demo", None]  # the javascript: link loses its target, keeps its text
     assert result["cells"] == ["base", "1.23", "sft", "1.01"]
     assert result["align"] == "right"
-    assert result["items"] == ["one", "two <img src=x onerror=alert(1)>"]
-    assert result["img"] == "/r/loss.png"
+    assert result["items"] == ["one", "two 🖼 image"]  # the handler is gone, the image not fetched
+    # Not deferred to the caller, an image becomes a link to it: nothing is fetched on its own.
+    assert result["imgs"] == 0
+    assert result["imageLinks"] == [["🖼 image", "/r/x"], ["🖼 loss", "/r/loss.png"]]
     assert result["pre"] == "<script>alert(1)</script>"
     assert result["scripts"] == 0
 
@@ -187,7 +191,7 @@ def test_a_real_report_card_renders_with_its_tables_and_plots(modules) -> None:
         """async (text) => {
         const { renderMarkdown } = await import("/js/markdown.js");
         const div = document.createElement("div");
-        div.append(renderMarkdown(text, (href) => "/v1/reports/demo/" + href));
+        div.append(renderMarkdown(text, (href) => "/v1/reports/demo/" + href, { deferImages: true }));
         const tables = [...div.querySelectorAll("table")];
         return {
           h1: div.querySelector("h1").textContent,
@@ -196,7 +200,7 @@ def test_a_real_report_card_renders_with_its_tables_and_plots(modules) -> None:
           summaryHead: [...tables.at(-1).querySelectorAll("th")].map((e) => e.textContent),
           chatRow: [...tables[0].querySelectorAll("tbody td")].map((e) => e.textContent),
           strong: [...div.querySelectorAll("strong")].map((e) => e.textContent),
-          imgs: [...div.querySelectorAll("img")].map((e) => [e.alt, e.getAttribute("src")]),
+          imgs: [...div.querySelectorAll("img")].map((e) => [e.alt, e.getAttribute("src"), e.dataset.src]),
           raw: div.textContent.includes("**") || div.textContent.includes("|"),
         };
     }""",
@@ -208,5 +212,9 @@ def test_a_real_report_card_renders_with_its_tables_and_plots(modules) -> None:
     assert result["summaryHead"][:3] == ["stage", "steps", "tokens"]
     assert result["chatRow"] == ["arc_easy", "0.3000", "0.0700", "40"]
     assert "0.0421" in result["strong"]
-    assert result["imgs"] == [["loss", "/v1/reports/demo/loss.png"], ["bpb", "/v1/reports/demo/bpb.png"]]
+    # Deferred, as the reports page asks: the page fetches each plot itself, with the API key.
+    assert result["imgs"] == [
+        ["loss", None, "/v1/reports/demo/loss.png"],
+        ["bpb", None, "/v1/reports/demo/bpb.png"],
+    ]
     assert not result["raw"], "no Markdown syntax is left over in the rendered text"

@@ -29,6 +29,11 @@ function append(el, children) {
   }
 }
 
+/** Text made safe to put inside HTML markup (for the Markdown renderer, which builds HTML strings). */
+export function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
 /** Replace everything inside `el` with `children`. */
 export function mount(el, ...children) {
   el.replaceChildren();
