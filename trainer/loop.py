@@ -123,7 +123,7 @@ def train_worker(
     while step < num_steps:
         maybe_fail(cfg, ranks, step)
         lr_mult = apply_schedule(optimizers, step, num_steps, cfg.optim)
-        loss, n_tokens = _train_step(model, optimizers, loader.next_step(), ranks, cfg, forward=forward)
+        loss, n_tokens = train_step(model, optimizers, loader.next_step(), ranks, cfg, forward=forward)
         step += 1
         tokens_since += n_tokens
         steps_since += 1
@@ -174,7 +174,7 @@ def cpu_threads(workers: int) -> int:
 # --- one step ----------------------------------------------------------------------------------
 
 
-def _train_step(
+def train_step(
     model: GPT,
     optimizers: list[torch.optim.Optimizer],
     micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
@@ -182,18 +182,22 @@ def _train_step(
     cfg: TrainConfig,
     *,
     forward: Callable[..., torch.Tensor] | None = None,
+    precision: torch.dtype | None = None,
 ) -> tuple[float, int]:
     """Accumulate this rank's micro-batches, all-reduce, step; returns (global mean loss, tokens).
 
-    `forward` is the model as called for the loss (a torch.compile'd wrapper of the same weights)."""
+    `forward` is the model as called for the loss (a torch.compile'd wrapper of the same weights).
+    `precision` is the autocast dtype, by default `autocast_dtype` (bfloat16 on CUDA, none on CPU);
+    float32 turns autocast off, which the GPU check uses to compare a CUDA run with a CPU golden."""
     forward = forward or model
     device = ranks.device
+    precision = precision or autocast_dtype(device)
     counted = sum(int((y != -1).sum()) for _, y in micro_batches)
     n_valid = ranks.sum_(torch.tensor([counted], dtype=torch.float64, device=device)).item()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for x, y in micro_batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32):
             loss = forward(x, y, loss_reduction="sum")
         (loss / max(n_valid, 1.0)).backward()
         loss_sum += loss.detach().double()

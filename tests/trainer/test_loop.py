@@ -13,7 +13,7 @@ from chatforge.artifacts import ArtifactStore
 from tests.trainer.conftest import TOKENIZER, tiny_config
 from trainer.driver import run_stage, stage_done
 from trainer.errors import TrainError
-from trainer.loop import Ranks, _train_step
+from trainer.loop import Ranks, train_step
 from trainer.optim import build_optimizers
 from trainer.telemetry import read_log
 
@@ -102,7 +102,7 @@ def test_all_masked_batch_contributes_zero_never_nan(tiny_tokenizer):
     cfg = tiny_config("sft", "/unused", "/unused")
     optimizers = build_optimizers(model, cfg.optim)
     x = torch.randint(0, 500, (2, 16))
-    loss, _ = _train_step(
+    loss, _ = train_step(
         model, optimizers, [(x, torch.full_like(x, -1))], Ranks(0, 1, torch.device("cpu")), cfg
     )
     assert loss == 0.0
