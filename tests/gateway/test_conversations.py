@@ -21,6 +21,7 @@ def test_conversation_lifecycle(gateway):
     more = messages + [{"role": "user", "content": "again"}]
     assert httpx.patch(f"{base}/{created['id']}", json={"messages": more}).json()["messages"] == more
     assert httpx.get(f"{base}/{created['id']}").json()["title"] == "renamed"
+    assert [c["id"] for c in httpx.get(base, params={"q": "HELLO"}).json()["data"]] == [created["id"]]
     assert [c["id"] for c in httpx.get(base).json()["data"]][0] == created["id"]  # updated moves it up
     assert httpx.delete(f"{base}/{created['id']}").status_code == 204
     assert httpx.get(f"{base}/{created['id']}").status_code == 404

@@ -1,4 +1,4 @@
-"""Conversations stored per API key: create, list, get, rename or replace messages, delete."""
+"""Conversations stored per API key: create, list (or search), get, rename or replace messages, delete."""
 
 from __future__ import annotations
 
@@ -33,9 +33,12 @@ def create_conversation(body: ConversationCreate, state: State, caller: ChatCall
 
 @router.get("/v1/conversations")
 def list_conversations(
-    state: State, caller: ChatCaller, limit: int = Query(100, ge=1, le=500)
+    state: State,
+    caller: ChatCaller,
+    limit: int = Query(100, ge=1, le=500),
+    q: str = Query("", max_length=200, description="only conversations whose title or text contains this"),
 ) -> dict[str, Any]:
-    return {"object": "list", "data": state.conversations.recent(caller.key_id, limit)}
+    return {"object": "list", "data": state.conversations.recent(caller.key_id, limit, q.strip())}
 
 
 @router.get("/v1/conversations/{conversation_id}")
