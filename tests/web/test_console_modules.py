@@ -79,7 +79,9 @@ def test_a_pipelines_events_become_curves_on_one_axis_and_a_stage_timeline(modul
         progress("sft", 1, 2.0, 111.0),
         ValidationEvent(stage="sft", time=112.0, step=1, val_bpb=1.5),
         # the eval stage reports under the checkpoint's stage name, here base's
-        EvalEvent(stage="base", time=120.0, checkpoint="r/base/step_000002", step=2, params=1, duration_s=3.0),
+        EvalEvent(
+            stage="base", time=120.0, checkpoint="r/base/step_000002", step=2, params=1, duration_s=3.0
+        ),
         JobStateEvent(state="cancelled"),
     ]
     result = modules.evaluate(
@@ -115,7 +117,13 @@ def test_best_values_are_marked_by_direction_and_ties_mark_none(modules) -> None
         };
     }"""
     )
-    assert result == {"lower": 1, "higher": 1, "tie": -1, "alone": -1, "directions": [True, True, False, False]}
+    assert result == {
+        "lower": 1,
+        "higher": 1,
+        "tie": -1,
+        "alone": -1,
+        "directions": [True, True, False, False],
+    }
 
 
 def test_checkpoint_rows_take_metrics_and_eval_results_side_by_side(modules) -> None:
@@ -151,7 +159,9 @@ def test_report_rows_read_the_report_cards_own_json(modules) -> None:
 
     def card(run: str, loss: float, tasks: dict[str, float]) -> dict:
         evals = [{"chat": {"chatcore": 0.1, "tasks": {t: {"accuracy": a} for t, a in tasks.items()}}}]
-        stage = StageSummary("sft", step=10, tokens=4096, duration_s=5.0, final_loss=loss, val_bpb=1.2, evals=evals)
+        stage = StageSummary(
+            "sft", step=10, tokens=4096, duration_s=5.0, final_loss=loss, val_bpb=1.2, evals=evals
+        )
         return summary_data(run, [stage], {}, {}, 24.0)
 
     reports = [card("a", 2.5, {"arc_easy": 0.3, "gsm8k": 0.1}), card("b", 2.1, {"arc_easy": 0.4})]
