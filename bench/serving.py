@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -102,7 +103,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     try:
-        from transformers import LlamaConfig, LlamaForCausalLM
+        import transformers  # noqa: F401  # the reference side
     except ImportError:
         print("transformers is not installed: pip install -e '.[dev]'", file=sys.stderr)
         return 2
@@ -114,38 +115,7 @@ def main() -> int:
     CPU_CLOCK = torch.get_num_threads() == 1 and args.device == "cpu"
     w = QUICK if args.quick else FULL
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    max_len = w.prompt_len[1] + w.output_len[1]
-    config = GPTConfig(
-        vocab_size=w.vocab_size,
-        n_layer=w.n_layer,
-        n_embd=w.n_embd,
-        n_head=w.n_head,
-        n_kv_head=w.n_head,
-        sequence_len=max_len,
-    )
-    ours = GPT(config)
-    with torch.no_grad():  # nanochat's init zeroes the output projections; random values make the work real
-        for name, weight in ours.named_parameters():
-            if name.endswith("c_proj.weight"):
-                torch.nn.init.normal_(weight, std=0.02)
-    ours = ours.to(device).eval()
-    hf_config = LlamaConfig(
-        vocab_size=w.vocab_size,
-        hidden_size=w.n_embd,
-        intermediate_size=8 * w.n_embd // 3,  # 3 matrices of h x 8h/3 = our 2 of h x 4h
-        num_hidden_layers=w.n_layer,
-        num_attention_heads=w.n_head,
-        num_key_value_heads=w.n_head,
-        max_position_embeddings=max_len,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    hf = LlamaForCausalLM(hf_config)
-    hf.to(device)  # type: ignore[arg-type]  # transformers' wrapper around `to` is typed wrongly
-    hf.eval()
+    ours, hf = build_models(w, device)
     print(
         f"model: {w.n_layer} layers, width {w.n_embd}, {w.n_head} heads, vocab {w.vocab_size}; "
         f"ours {ours.num_params() / 1e6:.1f}M params, transformers {hf.num_parameters() / 1e6:.1f}M; "
@@ -159,11 +129,7 @@ def main() -> int:
     results = {}
     fixed_len = (w.output_len[0] + w.output_len[1]) // 2
     for n in (1, 8, 32):
-        rng = random.Random(n)
-        prompts = [
-            [rng.randrange(1, w.vocab_size) for _ in range(rng.randint(*w.prompt_len))] for _ in range(n)
-        ]
-        outputs = [rng.randint(*w.output_len) for _ in range(n)]
+        prompts, outputs = chat_like(w, n)
         fixed = [fixed_len] * n
         ours_fixed = run_ours(ours, prompts, fixed)
         padded_fixed = run_hf_padded(hf, prompts, fixed, device)
@@ -207,6 +173,53 @@ def main() -> int:
     return 0
 
 
+def build_models(w: Workload, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[GPT, Any]:
+    """Ours and a `transformers` Llama of the same shape and parameter count, random weights, eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    max_len = w.prompt_len[1] + w.output_len[1]
+    config = GPTConfig(
+        vocab_size=w.vocab_size,
+        n_layer=w.n_layer,
+        n_embd=w.n_embd,
+        n_head=w.n_head,
+        n_kv_head=w.n_head,
+        sequence_len=max_len,
+    )
+    ours = GPT(config)
+    with torch.no_grad():  # nanochat's init zeroes the output projections; random values make the work real
+        for name, weight in ours.named_parameters():
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(weight, std=0.02)
+    ours = ours.to(device, dtype).eval()
+    hf_config = LlamaConfig(
+        vocab_size=w.vocab_size,
+        hidden_size=w.n_embd,
+        intermediate_size=8 * w.n_embd // 3,  # 3 matrices of h x 8h/3 = our 2 of h x 4h
+        num_hidden_layers=w.n_layer,
+        num_attention_heads=w.n_head,
+        num_key_value_heads=w.n_head,
+        max_position_embeddings=max_len,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    hf = LlamaForCausalLM(hf_config)
+    hf.to(device, dtype)  # type: ignore[arg-type]  # transformers' wrapper around `to` is typed wrongly
+    hf.eval()
+    return ours, hf
+
+
+def chat_like(w: Workload, n: int) -> tuple[list[list[int]], list[int]]:
+    """N requests arriving together: prompt ids and output lengths drawn uniformly from the workload's
+    ranges, the same for a given N in every run."""
+    rng = random.Random(n)
+    prompts = [[rng.randrange(1, w.vocab_size) for _ in range(rng.randint(*w.prompt_len))] for _ in range(n)]
+    return prompts, [rng.randint(*w.output_len) for _ in range(n)]
+
+
 def greedy(max_tokens: int) -> SamplingParams:
     """Greedy, as `generate(do_sample=False)`, said explicitly: the shared default samples (temperature 0.8)."""
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, tools=False)
@@ -214,12 +227,19 @@ def greedy(max_tokens: int) -> SamplingParams:
     return params
 
 
-def run_ours(model: GPT, prompts: list[list[int]], outputs: list[int]) -> Run:
-    engine = LLMEngine(model, EngineConfig(kv_cache_bytes=256 * 2**20, max_num_batched_tokens=1024))
-    warm = engine.add_request([1, 2, 3], greedy(2))
+def run_ours(
+    model: GPT, prompts: list[list[int]], outputs: list[int], config: EngineConfig | None = None
+) -> Run:
+    """All requests added at once, the engine stepped until done; each token stamped when its step returns."""
+    config = config or EngineConfig(kv_cache_bytes=256 * 2**20, max_num_batched_tokens=1024)
+    engine = LLMEngine(model, config)
+    # Warm-up: a prefill over several blocks, a short one, then decodes, so kernels (and, on CUDA,
+    # FlexAttention's compiled variants) exist before the clock starts.
+    for prompt in ([1, 2, 3], list(range(1, 41))):
+        engine.add_request(prompt, greedy(2))
     while engine.has_work():
         engine.step()
-    assert warm
+    _synchronize(model.wte.weight.device)
     start, cpu = time.perf_counter(), time.process_time()
     ids = [engine.add_request(p, greedy(o)) for p, o in zip(prompts, outputs, strict=True)]
     stamps: dict[str, list[float]] = {i: [] for i in ids}
@@ -236,7 +256,7 @@ def run_ours(model: GPT, prompts: list[list[int]], outputs: list[int]) -> Run:
             allocated += slots
             wasted += slots - held
             peak = max(peak, slots)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu  # tokens are on the host by now
     ttft = [s[0] - start for s in stamps.values()]
     itl = [b - a for s in stamps.values() for a, b in zip(s, s[1:], strict=False)]
     tokens = sum(len(s) for s in stamps.values())
@@ -247,9 +267,11 @@ def run_ours(model: GPT, prompts: list[list[int]], outputs: list[int]) -> Run:
 @torch.inference_mode()
 def run_hf_one_by_one(model, prompts: list[list[int]], outputs: list[int], device: torch.device) -> Run:
     _hf_generate(model, [[1, 2, 3]], 2, device)  # warm-up
+    _synchronize(device)
     start, cpu = time.perf_counter(), time.process_time()
     for prompt, n in zip(prompts, outputs, strict=True):
         _hf_generate(model, [prompt], n, device)
+    _synchronize(device)
     return Run(sum(outputs), time.perf_counter() - start, time.process_time() - cpu)
 
 
@@ -257,8 +279,10 @@ def run_hf_one_by_one(model, prompts: list[list[int]], outputs: list[int], devic
 def run_hf_padded(model, prompts: list[list[int]], outputs: list[int], device: torch.device) -> Run:
     """All prompts as one left-padded batch, run for the longest output; counts the tokens asked for."""
     _hf_generate(model, [[1, 2, 3]] * len(prompts), 2, device)  # warm-up at this batch size
+    _synchronize(device)
     start, cpu = time.perf_counter(), time.process_time()
     _hf_generate(model, prompts, max(outputs), device)
+    _synchronize(device)
     return Run(sum(outputs), time.perf_counter() - start, time.process_time() - cpu)
 
 
@@ -278,6 +302,12 @@ def _hf_generate(model, prompts: list[list[int]], max_new_tokens: int, device: t
     # No early stop: every row got exactly max_new_tokens new tokens, as our engine does.
     assert out.shape == (len(prompts), width + max_new_tokens), (tuple(out.shape), width, max_new_tokens)
     return out
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a clock read after it counts it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def pct(values: list[float] | None, q: float) -> float:
