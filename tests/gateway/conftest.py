@@ -147,9 +147,15 @@ def launch(artifacts, redis_server, redis_url, tokenizer_service, kube_api) -> I
 
 @pytest.fixture(scope="session")
 def gateway(launch) -> RunningGateway:
-    """The shared gateway: keys off (loopback), default limits but for the request rate (many
-    tests share it; the rate limit has its own gateway in test_auth_limits)."""
-    return launch(auth="off", rate_request_burst=100_000, rate_requests_per_min=1e9)
+    """The shared gateway: keys off (loopback), default limits but for the request and write rates
+    (many tests share it; the rate limits have their own gateways in test_auth_limits)."""
+    return launch(
+        auth="off",
+        rate_request_burst=100_000,
+        rate_requests_per_min=1e9,
+        rate_write_burst=100_000,
+        rate_writes_per_min=1e9,
+    )
 
 
 @pytest.fixture

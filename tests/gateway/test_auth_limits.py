@@ -61,7 +61,7 @@ def test_scopes(secured, keys):
     r = httpx.post(
         secured.url + "/v1/admin/keys", json={"name": "x", "scopes": ["root"]}, headers=_auth(admin_key)
     )
-    assert r.status_code == 400 and r.json()["error"]["param"] == "scopes"
+    assert r.status_code == 400 and r.json()["error"]["param"] == "scopes.0"
     r = httpx.post(
         secured.url + "/v1/admin/keys", json={"name": "made", "scopes": ["chat"]}, headers=_auth(admin_key)
     )

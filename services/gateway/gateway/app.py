@@ -12,16 +12,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from chatforge.artifacts import ArtifactStore
+from chatforge.body_limit import BodyLimit
 from chatforge.redisconn import connect
 from gateway import errors
 from gateway.admission import Admission
-from gateway.auth import KeyStore
+from gateway.auth import AuthGate, KeyStore
 from gateway.codec import TextCodec
 from gateway.conversations import ConversationLimits, ConversationStore
 from gateway.inference import InferenceClient
@@ -29,6 +32,7 @@ from gateway.jobs.backend import JobBackend
 from gateway.jobs.service import JobEnv, JobService
 from gateway.jobs.store import JobStore
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.openapi import document
 from gateway.ratelimit import RateLimiter
 from gateway.routes import admin, chat, conversations, health, jobs, models, reports
 from gateway.settings import Settings
@@ -69,7 +73,13 @@ def build_state(
             artifacts=store,
         ),
         conversations=ConversationStore(
-            redis, ConversationLimits(settings.conversation_ttl_s, settings.max_conversations_per_key)
+            redis,
+            ConversationLimits(
+                settings.conversation_ttl_s,
+                settings.max_conversations_per_key,
+                settings.max_conversation_bytes,
+                settings.max_conversation_bytes_per_key,
+            ),
         ),
         metrics=GatewayMetrics(),
     )
@@ -108,12 +118,32 @@ def create_app(state: GatewayState, *, close_parts: bool = True) -> FastAPI:
     )
     app.state.gateway = state
     errors.install(app)
-    for module in (chat, models, conversations, jobs, reports, admin, health):
+    modules = (chat, models, conversations, jobs, reports, admin, health)
+    for module in modules:
         app.include_router(module.router)
+    # The API's own routes, as declared (the gate and the document read their dependencies).
+    api_routes = [
+        route for module in modules for route in module.router.routes if isinstance(route, APIRoute)
+    ]
     web = Path(state.settings.web_dir)
     if (web / "index.html").is_file():
         _serve_web(app, web)
+    # Outermost last: metrics see every answer; the gate answers 401/403/429 before any body is
+    # read; the body limit counts what the app reads (413 past max_body_bytes, chunked or not).
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=state.settings.max_body_bytes,
+        error_body=lambda message: errors.APIError(413, message, code="body_too_large").body(),
+    )
+    app.add_middleware(AuthGate, routes=api_routes, state=lambda: state)
     app.add_middleware(MetricsMiddleware, metrics=lambda: state.metrics)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app, api_routes, state.settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

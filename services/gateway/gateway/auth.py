@@ -4,6 +4,11 @@ A key is `cf-<id>-<secret>`; Redis holds only sha256(pepper + key), so a copy of
 not hand out keys, and the pepper (a server setting) keeps the hashes from being checked offline.
 Scopes: `chat` (chat and conversations) and `admin` (jobs, deployments, keys; implies chat).
 With auth off (local mode on 127.0.0.1) every caller is the `local` principal with both scopes.
+
+`AuthGate` checks all of it before a request's body is read: it finds the route a request is for,
+reads the route's policy from its `require(scope, write=...)` dependency, and answers 401, 403 or
+(for a write over the key's write rate) 429 at once, so a caller without a key costs one header
+lookup however large a body it sends. The dependency then only hands the principal to the route.
 """
 
 from __future__ import annotations
@@ -13,15 +18,25 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from starlette.routing import Match
 
+from chatforge.body_limit import send_json
 from gateway import redis_keys
 from gateway.errors import APIError
+from gateway.ratelimit import Bucket, refused
+
+if TYPE_CHECKING:
+    from gateway.state import GatewayState
 
 SCOPES: tuple[str, ...] = ("chat", "admin")
+CHALLENGE = {"WWW-Authenticate": "Bearer"}  # what a 401 asks for (RFC 6750)
 
 
 class KeyRequestError(ValueError):
@@ -107,41 +122,144 @@ def _info(d: dict[str, Any]) -> KeyInfo:
     return KeyInfo(d["id"], d["name"], tuple(d["scopes"]), int(d["created"]))
 
 
-# --- FastAPI dependencies ------------------------------------------------------------------------
+# --- before the body: the gate, and the dependencies routes declare ------------------------------
 
 
-def authenticate(request: Request) -> Principal:
-    """The caller, from `Authorization: Bearer <key>`; 401 without a valid key when keys are on."""
-    state = request.app.state.gateway
-    if not state.settings.auth_required:
-        return LOCAL
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
+@dataclass(frozen=True)
+class Policy:
+    """What a route asks of its caller: a scope, and whether it writes (charged to the write bucket)."""
+
+    scope: str
+    write: bool = False
+
+
+def require(scope: str, *, write: bool = False) -> Any:
+    """A dependency that admits callers holding `scope` (403 otherwise); `AuthGate` enforces it
+    before the body is read and leaves the principal in `request.state.principal`."""
+    policy = Policy(scope, write)
+
+    def check(request: Request) -> Principal:
+        principal = getattr(request.state, "principal", None)
+        if principal is None:  # an app without the gate (create_app always adds it)
+            state = request.app.state.gateway
+            principal = authorize(state, policy, request.headers.get("authorization", ""))
+            if policy.write:
+                charge_write(state, principal)
+        return principal
+
+    check.policy = policy  # type: ignore[attr-defined]
+    return check
+
+
+ChatCaller = Annotated[Principal, Depends(require("chat"))]
+ChatWriter = Annotated[Principal, Depends(require("chat", write=True))]
+AdminCaller = Annotated[Principal, Depends(require("admin"))]
+AdminWriter = Annotated[Principal, Depends(require("admin", write=True))]
+
+
+def authorize(state: GatewayState, policy: Policy, authorization: str) -> Principal:
+    """The caller behind an `Authorization` header value, if it may do what `policy` asks; else APIError."""
+    principal = LOCAL if not state.settings.auth_required else _verify(state.keys, authorization)
+    if not principal.allows(policy.scope):
+        raise APIError(
+            403, f"this API key lacks the '{policy.scope}' scope needed here", code="insufficient_scope"
+        )
+    return principal
+
+
+def charge_write(state: GatewayState, principal: Principal) -> None:
+    """One unit from the caller's write bucket; 429 with Retry-After when it is empty."""
+    s = state.settings
+    bucket = Bucket("writes", s.rate_writes_per_min / 60, s.rate_write_burst)
+    decision = state.limiter.charge(principal.key_id, bucket, 1)
+    if not decision.allowed:
+        state.metrics.rate_limited.labels(bucket.kind).inc()
+        raise refused(bucket, decision)
+
+
+class AuthGate:
+    """ASGI middleware: authentication, scope and write rate of every API route, before its body."""
+
+    def __init__(self, app: Any, *, routes: list[APIRoute], state: Callable[[], GatewayState]):
+        self.app = app
+        self._routes = routes
+        self._state = state
+        self._policies: dict[int, Policy | None] = {}
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route, child = self._route(scope)
+        policy = self._policy(route) if route is not None else None
+        if policy is not None:
+            state = self._state()
+            authorization = _header(scope, b"authorization")
+            try:
+                principal = await anyio.to_thread.run_sync(self._admit, state, policy, authorization)
+            except APIError as e:
+                scope.update(child)  # the metrics count the refusal under its route
+                await send_json(send, e.status, e.body(), e.headers)
+                return
+            scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _admit(state: GatewayState, policy: Policy, authorization: str) -> Principal:
+        principal = authorize(state, policy, authorization)
+        if policy.write:
+            charge_write(state, principal)
+        return principal
+
+    def _route(self, scope: MutableMapping[str, Any]) -> tuple[APIRoute | None, MutableMapping[str, Any]]:
+        for route in self._routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                return route, child
+        return None, {}
+
+    def _policy(self, route: APIRoute) -> Policy | None:
+        key = id(route)
+        if key not in self._policies:
+            self._policies[key] = route_policy(route)
+        return self._policies[key]
+
+
+def route_policy(route: APIRoute) -> Policy | None:
+    """The policy a route declares through its dependencies (None: public)."""
+    return _find_policy(route.dependant)
+
+
+def _find_policy(dependant: Any) -> Policy | None:
+    for dep in dependant.dependencies:
+        policy = getattr(dep.call, "policy", None)
+        if isinstance(policy, Policy):
+            return policy
+        found = _find_policy(dep)
+        if found is not None:
+            return found
+    return None
+
+
+def _verify(keys: KeyStore, authorization: str) -> Principal:
+    scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise APIError(
             401,
             "missing API key: send 'Authorization: Bearer <key>' (create one with `chatforge keys create`)",
             code="missing_api_key",
+            headers=CHALLENGE,
         )
-    principal = state.keys.verify(key.strip())
+    principal = keys.verify(key.strip())
     if principal is None:
-        raise APIError(401, "invalid API key (revoked or never issued)", code="invalid_api_key")
-    request.state.principal = principal
+        raise APIError(
+            401, "invalid API key (revoked or never issued)", code="invalid_api_key", headers=CHALLENGE
+        )
     return principal
 
 
-def require(scope: str) -> Any:
-    """A dependency that admits callers holding `scope`; 403 otherwise."""
-
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if not principal.allows(scope):
-            raise APIError(
-                403, f"this API key lacks the '{scope}' scope needed here", code="insufficient_scope"
-            )
-        return principal
-
-    return check
-
-
-ChatCaller = Annotated[Principal, Depends(require("chat"))]
-AdminCaller = Annotated[Principal, Depends(require("admin"))]
+def _header(scope: MutableMapping[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""

@@ -8,11 +8,13 @@ A bug still answers 500, but with a generic message: stack traces go to the log,
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatforge.artifacts import ArtifactError
@@ -36,6 +38,19 @@ _TYPES = {
     503: "service_unavailable",
     504: "timeout_error",
 }
+
+
+class ErrorObject(BaseModel):
+    message: str = Field(description="what went wrong and what to change")
+    type: str = Field(description="OpenAI's error type: invalid_request_error, authentication_error, ...")
+    param: str | None = Field(description="the request field at fault (messages.0.content), if one is")
+    code: str | None = Field(description="a stable machine-readable reason (n_too_large, missing_api_key)")
+
+
+class ErrorBody(BaseModel):
+    """Every error the gateway answers, whatever the status: OpenAI's shape."""
+
+    error: ErrorObject
 
 
 class APIError(Exception):
@@ -123,7 +138,7 @@ def validation_error(errors: Any) -> APIError:
     if not errors:
         return APIError(400, "invalid request body")
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _union_tag(p)]
     param = ".".join(loc) or None
     if first.get("type") == "json_invalid":
         return APIError(400, "request body is not valid JSON", code="invalid_json")
@@ -132,4 +147,21 @@ def validation_error(errors: Any) -> APIError:
     message = first.get("msg", "invalid value")
     where = f"{param}: " if param else ""
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return APIError(400, f"{where}{message}{more}", param=param, code="invalid_value")
+    # A check the request's schema cannot state (two fields that must agree) names its own code.
+    code = (first.get("ctx") or {}).get("code") or _CODES_BY_TYPE.get(first.get("type", ""), "invalid_value")
+    return APIError(400, f"{where}{message}{more}", param=param, code=code)
+
+
+def _union_tag(part: Any) -> bool:
+    """Whether a location part names a member of a union (`str`, `list[ContentPart]`,
+    `constrained-str`), which pydantic puts in the path; clients know fields and indexes only."""
+    return isinstance(part, str) and _UNION_TAG.fullmatch(part) is not None
+
+
+# The tags pydantic gives union members: a type's name, a generic (`list[...]`, `function-after[...]`)
+# or a constrained type. A field name a client made up ("Num Steps") is none of these.
+_UNION_TAG = re.compile(
+    r"str|int|float|bool|list|dict|tuple|none|bytes|[a-z]+(-[a-z]+)*\[.*\]|constrained-[a-z]+"
+)
+# Pydantic error types raised by the contracts' own checks, by the code the gateway answers with.
+_CODES_BY_TYPE = {"config_error": "invalid_config", "launch_flag": "launch_flag"}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import redis_keys
+from gateway.errors import APIError
 
 # KEYS[1] bucket; ARGV: rate per second, burst, cost. Returns {allowed (0/1), wait in ms}.
 _SCRIPT = """
@@ -66,3 +67,13 @@ class RateLimiter:
             keys=[redis_keys.rate_bucket(key_id, bucket.kind)], args=[bucket.rate_per_s, bucket.burst, cost]
         )
         return Decision(bool(allowed), max(1, math.ceil(int(wait_ms) / 1000)) if not allowed else 0)
+
+
+def refused(bucket: Bucket, decision: Decision) -> APIError:
+    """The 429 a refused charge answers, with the seconds to wait in `Retry-After`."""
+    return APIError(
+        429,
+        f"rate limit on {bucket.kind} reached for this API key: retry in {decision.retry_after_s} s",
+        code=f"rate_limit_{bucket.kind}",
+        headers={"Retry-After": str(decision.retry_after_s)},
+    )

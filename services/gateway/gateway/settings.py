@@ -20,6 +20,7 @@ from chatforge.settings import load_settings as load_settings_of
 
 ENV_PREFIX = "CHATFORGE_GATEWAY_"
 DEV_PEPPER = "chatforge-dev-pepper"
+MIB = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -65,24 +66,48 @@ class Settings(BaseSettings):
     # Mixed into every key hash so a leaked Redis dump cannot be checked against guessed keys.
     key_pepper: str = Field(default=DEV_PEPPER, min_length=8)
 
-    # --- limits ------------------------------------------------------------------------------
+    # --- limits -------------------------------------------------------------------------------
+    # Every limit is checked before the work it bounds, and answers 400 (a count or size in the
+    # body), 413 (the body itself, a stored document) or 429 (a rate) naming the setting. The table
+    # with the reasons is docs/architecture.md, "Limits"; the OpenAPI document carries the values.
+    # Request bodies are counted while they stream (Content-Length or chunked), before they are
+    # parsed and after the API key is checked. 2 MiB holds max_total_chars even written as \uXXXX
+    # escapes for ASCII (6 bytes a character would be 1.5 MB).
+    max_body_bytes: int = Field(default=2 * MIB, ge=64 * 1024)
     rate_requests_per_min: float = Field(default=120.0, gt=0, description="per key, bucket refill")
     rate_request_burst: int = Field(default=30, ge=1)
     rate_tokens_per_min: float = Field(default=200_000.0, gt=0, description="prompt + max_tokens")
     rate_token_burst: int = Field(default=50_000, ge=1)
-    max_messages: int = Field(default=256, ge=1)
+    # Writes (conversations, jobs, deployments, keys) share their own bucket per key: a UI that
+    # saves a conversation after every reply stays far below it; a loop filling Redis does not.
+    rate_writes_per_min: float = Field(default=120.0, gt=0)
+    rate_write_burst: int = Field(default=60, ge=1)
+    max_messages: int = Field(default=256, ge=1, le=100_000)
+    max_parts_per_message: int = Field(
+        default=64, ge=1, le=100_000, description="content parts of one message"
+    )
     max_message_chars: int = Field(default=64_000, ge=1)
     max_total_chars: int = Field(default=256_000, ge=1)
     max_tokens_limit: int = Field(default=4096, ge=1, description="largest max_tokens a request may ask")
-    max_n: int = Field(default=4, ge=1, description="largest n (choices) per request")
+    max_n: int = Field(default=4, ge=1, le=128, description="largest n (choices) per request")
     # Generations in flight and waiting; past both a request gets 503 at once instead of hanging.
     max_concurrent_generations: int = Field(default=128, ge=1)
     max_queued_generations: int = Field(default=256, ge=0)
     queue_timeout_s: float = Field(default=30.0, gt=0)
 
     # --- conversations -----------------------------------------------------------------------
+    # Stored documents are bounded in size and shape, not in which keys they hold: the UI keeps
+    # its own per-message fields (alternatives, branches) beside role and content.
     conversation_ttl_s: int = Field(default=30 * 86400, ge=60)
     max_conversations_per_key: int = Field(default=500, ge=1)
+    max_conversation_bytes: int = Field(default=1 * MIB, ge=1024, description="one stored document, as JSON")
+    max_conversation_bytes_per_key: int = Field(
+        default=64 * MIB, ge=1024, description="all of a key's conversations; the oldest go first"
+    )
+    max_conversation_messages: int = Field(default=1000, ge=1)
+    max_conversation_depth: int = Field(default=32, ge=2, description="nesting of arrays and objects")
+    max_conversation_keys: int = Field(default=50_000, ge=1, description="object keys in one document")
+    max_title_chars: int = Field(default=200, ge=1)
 
     # --- jobs --------------------------------------------------------------------------------
     job_backend: Literal["local", "ray", "kuberay"] = "local"
@@ -113,6 +138,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.job_backend == "ray" and not self.ray_address:
             raise ValueError("job_backend 'ray' needs ray_address (CHATFORGE_GATEWAY_RAY_ADDRESS)")
+        if self.max_conversation_bytes > self.max_conversation_bytes_per_key:
+            raise ValueError("max_conversation_bytes is above max_conversation_bytes_per_key")
         if self.auth_required and self.key_pepper == DEV_PEPPER:
             raise ValueError(
                 "API keys are required here but the key pepper is the development default: "

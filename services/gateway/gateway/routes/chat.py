@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from chatforge.chat import ConversationTooLong
 from chatforge.contracts.errors import ErrorKind, ServiceError
 from chatforge.contracts.sampling import SamplingParams
+from chatforge.request_limits import first_violation
 from gateway.assembler import Delta, Outcome
 from gateway.auth import ChatCaller, Principal
 from gateway.codec import CodecUnavailable
@@ -20,14 +21,33 @@ from gateway.completions import CompletionPlan, CompletionRun
 from gateway.errors import APIError, from_exception
 from gateway.inference import InferenceUnavailable, ModelInfo
 from gateway.openai_types import ChatCompletionRequest, completion_id, now_s, usage_dict
-from gateway.ratelimit import Bucket
+from gateway.openapi import answers
+from gateway.ratelimit import Bucket, refused
 from gateway.sse import SSEResponse, event
 from gateway.state import GatewayState, State
 
 router = APIRouter(tags=["chat"])
 
 
-@router.post("/v1/chat/completions", response_model=None)
+# Refusals that depend on more than one field, or on the model: a schema cannot state them.
+CHECKS = (
+    "invalid_messages", "context_length_exceeded", "token_budget_exceeded", "message_too_long",
+    "messages_too_long", "conflicting_max_tokens", "stream_options_without_stream", "invalid_prompt",
+)  # fmt: skip
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "description": "a `chat.completion` object, or with `stream: true` server-sent "
+            "`chat.completion.chunk` events ending in `data: [DONE]`",
+            "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **answers(404, 429, 502, 503, checks=CHECKS),
+    },
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, state: State, caller: ChatCaller
 ) -> Any:
@@ -95,16 +115,15 @@ async def chat_completions(
 
 
 def _check_limits(body: ChatCompletionRequest, state: GatewayState) -> None:
+    """The settings' bounds on single fields (declared on the request model), then the sums."""
     s = state.settings
-    if len(body.messages) > s.max_messages:
-        raise APIError(
-            400, f"{len(body.messages)} messages, over the limit of {s.max_messages}", param="messages",
-            code="too_many_messages",
-        )  # fmt: skip
+    violation = first_violation(body, s)
+    if violation is not None:
+        raise APIError(400, violation.message, param=violation.param, code=violation.code)
     total = 0
     for i, m in enumerate(body.messages):
         total += m.chars
-        if m.chars > s.max_message_chars:
+        if m.chars > s.max_message_chars:  # parts that fit one by one, but not together
             raise APIError(
                 400, f"messages[{i}] has {m.chars} characters, over the limit of {s.max_message_chars}",
                 param=f"messages.{i}.content", code="message_too_long",
@@ -114,26 +133,13 @@ def _check_limits(body: ChatCompletionRequest, state: GatewayState) -> None:
             400, f"the messages have {total} characters, over the limit of {s.max_total_chars}",
             param="messages", code="messages_too_long",
         )  # fmt: skip
-    if body.n > s.max_n:
-        raise APIError(400, f"n is {body.n}, over the limit of {s.max_n}", param="n", code="n_too_large")
-    asked = body.requested_max_tokens
-    if asked is not None and asked > s.max_tokens_limit:
-        raise APIError(
-            400, f"max_tokens is {asked}, over the limit of {s.max_tokens_limit}", param="max_tokens",
-            code="max_tokens_too_large",
-        )  # fmt: skip
 
 
 def _charge(state: GatewayState, caller: Principal, bucket: Bucket, cost: float) -> None:
     decision = state.limiter.charge(caller.key_id, bucket, cost)
     if not decision.allowed:
         state.metrics.rate_limited.labels(bucket.kind).inc()
-        raise APIError(
-            429,
-            f"rate limit on {bucket.kind} reached for this API key: retry in {decision.retry_after_s} s",
-            code=f"rate_limit_{bucket.kind}",
-            headers={"Retry-After": str(decision.retry_after_s)},
-        )
+        raise refused(bucket, decision)
 
 
 def _model(state: GatewayState, requested: str) -> ModelInfo:

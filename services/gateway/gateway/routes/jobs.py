@@ -12,15 +12,16 @@ from fastapi.responses import PlainTextResponse
 
 from chatforge.contracts.events import JobStateEvent
 from chatforge.contracts.jobs import JobSpec
-from gateway.auth import AdminCaller
+from gateway.auth import AdminCaller, AdminWriter
+from gateway.openapi import answers
 from gateway.sse import SSEResponse
 from gateway.state import State
 
 router = APIRouter(tags=["jobs"])
 
 
-@router.post("/v1/jobs", status_code=201)
-def submit_job(body: JobSpec, state: State, caller: AdminCaller) -> dict[str, Any]:
+@router.post("/v1/jobs", status_code=201, responses=answers(502, checks=("invalid_config",)))
+def submit_job(body: JobSpec, state: State, caller: AdminWriter) -> dict[str, Any]:
     return state.jobs.submit(body, caller.key_id).to_api()
 
 
@@ -29,27 +30,37 @@ def list_jobs(state: State, caller: AdminCaller, limit: int = Query(100, ge=1, l
     return {"object": "list", "data": [r.to_api() for r in state.jobs.recent(limit)]}
 
 
-@router.get("/v1/jobs/{job_id}")
+@router.get("/v1/jobs/{job_id}", responses=answers(404))
 def get_job(job_id: str, state: State, caller: AdminCaller) -> dict[str, Any]:
     return state.jobs.get(job_id).to_api()
 
 
-@router.post("/v1/jobs/{job_id}/cancel")
-def cancel_job(job_id: str, state: State, caller: AdminCaller) -> dict[str, Any]:
+@router.post("/v1/jobs/{job_id}/cancel", responses=answers(404, 409, 502))
+def cancel_job(job_id: str, state: State, caller: AdminWriter) -> dict[str, Any]:
     return state.jobs.cancel(job_id).to_api()
 
 
-@router.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse)
+@router.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse, responses=answers(404, 502))
 def job_logs(job_id: str, state: State, caller: AdminCaller) -> str:
     return state.jobs.logs(job_id)
 
 
-@router.get("/v1/jobs/{job_id}/artifacts")
+@router.get("/v1/jobs/{job_id}/artifacts", responses=answers(404))
 def job_artifacts(job_id: str, state: State, caller: AdminCaller) -> dict[str, Any]:
     return {"object": "list", "data": state.jobs.artifacts_of(job_id)}
 
 
-@router.get("/v1/jobs/{job_id}/events", response_model=None)
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_model=None,
+    responses={
+        200: {
+            "description": "server-sent events: the job's state, its progress events, then `end`",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **answers(404),
+    },
+)
 async def job_events(
     job_id: str,
     state: State,

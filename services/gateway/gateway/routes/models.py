@@ -24,9 +24,10 @@ from chatforge.artifacts import eval_result_path
 from chatforge.checkpoint import CheckpointError, read_meta
 from chatforge.contracts.events import LOG_FILE, ProgressEvent, ValidationEvent, read_log
 from gateway import redis_keys
-from gateway.auth import AdminCaller, ChatCaller
+from gateway.auth import AdminWriter, ChatCaller
 from gateway.errors import APIError, from_exception
 from gateway.inference import InferenceUnavailable, ModelInfo
+from gateway.openapi import answers
 from gateway.state import GatewayState, State
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def list_models(state: State, caller: ChatCaller) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=answers(404))
 def get_model(model_id: str, state: State, caller: ChatCaller) -> dict[str, Any]:
     try:
         info = state.inference.model_info()
@@ -87,7 +88,7 @@ def list_checkpoints(state: State, caller: ChatCaller) -> dict[str, Any]:
 DEFAULT_CURVE_POINTS = 200
 
 
-@router.get("/v1/checkpoints/{run}/{stage}/curves")
+@router.get("/v1/checkpoints/{run}/{stage}/curves", responses=answers(404))
 def stage_curves(
     run: str, stage: str, state: State, caller: ChatCaller,
     points: int = Query(DEFAULT_CURVE_POINTS, ge=2, le=10_000, description="most points per curve"),
@@ -133,7 +134,7 @@ def _thin(points: list[tuple[int, float]], most: int) -> list[tuple[int, float]]
 
 
 class DeploymentRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     checkpoint: str = Field(min_length=3, max_length=400, description="run/stage or run/stage/step_N")
     wait: bool = Field(
         True,
@@ -147,9 +148,14 @@ class DeploymentRequest(BaseModel):
 _LOADING: set[asyncio.Task[Any]] = set()
 
 
-@router.post("/v1/deployments", status_code=201)
+@router.post(
+    "/v1/deployments",
+    status_code=201,
+    responses={202: {"description": "loading (`wait: false`): poll GET /v1/deployments/current"}}
+    | answers(404, 503),
+)
 async def deploy(
-    body: DeploymentRequest, state: State, caller: AdminCaller, response: Response
+    body: DeploymentRequest, state: State, caller: AdminWriter, response: Response
 ) -> dict[str, Any]:
     """Point the inference service at a checkpoint."""
     path = state.store.resolve_checkpoint(body.checkpoint)  # 404 naming the checkpoint when it is not there
@@ -171,7 +177,7 @@ async def deploy(
         raise APIError(503, str(e), code="inference_unavailable") from None
 
 
-@router.get("/v1/deployments/current")
+@router.get("/v1/deployments/current", responses=answers(404))
 def current_deployment(state: State, caller: ChatCaller) -> dict[str, Any]:
     raw = state.redis.get(redis_keys.DEPLOYMENT)
     if raw is None:

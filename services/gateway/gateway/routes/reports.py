@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from chatforge.artifacts import ArtifactError, check_name
 from gateway.auth import ChatCaller
 from gateway.errors import APIError
+from gateway.openapi import answers
 from gateway.state import State
 
 router = APIRouter(tags=["reports"])
@@ -32,7 +33,20 @@ def list_reports(state: State, caller: ChatCaller) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.get("/v1/reports/{run}/{name}")
+@router.get(
+    "/v1/reports/{run}/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "a file of the run's report card",
+            "content": {
+                media: {"schema": {"type": "string"}}
+                for media in ("text/markdown", "image/png", "image/svg+xml", "application/json")
+            },
+        },
+        **answers(404),
+    },
+)
 def report_file(run: str, name: str, state: State, caller: ChatCaller) -> FileResponse:
     try:
         folder = state.store.run_dir(run) / "report"
