@@ -12,8 +12,9 @@ import http.server
 import json
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,11 +191,15 @@ def launch_gateway(
     backend = ProcessBackend(tmp_path_factory.mktemp("web-jobs"))
     started: list[RunningGateway] = []
 
-    async def build(s: object) -> tuple[object, object, object]:
-        # One-machine mode, as `chatforge gateway serve` builds it: tokenizer and engine in process.
-        return await build_codec(s), await build_inference(s), backend  # type: ignore[arg-type]
+    def launch(
+        inference: Callable[[Any], Awaitable[Any]] | None = None, **overrides: object
+    ) -> RunningGateway:
+        """`inference`: an async factory of a stand-in InferenceClient (tests/web/scripted_chat.py);
+        without it, one-machine mode as `chatforge gateway serve` builds it: the engine in process."""
 
-    def launch(**overrides: object) -> RunningGateway:
+        async def build(s: Any) -> tuple[object, object, object]:
+            return await build_codec(s), await (inference or build_inference)(s), backend
+
         settings = load_settings(
             **{
                 "host": "127.0.0.1",

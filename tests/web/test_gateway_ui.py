@@ -342,10 +342,12 @@ def test_stored_tool_calls_render_as_distinct_blocks_and_errors_are_shown(ui, ga
     ).json()
     page.goto(f"{gateway_url}/#/chat/{created['id']}")
     body = page.locator("article.message.assistant .message-body")
-    expect(body.locator(":scope > *")).to_have_count(4)
-    expect(body.locator("figure.tool-call")).to_contain_text("print(6 * 7)")
-    expect(body.locator("figure.tool-call figcaption")).to_have_text("python")
-    expect(body.locator("figure.tool-output pre")).to_have_text("42")
+    # Text, the python run (its call and output in one collapsible block), text.
+    expect(body.locator(":scope > *")).to_have_count(3)
+    tool = body.locator("details.tool")
+    expect(tool.locator(".tool-code")).to_contain_text("print(6 * 7)")
+    expect(tool.locator("summary")).to_have_text(re.compile(r"^Python\s*ok$"))  # stored without a report
+    expect(tool.locator(".tool-result")).to_have_text("42")
     expect(body.locator(".text").last).to_have_text("It is 42.")
 
     # The next turn sends the tool parts back as the chat format's parts; the gateway refuses a

@@ -90,7 +90,7 @@ export const api = {
   models: () => json("GET", "/v1/models"),
   chatStream: (request, signal) => stream("POST", "/v1/chat/completions", { body: { ...request, stream: true }, signal }),
 
-  conversations: () => json("GET", "/v1/conversations"),
+  conversations: (query = "") => json("GET", query ? `/v1/conversations?q=${enc(query)}` : "/v1/conversations"),
   conversation: (id) => json("GET", `/v1/conversations/${enc(id)}`),
   createConversation: (title, messages) => json("POST", "/v1/conversations", { body: { title, messages } }),
   updateConversation: (id, messages) => json("PATCH", `/v1/conversations/${enc(id)}`, { body: { messages } }),

@@ -44,10 +44,18 @@ export class ReplyBuilder {
   get content() {
     return blocksToContent(this.blocks);
   }
+
+  /** The sandbox's reports of the reply's python runs (see blocksToToolRuns). */
+  get toolRuns() {
+    return blocksToToolRuns(this.blocks);
+  }
 }
 
 // The chat schema (chatforge/chat.py) holds an assistant turn as a string, or as parts of type
-// text, python and python_output. Tool timings are display-only and are not stored.
+// text, python and python_output, each {type, text} only. What the sandbox said of each run (its
+// outcome, duration and message) is for the page to show again, so it is kept beside the content
+// as the message's `tool_runs`, one per python_output part, in order: the gateway stores a
+// message's other keys as given, and the page sends the model role and content alone.
 const PART_OF = { text: "text", python_call: "python", python_output: "python_output" };
 const BLOCK_OF = { text: "text", python: "python_call", python_output: "python_output" };
 
@@ -56,12 +64,23 @@ export function blocksToContent(blocks) {
   return blocks.map((b) => ({ type: PART_OF[b.kind], text: b.kind === "text" ? b.text : b.kind === "python_call" ? b.code : b.output }));
 }
 
-export function contentToBlocks(content) {
+/** The python outputs' sandbox reports, in order (the message's `tool_runs`), or undefined. */
+export function blocksToToolRuns(blocks) {
+  const runs = blocks.filter((b) => b.kind === "python_output").map(({ outcome, duration_s, message }) => ({ outcome, duration_s, message }));
+  return runs.length ? runs : undefined;
+}
+
+export function contentToBlocks(content, toolRuns = []) {
   if (typeof content === "string") return [{ kind: "text", text: content }];
+  let run = 0;
   return content.map((part) => {
     const kind = BLOCK_OF[part.type] || "text";
     if (kind === "python_call") return { kind, code: part.text };
-    if (kind === "python_output") return { kind, outcome: "ok", output: part.text, message: "", duration_s: null };
+    if (kind === "python_output") {
+      // Without its report (stored by another client), the output is all there is: shown as ok.
+      const report = toolRuns?.[run++] ?? {};
+      return { kind, outcome: report.outcome ?? "ok", output: part.text, message: report.message ?? "", duration_s: report.duration_s ?? null };
+    }
     return { kind, text: part.text };
   });
 }

@@ -110,7 +110,7 @@ purifier.addHook("afterSanitizeAttributes", (node) => {
     else {
       node.setAttribute("href", href);
       node.setAttribute("rel", "noopener noreferrer nofollow");
-      node.setAttribute("target", "_blank");
+      if (!href.startsWith("#")) node.setAttribute("target", "_blank"); // away from the chat, not in its place
     }
   }
   if (node.tagName === "IMG") {

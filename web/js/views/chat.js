@@ -1,15 +1,31 @@
-// The chat page: conversation sidebar (stored by the gateway), the message log with streamed
-// replies and python tool blocks, the composer with a stop button, and sampling settings.
+// The chat page: the conversation list (chat/sidebar.js), the messages of the branch on screen
+// (chat/message_view.js) with replies streamed as Markdown, the composer with its stop button,
+// sampling settings, export and keyboard shortcuts. A conversation is a tree (chat/tree.js):
+// editing a question or regenerating a reply adds an alternative instead of replacing anything,
+// and the whole tree is stored by the gateway.
 
 import { api, ApiError } from "../api.js";
-import { contentToBlocks, ReplyBuilder } from "../chat_stream.js";
+import { ReplyBuilder } from "../chat_stream.js";
 import { h, mount, toast } from "../dom.js";
 import { clampField, LIMITS, loadSampling, PLACEHOLDERS, samplingFields, saveSampling } from "../settings.js";
+import { copyText } from "../chat/clipboard.js";
+import { conversationMarkdown, download, fileStem, messageMarkdown } from "../chat/export.js";
+import { MessageView } from "../chat/message_view.js";
+import { bindShortcuts, shortcutsDialog } from "../chat/shortcuts.js";
+import { Sidebar } from "../chat/sidebar.js";
+import { ConversationTree } from "../chat/tree.js";
 
 const TITLE_CHARS = 60;
 
 export function render(main, [conversationId]) {
-  const state = { id: conversationId || null, messages: [], controller: null, saving: null, sampling: loadSampling() };
+  const state = {
+    id: conversationId || null,
+    title: null,
+    tree: new ConversationTree(),
+    controller: null, // the streaming request's, while a reply streams
+    saving: null, // the save in flight
+    sampling: loadSampling(),
+  };
   const ui = layout(state);
   mount(main, ui.root);
 
@@ -25,29 +41,28 @@ export function render(main, [conversationId]) {
     }
   });
   ui.stop.addEventListener("click", () => state.controller?.abort());
-  ui.root.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && state.controller) state.controller.abort();
-  });
+  const unbind = bindShortcuts(document, shortcutHandlers(state, ui));
 
   loadModels(state, ui);
-  refreshSidebar(state, ui);
+  ui.sidebar.refresh();
   if (state.id) openConversation(state, ui);
   else drawMessages(state, ui);
   ui.input.focus();
-  return () => state.controller?.abort();
+  return () => {
+    state.controller?.abort();
+    unbind();
+  };
 }
 
 function layout(state) {
   const ui = {};
-  ui.list = h("ul", { class: "conv-list" });
-  ui.sidebar = h(
-    "aside",
-    { class: "sidebar", "aria-labelledby": "conv-heading" },
-    h("div", { class: "row between" }, h("h2", { id: "conv-heading" }, "Conversations"), h("a", { class: "button small", href: "#/chat" }, "New chat")),
-    ui.list,
-  );
+  ui.sidebar = new Sidebar({
+    currentId: () => state.id,
+    titleChanged: (title) => showTitle(state, ui, title),
+    currentDeleted: () => (location.hash = "#/chat"),
+  });
   ui.log = h("div", { class: "messages", role: "log", "aria-live": "polite", "aria-label": "Messages" });
-  ui.input = h("textarea", { id: "prompt", name: "prompt", rows: 3, placeholder: "Message the model (Enter sends, Shift+Enter for a new line, Esc stops)", required: true });
+  ui.input = h("textarea", { id: "prompt", name: "prompt", rows: 3, placeholder: "Message the model (Enter sends, Shift+Enter for a new line, Esc stops, ? for shortcuts)", required: true });
   ui.send = h("button", { type: "submit", class: "button primary" }, "Send");
   ui.stop = h("button", { type: "button", class: "button danger", hidden: true }, "Stop");
   ui.form = h(
@@ -57,12 +72,24 @@ function layout(state) {
     ui.input,
     h("div", { class: "composer-actions" }, ui.stop, ui.send),
   );
+  ui.help = shortcutsDialog();
+  ui.title = h("span", { class: "chat-title" }, "New chat");
+  const exportButton = (format) => h("button", { type: "button", class: "button small ghost", onclick: () => exportConversation(state, format) }, format === "md" ? "Markdown" : "JSON");
+  ui.exports = h("span", { class: "chat-exports", role: "group", "aria-label": "Export the conversation", hidden: true }, h("span", { class: "muted" }, "Export:"), exportButton("md"), exportButton("json"));
+  const head = h(
+    "div",
+    { class: "chat-head" },
+    ui.title,
+    ui.exports,
+    h("button", { type: "button", class: "icon-button", "aria-label": "Keyboard shortcuts", title: "Keyboard shortcuts (?)", "aria-haspopup": "dialog", onclick: () => ui.help.showModal() }, "⌨"),
+  );
   ui.root = h(
     "div",
     { class: "chat-layout" },
-    ui.sidebar,
-    h("section", { class: "chat-main", "aria-labelledby": "chat-heading" }, h("h1", { id: "chat-heading", class: "visually-hidden" }, "Chat"), ui.log, ui.form),
+    ui.sidebar.element,
+    h("section", { class: "chat-main", "aria-labelledby": "chat-heading" }, h("h1", { id: "chat-heading", class: "visually-hidden" }, "Chat"), head, ui.log, ui.form),
     settingsPanel(state, ui),
+    ui.help,
   );
   return ui;
 }
@@ -118,73 +145,11 @@ async function loadModels(state, ui) {
   }
 }
 
-// --- sidebar ------------------------------------------------------------------------------
-
-async function refreshSidebar(state, ui) {
-  let conversations;
-  try {
-    conversations = (await api.conversations()).data;
-  } catch (error) {
-    mount(ui.list, h("li", { class: "muted" }, `Could not load conversations: ${error.message}`));
-    return;
-  }
-  if (!conversations.length) {
-    mount(ui.list, h("li", { class: "muted" }, "No conversations yet."));
-    return;
-  }
-  mount(ui.list, conversations.map((c) => sidebarItem(state, ui, c)));
-}
-
-function sidebarItem(state, ui, conversation) {
-  const title = conversation.title || "Untitled";
-  const link = h(
-    "a",
-    { href: `#/chat/${encodeURIComponent(conversation.id)}`, class: "conv-title", "aria-current": conversation.id === state.id ? "page" : null },
-    title,
-  );
-  const item = h("li", { class: "conv-item", dataset: { id: conversation.id } });
-  const rename = h("button", { type: "button", class: "icon-button", "aria-label": `Rename “${title}”`, title: "Rename" }, "✎");
-  const remove = h("button", { type: "button", class: "icon-button", "aria-label": `Delete “${title}”`, title: "Delete" }, "×");
-  rename.addEventListener("click", () => startRename(state, ui, item, conversation));
-  remove.addEventListener("click", () => deleteConversation(state, ui, conversation));
-  return mount(item, link, h("span", { class: "conv-actions" }, rename, remove));
-}
-
-function startRename(state, ui, item, conversation) {
-  const input = h("input", { type: "text", value: conversation.title || "", "aria-label": "New title", maxlength: 200, required: true });
-  const form = h("form", { class: "rename-form" }, input);
-  const cancel = () => refreshSidebar(state, ui);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    try {
-      await api.renameConversation(conversation.id, input.value.trim());
-    } catch (error) {
-      toast(`Rename failed: ${error.message}`, "error");
-    }
-    refreshSidebar(state, ui);
-  });
-  input.addEventListener("keydown", (event) => event.key === "Escape" && cancel());
-  mount(item, form);
-  input.focus();
-  input.select();
-}
-
-async function deleteConversation(state, ui, conversation) {
-  if (!window.confirm(`Delete “${conversation.title || "Untitled"}”? This cannot be undone.`)) return;
-  try {
-    await api.deleteConversation(conversation.id);
-  } catch (error) {
-    toast(`Delete failed: ${error.message}`, "error");
-    return;
-  }
-  if (conversation.id === state.id) location.hash = "#/chat";
-  else refreshSidebar(state, ui);
-}
-
 async function openConversation(state, ui) {
   try {
     const conversation = await api.conversation(state.id);
-    state.messages = conversation.messages || [];
+    state.tree = ConversationTree.fromMessages(conversation.messages || []);
+    showTitle(state, ui, conversation.title);
   } catch (error) {
     toast(error instanceof ApiError && error.status === 404 ? "That conversation no longer exists." : error.message, "error");
     state.id = null;
@@ -192,58 +157,51 @@ async function openConversation(state, ui) {
   drawMessages(state, ui);
 }
 
+function showTitle(state, ui, title) {
+  state.title = title;
+  ui.title.textContent = title || "New chat";
+}
+
 // --- messages -----------------------------------------------------------------------------
 
-function drawMessages(state, ui) {
-  if (!state.messages.length) {
+/** Draw the branch on screen; returns the message views, in order. */
+function drawMessages(state, ui, { streaming = null } = {}) {
+  const path = state.tree.path();
+  ui.exports.hidden = !path.length;
+  if (!path.length) {
     mount(ui.log, h("p", { class: "empty muted" }, "Start a conversation: type a message below."));
-    return;
+    return [];
   }
-  mount(ui.log, state.messages.map((m) => messageView(m)));
+  const handlers = messageHandlers(state, ui);
+  const views = path.map((node) => new MessageView(node, handlers));
+  for (const view of views) {
+    if (view.node === streaming) view.startStreaming();
+    else view.showActions(state.tree.alternativesOf(view.node));
+  }
+  mount(ui.log, views.map((v) => v.article));
   ui.log.scrollTop = ui.log.scrollHeight;
+  return views;
 }
 
-function messageView(message) {
-  const body = h("div", { class: "message-body" });
-  drawBlocks(body, contentToBlocks(message.content));
-  return h(
-    "article",
-    { class: `message ${message.role}`, "aria-label": message.role === "user" ? "You" : "Assistant" },
-    h("div", { class: "role" }, message.role === "user" ? "You" : "Assistant"),
-    body,
-  );
-}
-
-/** Draw blocks into `body`, reusing the nodes already there so streaming only touches the tail. */
-function drawBlocks(body, blocks) {
-  blocks.forEach((block, i) => {
-    const existing = body.children[i];
-    if (existing && existing.dataset.kind === block.kind && block.kind === "text") {
-      existing.textContent = block.text;
-    } else if (!existing) {
-      body.append(blockView(block));
-    }
-  });
-}
-
-function blockView(block) {
-  if (block.kind === "text") return h("div", { class: "text", dataset: { kind: "text" } }, block.text);
-  if (block.kind === "python_call") {
-    return h(
-      "figure",
-      { class: "tool tool-call", dataset: { kind: block.kind } },
-      h("figcaption", {}, "python"),
-      h("pre", {}, h("code", {}, block.code)),
-    );
-  }
-  const timing = block.duration_s != null ? ` · ${block.duration_s.toFixed(2)} s` : "";
-  const failed = block.outcome !== "ok";
-  return h(
-    "figure",
-    { class: `tool tool-output${failed ? " failed" : ""}`, dataset: { kind: block.kind } },
-    h("figcaption", {}, `output${failed ? ` (${block.outcome})` : ""}${timing}`),
-    h("pre", {}, block.output || block.message || "(no output)"),
-  );
+function messageHandlers(state, ui) {
+  return {
+    busy: () => Boolean(state.controller),
+    switchTo: (node, step) => {
+      state.tree.switchFrom(node, step);
+      drawMessages(state, ui);
+      save(state, ui);
+    },
+    regenerate: (reply) => {
+      const question = state.tree.parentOf(reply);
+      const fresh = state.tree.fork(reply, "");
+      generate(state, ui, question, fresh, () => state.tree.remove(fresh, reply));
+    },
+    edit: (question, text) => {
+      const edited = state.tree.fork(question, text);
+      const reply = state.tree.addChild(edited, "assistant", "");
+      generate(state, ui, edited, reply, () => state.tree.remove(edited, question));
+    },
+  };
 }
 
 // --- sending --------------------------------------------------------------------------------
@@ -260,18 +218,22 @@ async function send(state, ui) {
     return;
   }
   ui.input.value = "";
-  state.messages.push({ role: "user", content: text });
-  drawMessages(state, ui);
+  const question = state.tree.append("user", text);
+  const reply = state.tree.append("assistant", "");
+  const replied = await generate(state, ui, question, reply, () => state.tree.remove(question, null));
+  // Nothing came back: give the message back to the composer so a retry is one keypress.
+  if (!replied) ui.input.value = text;
+}
 
-  const reply = new ReplyBuilder();
-  const body = h("div", { class: "message-body" });
-  const article = h(
-    "article",
-    { class: "message assistant", "aria-label": "Assistant", "aria-busy": "true" },
-    h("div", { class: "role" }, "Assistant"),
-    body,
-  );
-  ui.log.append(article);
+/**
+ * Stream the model's answer to the conversation up to `question` into `reply` (a new, empty node
+ * already on the branch shown). If nothing comes back, `undo()` takes the new nodes out again, so
+ * the history keeps alternating user/assistant as the chat format requires. Returns whether a
+ * reply was kept.
+ */
+async function generate(state, ui, question, reply, undo) {
+  const view = drawMessages(state, ui, { streaming: reply }).at(-1);
+  const builder = new ReplyBuilder();
   state.controller = new AbortController();
   busy(ui, true);
 
@@ -279,40 +241,42 @@ async function send(state, ui) {
   try {
     const request = {
       model: ui.model.value,
-      messages: state.messages,
+      messages: state.tree.historyTo(question),
       ...samplingFields(state.sampling),
       stream_options: { include_usage: true },
     };
     for await (const event of api.chatStream(request, state.controller.signal)) {
       if (event.data === "[DONE]") break;
-      if (reply.add(JSON.parse(event.data))) {
-        drawBlocks(body, reply.blocks);
-        ui.log.scrollTop = ui.log.scrollHeight;
+      if (builder.add(JSON.parse(event.data))) {
+        // Follow the reply down unless the reader scrolled up to read something else.
+        const following = ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 48;
+        view.stream(builder.blocks);
+        if (following) ui.log.scrollTop = ui.log.scrollHeight;
       }
     }
-    if (reply.error) status = `Error: ${reply.error}`;
-    else if (reply.finishReason === "length") status = "Stopped at the max tokens limit.";
+    if (builder.error) status = `Error: ${builder.error}`;
+    else if (builder.finishReason === "length") status = "Stopped at the max tokens limit.";
   } catch (error) {
     status = error.name === "AbortError" ? "Stopped." : `Error: ${error.message}`;
   } finally {
     state.controller = null;
     busy(ui, false);
-    article.removeAttribute("aria-busy");
   }
-  if (!reply.blocks.length) {
-    // Nothing came back: give the message back to the composer so a retry is one keypress, and
-    // keep the history alternating user/assistant as the chat format requires.
-    state.messages.pop();
-    ui.input.value = text;
+  if (!builder.blocks.length) {
+    undo();
     drawMessages(state, ui);
     if (status) toast(status, status === "Stopped." ? "info" : "error");
-    return;
+    return false;
   }
-  const tokens = reply.usage ? `${reply.usage.completion_tokens} tokens` : null;
-  if (status || tokens) article.append(h("p", { class: "status muted" }, [status, tokens].filter(Boolean).join(" · ")));
-  state.messages.push({ role: "assistant", content: reply.content });
+  reply.content = builder.content;
+  reply.toolRuns = builder.toolRuns;
+  const tokens = builder.usage ? `${builder.usage.completion_tokens} tokens` : null;
+  // The streamed DOM stays as it is (finished code blocks keep their nodes): only the status
+  // line and the actions are added.
+  view.finish([status, tokens].filter(Boolean).join(" · "), state.tree.alternativesOf(reply));
   state.saving = save(state, ui);
   await state.saving;
+  return true;
 }
 
 function busy(ui, on) {
@@ -324,18 +288,66 @@ function busy(ui, on) {
 }
 
 async function save(state, ui) {
+  const messages = state.tree.toMessages();
   try {
     if (state.id) {
-      await api.updateConversation(state.id, state.messages);
+      await api.updateConversation(state.id, messages);
     } else {
-      const first = state.messages[0].content;
-      const created = await api.createConversation(first.slice(0, TITLE_CHARS), state.messages);
+      const title = messages[0].content.slice(0, TITLE_CHARS);
+      const created = await api.createConversation(title, messages);
       state.id = created.id;
+      showTitle(state, ui, created.title);
       // Record the new id in the address without re-rendering the page (no hashchange).
       history.replaceState(null, "", `#/chat/${encodeURIComponent(created.id)}`);
     }
   } catch (error) {
     toast(`Could not save the conversation: ${error.message}`, "error");
   }
-  refreshSidebar(state, ui);
+  ui.sidebar.refresh();
+}
+
+// --- export and shortcuts -----------------------------------------------------------------------
+
+function exportConversation(state, format) {
+  const title = state.title || state.tree.path()[0]?.content.slice(0, TITLE_CHARS) || "Conversation";
+  if (format === "md") {
+    download(`${fileStem(title)}.md`, conversationMarkdown(title, state.tree.path()), "text/markdown");
+  } else {
+    const record = { object: "conversation", id: state.id, title, messages: state.tree.toMessages() };
+    download(`${fileStem(title)}.json`, JSON.stringify(record, null, 2) + "\n", "application/json");
+  }
+}
+
+function shortcutHandlers(state, ui) {
+  const lastReply = () => state.tree.path().findLast((node) => node.role === "assistant" && node.content);
+  return {
+    help: () => (ui.help.open ? ui.help.close() : ui.help.showModal()),
+    newChat: () => {
+      if (location.hash === "#/chat" || location.hash === "") {
+        // Already on a new chat's address: no hashchange would come, so start over here.
+        state.id = null;
+        state.tree = new ConversationTree();
+        showTitle(state, ui, null);
+        drawMessages(state, ui);
+        ui.sidebar.refresh();
+        ui.input.focus();
+      } else location.hash = "#/chat";
+    },
+    focusInput: () => ui.input.focus(),
+    search: () => ui.sidebar.focusSearch(),
+    stop: () => {
+      if (!state.controller || ui.help.open) return false;
+      state.controller.abort();
+    },
+    copyLastCode: () => {
+      const code = [...ui.log.querySelectorAll(".message.assistant .code-block code")].at(-1);
+      if (code) copyText(code.textContent, "the code");
+      else toast("No code block to copy yet.");
+    },
+    copyLastReply: () => {
+      const reply = lastReply();
+      if (reply) copyText(messageMarkdown(reply), "the reply");
+      else toast("No reply to copy yet.");
+    },
+  };
 }
