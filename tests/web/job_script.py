@@ -2,9 +2,9 @@
 the way the trainer does (the trainer's event models, chatforge.contracts.events, XADD'ed to the
 job's Redis stream), then waits to be cancelled.
 
-A stage job reports 3 of 10 steps. A pipeline job reports base whole (3 steps, a validation, done)
-and then sft part-way (2 of 4 steps, a validation), and keeps printing a log line a second, so a
-page that follows the logs has new lines to follow.
+A stage job reports 3 of 10 steps. A pipeline job logs 40 lines, reports base whole (3 steps, a
+validation, done) and then sft part-way (2 of 4 steps, a validation), and keeps printing a log line
+a second, so a page that follows the logs has new lines to follow.
 
 Usage (the gateway appends the stage and flags): job_script.py <stage> --run R --job-id ID [...]
 """
@@ -59,6 +59,8 @@ def main(argv: list[str]) -> int:
         while True:
             time.sleep(1)
 
+    for shard in range(1, 41):  # more lines than the logs panel shows: it has something to scroll
+        print(f"[{args.run}] reading shard {shard} of 40", flush=True)
     for stage, num_steps, steps, bpb in PIPELINE:
         train(stage, num_steps, steps)
         emit(stage, ValidationEvent(step=steps, val_bpb=bpb))

@@ -7,6 +7,7 @@ import { formatNumber } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const SERIES_COLOURS = ["--chart-1", "--chart-2", "--chart-3", "--chart-4"];
+const STEP_TICKS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6].map((p) => m * p)).sort((a, b) => a - b);
 
 /**
  * Series [{label, points: [[x, y], ...]}] as uPlot's columns: the x values every series has, in
@@ -87,7 +88,8 @@ export class LineChart {
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: false } },
       axes: [
-        { ...axis, label: this.xLabel, labelSize: 18 },
+        // Steps are whole numbers: ticks at 1, 2, 5 x 10^n, never at 2.5.
+        { ...axis, label: this.xLabel, labelSize: 18, incrs: STEP_TICKS, values: (_, ticks) => ticks.map((v) => formatNumber(v)) },
         { ...axis, size: 56, values: (_, ticks) => ticks.map((v) => this.format(v)) },
       ],
       series: [
