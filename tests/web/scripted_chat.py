@@ -132,3 +132,34 @@ def launch_scripted(launch_gateway: object, tokenizer: object) -> tuple[Scripted
     # The stand-in streams ids only: the gateway's tokenizer turns them into text.
     gateway = launch_gateway(auth="off", inference=factory, detokenize="tokenizer")  # type: ignore[operator]
     return chat, gateway.url
+
+
+# --- driving the chat page ------------------------------------------------------------------------
+
+
+def open_chat(model: ScriptedChat, url: str, page: object) -> object:
+    """The chat page on the scripted gateway with the clipboard allowed and the model's queue empty."""
+    from playwright.sync_api import expect
+
+    model.replies.clear()
+    model.prompts.clear()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)  # type: ignore[attr-defined]
+    page.goto(f"{url}/#/chat")  # type: ignore[attr-defined]
+    expect(page.get_by_label("Model")).to_have_value("chatforge")  # type: ignore[attr-defined]
+    return page
+
+
+def ask(page: object, text: str) -> None:
+    box = page.get_by_label("Message", exact=True)  # type: ignore[attr-defined]
+    box.fill(text)
+    box.press("Enter")
+
+
+def finished(page: object) -> object:
+    """The last reply, once it has finished streaming (its actions are shown)."""
+    from playwright.sync_api import expect
+
+    reply = page.locator("article.message.assistant").last  # type: ignore[attr-defined]
+    expect(reply).not_to_have_attribute("aria-busy", "true")
+    expect(reply.get_by_role("button", name="Copy message")).to_be_visible()
+    return reply

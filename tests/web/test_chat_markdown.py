@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.web.scripted_chat import Gate, PythonRun, ScriptedChat, launch_scripted
+from tests.web.scripted_chat import Gate, PythonRun, ScriptedChat, ask, finished, launch_scripted, open_chat
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
@@ -25,26 +25,8 @@ def scripted(launch_gateway, tiny_tokenizer) -> tuple[ScriptedChat, str]:  # typ
 
 @pytest.fixture
 def chat(scripted, page):  # type: ignore[no-untyped-def]
-    """The chat page on the scripted gateway, clipboard allowed; the scripted model's queue empty."""
     model, url = scripted
-    model.replies.clear()
-    model.prompts.clear()
-    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
-    page.goto(f"{url}/#/chat")
-    expect(page.get_by_label("Model")).to_have_value("chatforge")
-    return model, page
-
-
-def _ask(page, text: str) -> None:  # type: ignore[no-untyped-def]
-    page.get_by_label("Message", exact=True).fill(text)
-    page.get_by_label("Message", exact=True).press("Enter")
-
-
-def _finished(page):  # type: ignore[no-untyped-def]
-    reply = page.locator("article.message.assistant").last
-    expect(reply).not_to_have_attribute("aria-busy", "true")
-    expect(reply.get_by_role("button", name="Copy message")).to_be_visible()
-    return reply
+    return model, open_chat(model, url, page)
 
 
 RICH_REPLY = """# Plan
@@ -78,8 +60,8 @@ def test_a_reply_renders_markdown_highlighted_code_math_and_python_runs(chat) ->
         ),
         "Done.",
     )
-    _ask(page, "Show me everything")
-    reply = _finished(page)
+    ask(page, "Show me everything")
+    reply = finished(page)
     body = reply.locator(".message-body")
 
     expect(body.locator("h1")).to_have_text("Plan")
@@ -151,7 +133,7 @@ def test_streaming_renders_incrementally_and_keeps_finished_blocks(chat) -> None
         }).observe({ type: "layout-shift" });
     }"""
     )
-    _ask(page, "Write a function")
+    ask(page, "Write a function")
     reply = page.locator("article.message.assistant")
     expect(reply).to_have_attribute("aria-busy", "true")
     expect(reply.locator(".code-block code")).to_have_text("const twice = (x) => 2 * x;")
@@ -170,7 +152,7 @@ def test_streaming_renders_incrementally_and_keeps_finished_blocks(chat) -> None
     expect(reply.locator("ul li")).to_have_text(["one", "two"])
     expect(reply).to_have_attribute("aria-busy", "true")
     second.open()
-    _finished(page)
+    finished(page)
     expect(reply.locator("ul li")).to_have_text(["one", "two", "three"])
     expect(reply.locator(".md-piece").last).to_have_text("The end.")
 
@@ -253,8 +235,8 @@ def attacks(url: str) -> str:
 def test_hostile_replies_neither_run_nor_fetch(chat, beacon) -> None:  # type: ignore[no-untyped-def]
     model, page = chat
     model.reply("Some content first.\n\n", attacks(beacon.url), "\n\nLast line.")
-    _ask(page, "Say something dangerous")
-    reply = _finished(page)
+    ask(page, "Say something dangerous")
+    reply = finished(page)
     body = reply.locator(".message-body")
     expect(body).to_contain_text("Last line.")
     page.wait_for_load_state("networkidle")

@@ -81,7 +81,7 @@ export class MessageView {
 
   /** Edit a question in place; sending it forks the conversation there. */
   startEdit() {
-    const input = h("textarea", { class: "edit-input", rows: 3, "aria-label": "Edit message" });
+    const input = h("textarea", { class: "edit-input", rows: 3, "aria-label": "Edited message" });
     input.value = this.node.content;
     const form = h(
       "form",
