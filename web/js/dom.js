@@ -41,6 +41,14 @@ export function mount(el, ...children) {
   return el;
 }
 
+/**
+ * A box that scrolls sideways when what it holds is wider than the screen (a table on a phone):
+ * focusable, so a keyboard can scroll it, and named, so a screen reader says what it is.
+ */
+export function scrollBox(label, ...children) {
+  return h("div", { class: "table-scroll", role: "region", "aria-label": label, tabindex: 0 }, ...children);
+}
+
 /** A short-lived message in the page's live region, read out by screen readers. */
 export function toast(message, kind = "info") {
   const box = document.getElementById("toasts");

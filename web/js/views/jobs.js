@@ -4,7 +4,7 @@
 
 import { api, ApiError } from "../api.js";
 import { LineChart } from "../charts.js";
-import { formatDuration, formatNumber, formatTime, h, mount, toast } from "../dom.js";
+import { formatDuration, formatNumber, formatTime, h, mount, scrollBox, toast } from "../dom.js";
 import { jobForm } from "../job_form.js";
 import { FINAL_STATES, JobProgress } from "../job_progress.js";
 
@@ -18,7 +18,7 @@ export function render(main, [jobId]) {
 // --- list and submit ------------------------------------------------------------------------
 
 function renderList(main) {
-  const table = h("div", { class: "table-scroll" });
+  const table = scrollBox("Jobs table");
   let timer = null;
   const refresh = async () => {
     try {
@@ -126,7 +126,7 @@ function renderJob(main, jobId) {
     resubmitCard: h("section", { class: "card", id: "resubmit-section", "aria-labelledby": "resubmit-heading", hidden: true }),
     message: h("p", { role: "status" }),
     config: h("pre", {}),
-    artifacts: h("div", { class: "table-scroll" }),
+    artifacts: scrollBox("Checkpoints of this run"),
   };
   mount(ui.timelineCard, h("h2", { id: "timeline-heading" }, "Stages"), ui.timeline);
   const chartFigures = CHARTS.map(chartFigure);

@@ -6,7 +6,7 @@
 import { api } from "../api.js";
 import { describeCurve, sparkline } from "../charts.js";
 import { checkpointRows, compareTable } from "../compare.js";
-import { formatNumber, formatTime, h, mount, toast } from "../dom.js";
+import { formatNumber, formatTime, h, mount, scrollBox, toast } from "../dom.js";
 
 const DEPLOY_POLL_MS = 500; // loading a small model takes seconds; a big one, minutes
 const COMPARE_AT_MOST = 4; // columns that still fit beside each other
@@ -15,8 +15,8 @@ export function render(main) {
   const page = {
     served: h("div", {}),
     deployment: h("div", { id: "deployment-status", class: "deployment", role: "status" }),
-    table: h("div", { class: "table-scroll" }),
-    compare: h("div", { class: "table-scroll" }),
+    table: scrollBox("Checkpoints table"),
+    compare: scrollBox("Comparison table"),
     checkpoints: [],
     picked: new Set(),
     curves: new Map(), // "run/stage" -> promise of its curves

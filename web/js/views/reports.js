@@ -5,7 +5,7 @@
 
 import { api, ApiError, call } from "../api.js";
 import { compareTable, reportRows } from "../compare.js";
-import { formatTime, h, mount } from "../dom.js";
+import { formatTime, h, mount, scrollBox } from "../dom.js";
 import { renderMarkdown, safeUrl } from "../markdown.js";
 
 export function render(main, [run, other]) {
@@ -44,9 +44,8 @@ async function listRuns(page) {
   mount(
     page,
     h("h1", {}, "Reports"),
-    h(
-      "div",
-      { class: "table-scroll" },
+    scrollBox(
+      "Reports table",
       h(
         "table",
         { class: "reports-table" },
@@ -86,6 +85,9 @@ async function reportCard(run) {
   const resolve = (href) => safeUrl(new URL(href, base).href);
   const article = h("article", { class: "report", "aria-label": `Report for ${run}` }, renderMarkdown(markdown, resolve, { deferImages: true }));
   for (const img of article.querySelectorAll("img[data-src]")) loadImage(img);
+  // A wide table scrolls sideways inside itself (css/console.css): keyboard users scroll it once
+  // it has focus.
+  for (const table of article.querySelectorAll("table")) table.tabIndex = 0;
   return article;
 }
 
@@ -108,7 +110,7 @@ async function loadImage(img) {
 
 async function compareRuns(page, a, b) {
   const back = h("p", {}, h("a", { href: "#/reports" }, "← All reports"));
-  const numbers = h("div", { class: "table-scroll" }, h("p", { class: "muted" }, "Loading…"));
+  const numbers = scrollBox("Comparison table", h("p", { class: "muted" }, "Loading…"));
   const cards = [a, b].map((run) => h("section", { class: "card report-column", "aria-label": `Report card of ${run}` }, h("p", { class: "muted" }, "Loading…")));
   mount(
     page,
