@@ -21,6 +21,7 @@ from gateway.inference import ModelInfo
 
 from chatforge.contracts.generate import FinishEvent, StreamItem, ToolCallEvent, ToolResultEvent, Usage
 from chatforge.contracts.sampling import SamplingParams
+from chatforge.tools import Outcome
 
 GATE_TIMEOUT_S = 30.0
 DEFAULT_REPLY = "Scripted reply."
@@ -42,7 +43,7 @@ class PythonRun:
 
     code: str
     output: str
-    outcome: str = "ok"
+    outcome: Outcome = "ok"
     duration_s: float = 0.01
     message: str = ""
 
@@ -104,10 +105,7 @@ class ScriptedChat:
             raise TimeoutError("the test never opened the gate")
         sp = self.tokenizer.special_ids  # type: ignore[attr-defined]
         result = ToolResultEvent(
-            outcome=step.outcome,  # type: ignore[arg-type]
-            output=step.output,
-            duration_s=step.duration_s,
-            message=step.message,
+            outcome=step.outcome, output=step.output, duration_s=step.duration_s, message=step.message
         )
         return [
             StreamItem(token_id=sp["<|python_start|>"]),

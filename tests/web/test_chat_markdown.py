@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.web.scripted_chat import Gate, PythonRun, ScriptedChat, ask, finished, launch_scripted, open_chat
+from tests.web.test_a11y import audit
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
@@ -107,6 +108,17 @@ def test_a_reply_renders_markdown_highlighted_code_math_and_python_runs(chat) ->
     runs = page.locator("article.message.assistant details.tool")
     expect(runs.last.locator("summary")).to_have_text(re.compile(r"Python\s*timeout\s*5\.00 s"))
     expect(page.locator("article.message.assistant .math-inline math")).to_have_count(1)
+
+    # The audit the whole app passes (tests/web/test_a11y.py), on this reply in both themes, the
+    # python runs open: syntax colours, outcomes and buttons keep their contrast and names.
+    for theme in ("light", "dark"):
+        page.evaluate("(theme) => localStorage.setItem('chatforge.theme', theme)", theme)
+        page.reload()
+        expect(page.locator("html")).to_have_attribute("data-theme", theme)
+        for summary in page.locator("details.tool summary").all():
+            summary.click()
+        expect(page.locator(".hljs-keyword").first).to_be_visible()
+        assert audit(page) == [], theme
 
 
 def test_streaming_renders_incrementally_and_keeps_finished_blocks(chat) -> None:  # type: ignore[no-untyped-def]
