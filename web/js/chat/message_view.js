@@ -70,7 +70,7 @@ export class MessageView {
             h("button", { type: "button", class: "icon-button", "aria-label": "Next version", disabled: index === count - 1, onclick: whenIdle(() => this.handlers.switchTo(node, 1)) }, "›"),
           )
         : null;
-    const copy = button("Copy message", "⧉ Copy", () => copyText(messageMarkdown(node), "the message"));
+    const copy = button("Copy message", "Copy", () => copyText(messageMarkdown(node), "the message"));
     const change =
       node.role === "user"
         ? button("Edit message", "✎ Edit", whenIdle(() => this.startEdit()))
@@ -185,7 +185,7 @@ function decorateCode(piece) {
   for (const pre of piece.querySelectorAll("pre")) {
     const code = pre.querySelector("code") || pre;
     const language = codeLanguage(code);
-    const copy = h("button", { type: "button", class: "icon-button copy-code", "aria-label": "Copy code" }, "⧉ Copy");
+    const copy = h("button", { type: "button", class: "icon-button copy-code", "aria-label": "Copy code" }, "Copy");
     copy.addEventListener("click", () => copyText(code.textContent, "the code"));
     const block = h("div", { class: "code-block" }, h("div", { class: "code-head" }, h("span", { class: "code-lang" }, language || "code"), copy));
     pre.replaceWith(block);
