@@ -6,8 +6,9 @@ on the wire when the server answered (`Sent.body_bytes`). A server that answers 
 body answers after what the sockets' buffers hold (a few MiB on loopback at most); one that reads
 everything first answers after all of it.
 
-`PeakRSS` measures this process's peak resident memory over a block (the servers under test run in
-threads of the test process): Linux resets the peak when "5" is written to /proc/self/clear_refs.
+`PeakRSS` measures a process's peak resident memory over a block (this one by default, where the
+gateways under test run in threads; or a server's pid): Linux resets the peak when "5" is written
+to /proc/<pid>/clear_refs.
 """
 
 from __future__ import annotations
@@ -123,17 +124,26 @@ def repeated(
 class PeakRSS:
     """`with PeakRSS() as peak: ...` then `peak.grew_mib`: how far the peak rose above the start."""
 
+    def __init__(self, pid: int | str = "self"):
+        self.proc = Path(f"/proc/{pid}")
+
     def __enter__(self) -> PeakRSS:
-        Path("/proc/self/clear_refs").write_text("5")
-        self.start_kib = _status_kib("VmRSS")
+        (self.proc / "clear_refs").write_text("5")
+        self.start_kib = self._kib("VmRSS")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.peak_kib = _status_kib("VmHWM")
+        self.peak_kib = self._kib("VmHWM")
 
     @property
     def grew_mib(self) -> float:
         return (self.peak_kib - self.start_kib) / 1024
+
+    def _kib(self, field: str) -> int:
+        for line in (self.proc / "status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"{field} not in {self.proc}/status")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -166,10 +176,3 @@ def _parse(data: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return status, headers, payload
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from chatforge.contracts.strict import StrictModel
 from chatforge.contracts.training import (
     TRAIN_STAGES,
     ConfigError,
@@ -56,11 +57,11 @@ LAUNCH_FLAGS: tuple[str, ...] = ("run", "job_id", "artifacts")
 _CHECK_ROOT = "/artifacts"
 
 
-class Flags(BaseModel):
+class Flags(StrictModel):
     """One stage's flags. Field names are the flags (`num_steps` is `--num-steps`); `description`
-    is the flag's help."""
+    is the flag's help. Strict, as JSON Schema reads JSON (2.0 is an integer, "2" is not)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     def check(self, stage: str, run: str) -> None:
         """Raise ConfigError when the trainer would refuse these flags (their cross-field rules)."""
@@ -246,6 +247,12 @@ FLAGS: dict[str, type[Flags]] = {
 # --- the job spec -----------------------------------------------------------------------------------
 
 
+def job_process_key(job_id: str) -> str:
+    """The Redis key where a job's wrapper (`chatforge.jobrun`) records the session its processes
+    run in: a `chatforge.lifetime.ProcessRef` of the session leader, as JSON."""
+    return f"chatforge:job:{job_id}:process"
+
+
 class JobSpec(BaseModel):
     """`POST /v1/jobs`: a stage (or the whole pipeline), a run name, and the stage's flags.
 
@@ -253,7 +260,9 @@ class JobSpec(BaseModel):
     way the trainer will check it; every error is located at `config.<flag>`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=lambda s, _: _one_spec_per_stage(s)
+    )
 
     stage: JobStage
     run: str = Field("demo", pattern=RUN_PATTERN)
@@ -286,6 +295,27 @@ class JobSpec(BaseModel):
     def argv(self, job_id: str) -> list[str]:
         """`chatforge train`'s arguments for this job: the stage, run, job id, then the flags given."""
         return [self.stage, "--run", self.run, "--job-id", job_id, *to_argv(self.config)]
+
+
+def _one_spec_per_stage(schema: dict[str, Any]) -> None:
+    """JobSpec's published schema: one object per flags model, its stages and their `config`, so
+    a schema-valid spec never pairs a stage with another stage's flags (what the validator refuses)."""
+    properties = schema.pop("properties")
+    required = schema.pop("required", [])
+    schema.pop("additionalProperties", None)
+    variants = []
+    # The anyOf lists StageFlags' members in order (its refs are still pydantic's internal names).
+    for ref, model in zip(properties["config"]["anyOf"], get_args(StageFlags), strict=True):
+        stages = [stage for stage, flags in FLAGS.items() if flags is model]
+        variant = {
+            **properties,
+            "stage": {**properties["stage"], "enum": stages},
+            "config": {**ref, "description": properties["config"].get("description", "")},
+        }
+        variants.append(
+            {"type": "object", "properties": variant, "required": required, "additionalProperties": False}
+        )
+    schema["oneOf"] = variants
 
 
 def _located(prefix: str, error: ValidationError) -> ValidationError:

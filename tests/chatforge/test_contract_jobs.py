@@ -24,7 +24,7 @@ def _errors(body: dict) -> list[tuple[str, str]]:
     [
         ({"depth": "abc"}, "config.depth", "valid integer"),
         ({"depth": "2"}, "config.depth", "valid integer"),  # strict: a string is not coerced
-        ({"depth": 2.0}, "config.depth", "valid integer"),
+        ({"depth": 2.5}, "config.depth", "valid integer"),
         ({"gpu": 1}, "config.gpu", "valid boolean"),
         ({"depth": 0}, "config.depth", "greater than or equal to 1"),
         ({"bogus_flag": 1}, "config.bogus_flag", "Extra inputs"),
@@ -40,6 +40,23 @@ def _errors(body: dict) -> list[tuple[str, str]]:
 def test_a_bad_config_is_an_error_naming_the_field(config, field, says):
     (first, *_) = _errors({"stage": "base", "config": config})
     assert first[0] == field and says in first[1], first
+
+
+def test_an_integral_number_is_an_integer_as_json_schema_reads_it():
+    """The published schema says `integer`, and JSON Schema calls 2.0 an integer: accepted as 2."""
+    spec = JobSpec.model_validate({"stage": "base", "config": {"depth": 2.0}})
+    assert spec.config.depth == 2 and type(spec.config.depth) is int
+
+
+def test_the_schema_pairs_each_stage_with_its_own_flags():
+    """A schema-valid spec never pairs a stage with another stage's flags: one variant per model."""
+    variants = JobSpec.model_json_schema()["oneOf"]
+    by_stage = {
+        stage: v["properties"]["config"]["$ref"].rsplit("/", 1)[-1]
+        for v in variants
+        for stage in v["properties"]["stage"]["enum"]
+    }
+    assert by_stage == {stage: flags.__name__ for stage, flags in FLAGS.items()}
 
 
 def test_every_stage_has_its_own_flags():

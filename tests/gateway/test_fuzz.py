@@ -91,8 +91,15 @@ def _for_schema(schema: dict[str, Any], spec: dict[str, Any]) -> st.SearchStrate
 def _bodies(
     spec: dict[str, Any], name: str, fixed: dict[str, st.SearchStrategy[Any]]
 ) -> st.SearchStrategy[Any]:
-    """Mostly the schema's required fields plus any optional ones, sometimes anything at all."""
+    """Mostly the schema's required fields plus any optional ones, sometimes anything at all; for a
+    schema that is one of several objects (JobSpec: one per stage's flags), bodies of each."""
     schema = spec["components"]["schemas"][name]
+    return st.one_of(*[_object_bodies(spec, v, fixed) for v in schema.get("oneOf", [schema])])
+
+
+def _object_bodies(
+    spec: dict[str, Any], schema: dict[str, Any], fixed: dict[str, st.SearchStrategy[Any]]
+) -> st.SearchStrategy[Any]:
     props = {k: fixed.get(k, _for_schema(v, spec)) for k, v in schema["properties"].items()}
     required = {k: props[k] for k in schema.get("required", [])}
     optional = {k: v for k, v in props.items() if k not in required}

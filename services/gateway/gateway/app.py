@@ -122,7 +122,7 @@ def create_app(state: GatewayState, *, close_parts: bool = True) -> FastAPI:
     for module in modules:
         app.include_router(module.router)
     # The API's own routes, as declared (the gate and the document read their dependencies).
-    api_routes = [
+    api_routes = app.state.api_routes = [
         route for module in modules for route in module.router.routes if isinstance(route, APIRoute)
     ]
     web = Path(state.settings.web_dir)

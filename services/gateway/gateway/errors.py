@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from chatforge.artifacts import ArtifactError
 from chatforge.chat import ConversationError, ConversationTooLong
@@ -109,9 +110,11 @@ def install(app: FastAPI) -> None:
         message = e.detail if isinstance(e.detail, str) else "request failed"
         if e.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        elif e.status_code == 405:
+        headers = dict(e.headers or {})
+        if e.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return respond(APIError(e.status_code, message, headers=dict(e.headers or {})))
+            headers["Allow"] = _allowed(request) or headers.get("Allow", "")
+        return respond(APIError(e.status_code, message, headers=headers))
 
     # Known client mistakes raised below the routes get handlers of their own: Starlette answers a
     # handler registered for Exception and then re-raises, which drops the keep-alive connection.
@@ -126,6 +129,16 @@ def install(app: FastAPI) -> None:
         if mapped.status >= 500:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
         return respond(mapped)
+
+
+def _allowed(request: Request) -> str:
+    """Every method the path takes: each method is its own route, and a 405 names them all."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "api_routes", ()):
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 def respond(e: APIError) -> JSONResponse:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from chatforge.contracts.sampling import MAX_STOP_CHARS, MAX_STOP_STRINGS
+from chatforge.contracts.strict import StrictModel
 from chatforge.request_limits import limit
 
-STRICT = ConfigDict(extra="forbid", strict=True)
 StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 # OpenAI takes one stop string or a list of them; one is read as a list of one, so a refusal names
 # the list's problem (too many, which one is too long) rather than each union member's.
@@ -32,19 +32,16 @@ Stops = Annotated[
 ]
 
 
-class ContentPart(BaseModel):
+class ContentPart(StrictModel):
     """A part of a message: OpenAI's text part, or chatforge's python call and its output."""
 
-    model_config = STRICT
     type: Literal["text", "python", "python_output"] = Field(
         default="text", description="python and python_output: in assistant messages only (chatforge)"
     )
     text: str = Field(json_schema_extra=limit(maxLength=("max_message_chars", "message_too_long")))
 
 
-class ChatMessage(BaseModel):
-    model_config = STRICT
-
+class ChatMessage(StrictModel):
     # "developer" is OpenAI's newer name for "system".
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] = Field(
@@ -68,16 +65,13 @@ class ChatMessage(BaseModel):
         return sum(len(p.text) for p in self.content)
 
 
-class StreamOptions(BaseModel):
-    model_config = STRICT
+class StreamOptions(StrictModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(StrictModel):
     # `stream_options` needs `stream: true`: said in the schema too, so a client can know it.
     model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
         json_schema_extra={
             "dependentSchemas": {
                 "stream_options": {"required": ["stream"], "properties": {"stream": {"const": True}}}
@@ -101,7 +95,8 @@ class ChatCompletionRequest(BaseModel):
     )
     n: int = Field(default=1, ge=1, le=128, json_schema_extra=limit(maximum=("max_n", "n_too_large")))
     stop: Stops | None = None
-    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
+    # JSON's safe integers (a JavaScript client's Number): every one is exact as a double too.
+    seed: int | None = Field(default=None, ge=-(2**53 - 1), le=2**53 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)

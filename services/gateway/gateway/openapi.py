@@ -47,9 +47,10 @@ CHALLENGE = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": 
 def answers(*statuses: int, checks: Sequence[str] = ()) -> dict[int | str, Any]:
     """A route's `responses=`: the error statuses it answers itself (the ones every route of its kind
     answers are added by `document`); `checks`: codes of 400s a schema cannot express."""
-    out: dict[int | str, Any] = {s: {"model": ErrorBody, "description": DESCRIPTIONS[s]} for s in statuses}
+    # The content is spelled out: a route answering text/plain (logs) still errs in JSON.
+    out: dict[int | str, Any] = {s: _error_response(s) for s in statuses}
     if checks:
-        out[400] = {"model": ErrorBody, "description": DESCRIPTIONS[400], "x-checks": list(checks)}
+        out[400] = {**_error_response(400), "x-checks": list(checks)}
     if 429 in statuses:
         out[429]["headers"] = RETRY_AFTER
     return out
@@ -80,6 +81,10 @@ def document(app: FastAPI, routes: list[APIRoute], settings: Settings) -> dict[s
     return publish(schema, settings)
 
 
+def _error_response(status: int) -> dict[str, Any]:
+    return {"description": DESCRIPTIONS[status], "content": {"application/json": {"schema": ERROR_REF}}}
+
+
 def _complete(operation: dict[str, Any], route: APIRoute, settings: Settings) -> None:
     responses = operation.setdefault("responses", {})
     added: list[int] = []
@@ -96,8 +101,7 @@ def _complete(operation: dict[str, Any], route: APIRoute, settings: Settings) ->
     if policy is not None and policy.write:
         added.append(429)
     for status in added:
-        response = responses.setdefault(str(status), {"description": DESCRIPTIONS[status]})
-        response.setdefault("content", {"application/json": {"schema": ERROR_REF}})
+        response = responses.setdefault(str(status), _error_response(status))
         if status == 429:
             response.setdefault("headers", RETRY_AFTER)
         if status == 401:

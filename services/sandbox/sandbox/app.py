@@ -5,12 +5,16 @@ API (also served as OpenAPI at /docs):
   runs the snippet with no stdin and answers a `ToolResult` (`chatforge.tools`): 200 for every run
   that started, whatever the snippet did (`outcome` says: ok, error, timeout, memory,
   output_limit); 429 with `outcome: "busy"` and `Retry-After` when the queue is full or no slot
-  freed in time; 400 for limits outside the service's maxima; 413 for a body far beyond
-  max_code_bytes; 422 for a malformed body; 503 with `outcome: "unavailable"` when the sandbox
+  freed in time; 400 for limits outside the service's range; 413 for a body over
+  `max_body_bytes` (6 x max_code_bytes + 4 KiB, counted as it streams, chunked or not); 422 for a
+  malformed body (strict types: "5" is not 5); 503 with `outcome: "unavailable"` when the sandbox
   itself could not start a run.
 - `GET /healthz`: `{"status": "ok", "mode": "namespaces" | "weak"}`.
 - `GET /info`: the isolation mode and why, its layers, the interpreter, limits and concurrency.
 - `GET /metrics`: Prometheus text.
+
+The OpenAPI document (`/openapi.json`) carries the limits with this service's values and every
+status the routes answer; `tests/sandbox/test_openapi.py` runs schemathesis against it.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ from dataclasses import asdict
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from chatforge.body_limit import BodyLimit
+from chatforge.contracts.strict import StrictModel
+from chatforge.request_limits import limit, publish
 from chatforge.tools import Outcome, ToolLimits, ToolResult
 
 from .admission import Busy
@@ -39,15 +47,35 @@ log = logging.getLogger(__name__)
 _STATUS_BY_OUTCOME = {"busy": 429, "unavailable": 503}
 
 
-class RunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RunRequest(StrictModel):
+    # Strict: "5" is not 5. The ranges are checked by the executor (400 naming the field); the
+    # schema states them, the maxima with this service's settings (`publish`).
 
-    code: str = Field(description="Python source, run as a script with no stdin")
-    timeout_s: float | None = Field(
-        default=None, description="wall clock for the whole run; default from settings"
+    code: str = Field(
+        description="Python source, run as a script with no stdin; over max_code_bytes it is an "
+        "`error` outcome, not run"
     )
-    memory_mb: int | None = Field(default=None, description="address space per process")
-    output_bytes: int | None = Field(default=None, description="stdout and stderr are each cut here")
+    timeout_s: float | None = Field(
+        default=None,
+        description="wall clock for the whole run; default from settings",
+        json_schema_extra={"exclusiveMinimum": 0, **limit(maximum=("max_timeout_s", "limit"))},
+    )
+    memory_mb: int | None = Field(
+        default=None,
+        description="address space per process",
+        json_schema_extra={"minimum": 64, **limit(maximum=("max_memory_mb", "limit"))},
+    )
+    output_bytes: int | None = Field(
+        default=None,
+        description="stdout and stderr are each cut here",
+        json_schema_extra={"minimum": 1, **limit(maximum=("max_output_bytes", "limit"))},
+    )
+
+
+class Detail(BaseModel):
+    """The sandbox's error body (FastAPI's): what was wrong, for a person to read."""
+
+    detail: str
 
 
 class RunResult(BaseModel):
@@ -85,19 +113,23 @@ def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> F
             executor.close()  # in-flight runs have finished: uvicorn drains requests first
 
     app = FastAPI(title="chatforge sandbox", version="1", lifespan=lifespan)
-    # JSON escaping can grow code up to 6x (\uXXXX); anything larger is refused before it is read.
-    max_body_bytes = 6 * settings.max_code_bytes + 4096
-
-    @app.middleware("http")
-    async def refuse_huge_bodies(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_body_bytes:
-            detail = f"request body is {length} bytes; the limit is {max_body_bytes}"
-            return JSONResponse({"detail": detail}, status_code=413)
-        return await call_next(request)
+    # JSON escaping can grow code up to 6x (\uXXXX); anything larger is refused before it is
+    # read, and a chunked body as soon as it passes this.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes(settings), error_body=lambda m: {"detail": m})
 
     @app.post(
-        "/v1/run", response_model=RunResult, responses={429: {"model": RunResult}, 503: {"model": RunResult}}
+        "/v1/run",
+        response_model=RunResult,
+        responses={
+            400: {"model": Detail, "description": "a limit outside the service's range (named)"},
+            413: {"model": Detail, "description": "the body is over max_body_bytes"},
+            429: {
+                "model": RunResult,
+                "description": "busy: every slot executing and the queue full",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            },
+            503: {"model": RunResult, "description": "the sandbox could not start a run"},
+        },
     )
     async def run(req: RunRequest) -> JSONResponse:
         defaults = settings.default_limits()
@@ -147,11 +179,24 @@ def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> F
             "waiting": executor.pool.waiting,
         }
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = publish(
+                get_openapi(title=app.title, version=app.version, routes=app.routes), settings
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def max_body_bytes(settings: Settings) -> int:
+    """The largest request body read: max_code_bytes written as 6-byte escapes, plus the limits."""
+    return 6 * settings.max_code_bytes + 4096
 
 
 def _answer(result: ToolResult, metrics: SandboxMetrics) -> JSONResponse:

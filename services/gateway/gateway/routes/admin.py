@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from chatforge.contracts.strict import StrictModel
 from gateway.auth import AdminCaller, AdminWriter, KeyRequestError
 from gateway.errors import APIError
 from gateway.openapi import answers
@@ -15,8 +16,7 @@ from gateway.state import State
 router = APIRouter(tags=["admin"])
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class KeyCreate(StrictModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Literal["chat", "admin"]] = Field(default=["chat"], min_length=1, max_length=2)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from chatforge.contracts.strict import StrictModel
 from chatforge.request_limits import first_violation, limit
 from gateway.auth import ChatCaller, ChatWriter
 from gateway.conversations import DocumentTooLarge, shape
@@ -27,16 +28,15 @@ router = APIRouter(tags=["conversations"])
 CHECKS = ("invalid_messages", "conversation_too_deep", "conversation_too_many_keys")
 
 
-class StoredMessage(BaseModel):
+class StoredMessage(StrictModel):
     """A chat message as the chat format reads it; other keys are kept as the client sent them."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant"]
     content: str | list[ContentPart]
 
 
-class ConversationCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class ConversationCreate(StrictModel):
     title: str = Field(
         default="New chat", json_schema_extra=limit(maxLength=("max_title_chars", "title_too_long"))
     )
@@ -46,8 +46,7 @@ class ConversationCreate(BaseModel):
     )
 
 
-class ConversationUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class ConversationUpdate(StrictModel):
     title: str | None = Field(
         default=None, json_schema_extra=limit(maxLength=("max_title_chars", "title_too_long"))
     )

@@ -66,7 +66,7 @@ async def job_events(
     state: State,
     caller: AdminCaller,
     after: str = Query("0", pattern=r"^\d+(-\d+)?$", description="stream id to continue after"),
-    last_event_id: str | None = Header(None, pattern=r"^\d+(-\d+)?$"),
+    last_event_id: str = Header("", pattern=r"^(\d+(-\d+)?)?$", description="an event id (SSE reconnect)"),
 ) -> SSEResponse:
     """Progress events live from the job's Redis stream, then a final `state` event when it ends."""
     await asyncio.to_thread(state.jobs.get, job_id)  # 404 before the stream starts

@@ -48,12 +48,12 @@ def list_reports(state: State, caller: ChatCaller) -> dict[str, Any]:
     },
 )
 def report_file(run: str, name: str, state: State, caller: ChatCaller) -> FileResponse:
+    # A name that could not be an artifact's names no report file: 404, like one that is not there.
     try:
-        folder = state.store.run_dir(run) / "report"
-        path = folder / check_name("report file", name)
-    except ArtifactError as e:
-        raise APIError(400, str(e), param="name", code="invalid_name") from None
-    media_type = MEDIA_TYPES.get(path.suffix)
-    if media_type is None or not path.is_file():
+        path = state.store.run_dir(run) / "report" / check_name("report file", name)
+    except ArtifactError:
+        path = None
+    media_type = MEDIA_TYPES.get(path.suffix) if path is not None else None
+    if path is None or media_type is None or not path.is_file():
         raise APIError(404, f"no report file {name!r} for run {run!r}", code="report_not_found")
     return FileResponse(path, media_type=media_type)
