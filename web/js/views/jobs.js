@@ -388,11 +388,13 @@ function drawProgress(ui, progress) {
     : `State: ${progress.state ?? "unknown"}`;
   const labels = { loss: "Loss", val_bpb: "Val bits/byte", lr: "Learning rate", tokens_per_s: "Tokens/s", mfu: "MFU", eta_s: "ETA" };
   const show = { mfu: (v) => `${(100 * v).toFixed(1)}%`, eta_s: formatDuration };
+  // Every number has its place from the start ("—" until it is known), so a new stage, which
+  // clears them, does not make the card shorter.
   mount(
     ui.summary,
-    Object.entries(labels)
-      .filter(([key]) => key in progress.latest)
-      .map(([key, label]) => h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, (show[key] || formatNumber)(progress.latest[key])))),
+    Object.entries(labels).map(([key, label]) =>
+      h("div", { class: "stat" }, h("dt", {}, label), h("dd", {}, key in progress.latest ? (show[key] || formatNumber)(progress.latest[key]) : "—")),
+    ),
   );
   drawTimeline(ui, progress);
   scheduleCharts(ui, progress);

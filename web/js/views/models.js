@@ -71,7 +71,8 @@ async function followDeployment(page, announce = false) {
   try {
     record = await api.deployment();
   } catch {
-    return mount(page.deployment); // nothing deployed through the API yet (404), or no access
+    // Nothing deployed through the API yet (404), or no access to the record.
+    return mount(page.deployment, h("p", { class: "deployment-line muted" }, "No deployment through the API yet."), progressSlot(null));
   }
   drawDeployment(page.deployment, record);
   if (record.state === "loading") {
@@ -91,12 +92,14 @@ function drawDeployment(box, record) {
     serving: [h("span", { class: "phase-status done" }, "serving"), ` ${record.checkpoint}${since}`],
     failed: [h("span", { class: "phase-status failed" }, "failed"), ` ${record.checkpoint}: ${record.message}`],
   };
-  mount(
-    box,
-    h("p", { class: "deployment-line", dataset: { state: record.state } }, "Last deployment: ", lines[record.state] ?? record.state),
-    // Indeterminate: the inference service reports no fraction while it loads.
-    record.state === "loading" ? h("progress", { "aria-label": `Loading ${record.checkpoint}` }) : null,
-  );
+  mount(box, h("p", { class: "deployment-line", dataset: { state: record.state } }, "Last deployment: ", lines[record.state] ?? record.state), progressSlot(record));
+}
+
+/** The loading bar, its space kept when there is none (the cards below do not move when a load
+ * starts or ends). Indeterminate: the inference service reports no fraction while it loads. */
+function progressSlot(record) {
+  const loading = record?.state === "loading";
+  return h("progress", { class: loading ? null : "idle", "aria-label": loading ? `Loading ${record.checkpoint}` : null, "aria-hidden": loading ? null : "true" });
 }
 
 async function deploy(page, checkpoint) {
