@@ -160,13 +160,15 @@ class TokenizerClient:
     def info(self) -> TokenizerInfo:
         return TokenizerInfo.from_proto(self._call("Info", pb.InfoRequest()))
 
-    def reload(self, name: str | None = None) -> TokenizerInfo:
-        """Ask the server to load `name` (default: its current name, re-read) from its artifact store."""
-        return TokenizerInfo.from_proto(self._call("Reload", pb.ReloadRequest(name=name or "")))
+    def reload(self, name: str | None = None, *, admin_token: str = "") -> TokenizerInfo:
+        """Ask the server to load `name` (default: its current name, re-read) from its artifact store.
+        `admin_token`: the server's CHATFORGE_TOKENIZER_ADMIN_TOKEN (not needed on loopback without one)."""
+        metadata = (("authorization", f"Bearer {admin_token}"),) if admin_token else None
+        return TokenizerInfo.from_proto(self._call("Reload", pb.ReloadRequest(name=name or ""), metadata))
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, metadata: Any = None) -> Any:
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout_s)
+            return getattr(self._stub, method)(request, timeout=self.timeout_s, metadata=metadata)
         except grpc.RpcError as e:
             raise _service_error(method, e) from None
 

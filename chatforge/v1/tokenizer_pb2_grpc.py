@@ -133,7 +133,9 @@ class TokenizerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reload(self, request, context):
-        """Load a tokenizer from the artifact store and swap it in without a restart (admin).
+        """Load a tokenizer from the artifact store and swap it in without a restart. Admin only: with
+        the server's admin token as `authorization: Bearer <token>` metadata; a server without one
+        takes Reload only when it listens on loopback alone.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 TARGET_ENV = "CHATFORGE_TOKENIZER_TARGET"
+TOKEN_ENV = "CHATFORGE_TOKENIZER_ADMIN_TOKEN"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,9 +66,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "render", help="a conversation (JSON, or - for stdin) -> ids and loss mask"
     ).add_argument("conversation")
     actions.add_parser("info", help="name, fingerprint, vocabulary size, special tokens")
-    actions.add_parser(
-        "reload", help="make the server load a tokenizer (default: its current one)"
-    ).add_argument("name", nargs="?")
+    reload = actions.add_parser("reload", help="make the server load a tokenizer (default: its current one)")
+    reload.add_argument("name", nargs="?")
+    reload.add_argument(
+        "--admin-token",
+        default=None,
+        help=f"the server's admin token (${TOKEN_ENV}); not needed for a server on loopback without one",
+    )
     client.set_defaults(func=_client)
 
 
@@ -112,7 +117,8 @@ def _client(args: argparse.Namespace) -> int:
             elif args.action == "info":
                 out = client.info().__dict__
             else:
-                out = client.reload(args.name).__dict__
+                token = args.admin_token or os.environ.get(TOKEN_ENV, "")
+                out = client.reload(args.name, admin_token=token).__dict__
     except (TokenizerServiceError, ConversationError, json.JSONDecodeError) as e:
         print(f"tokenizer-client: {e}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from tokenizer_svc.metrics import MetricsInterceptor, TokenizerMetrics
 from tokenizer_svc.servicer import Limits, TokenizerServicer
 from tokenizer_svc.settings import Settings
 from tokenizer_svc.slot import Loaded, TokenizerSlot
+from tokenizer_svc.wire import UndecodableRequests
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,22 @@ class TokenizerServer:
         self.servicer = TokenizerServicer(
             TokenizerSlot(store, settings.name),
             Limits(
-                settings.max_text_chars, settings.max_batch_texts, settings.max_ids, settings.reload_enabled
+                settings.max_text_chars,
+                settings.max_batch_texts,
+                settings.max_ids,
+                settings.reload_enabled,
+                max_messages=settings.max_conversation_messages,
+                max_parts=settings.max_conversation_parts,
+                admin_token=settings.admin_token,
+                loopback=settings.loopback,
             ),
             self.metrics,
         )
         self._health = health.HealthServicer()
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="tokenizer-rpc"),
-            interceptors=[MetricsInterceptor(self.metrics)],
+            # Metrics outermost, so a request that does not decode is counted with its status.
+            interceptors=[MetricsInterceptor(self.metrics), UndecodableRequests()],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),

@@ -8,6 +8,7 @@ a bad request is INVALID_ARGUMENT with a message that names the problem, never a
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,10 +45,18 @@ class Limits:
     max_batch_texts: int
     max_ids: int
     reload_enabled: bool
+    max_messages: int = 1024
+    max_parts: int = 16_384
+    admin_token: str = ""  # Reload's credential; empty: Reload only when `loopback`
+    loopback: bool = True  # the server listens on loopback only
 
 
 class RequestError(ValueError):
     """A request the service refuses (over a limit, an impossible combination of fields)."""
+
+
+class Unauthenticated(PermissionError):
+    """An admin RPC without its credential."""
 
 
 class DeadlineExpired(Exception):
@@ -92,6 +101,8 @@ def _abort(context: grpc.ServicerContext, e: Exception, method: str) -> None:
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
     if isinstance(e, DeadlineExpired):
         context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline passed during {method}")
+    if isinstance(e, Unauthenticated):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
     if isinstance(e, PermissionError):
         context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
     log.exception("%s failed", method)
@@ -208,10 +219,7 @@ class TokenizerServicer(pb_grpc.TokenizerServiceServicer):
 
     @_rpc
     def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
-        if not self._limits.reload_enabled:
-            raise PermissionError(
-                "Reload is disabled on this server (CHATFORGE_TOKENIZER_RELOAD_ENABLED=false)"
-            )
+        self._check_admin(context)
         name = request.name or None
         if name is not None:
             try:
@@ -235,6 +243,25 @@ class TokenizerServicer(pb_grpc.TokenizerServiceServicer):
         return loaded
 
     # request checks --------------------------------------------------------------------------
+    def _check_admin(self, context: grpc.ServicerContext) -> None:
+        """Reload is an admin's: the token when one is set, else only a loopback-only server."""
+        limits = self._limits
+        if not limits.reload_enabled:
+            raise PermissionError(
+                "Reload is disabled on this server (CHATFORGE_TOKENIZER_RELOAD_ENABLED=false)"
+            )
+        if not limits.admin_token:
+            if not limits.loopback:
+                raise PermissionError(
+                    "Reload needs an admin token off loopback: set CHATFORGE_TOKENIZER_ADMIN_TOKEN "
+                    "(or reload with SIGHUP)"
+                )
+            return
+        sent = dict(context.invocation_metadata()).get("authorization", "")
+        scheme, _, token = str(sent).partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), limits.admin_token):
+            raise Unauthenticated("Reload needs 'authorization: Bearer <admin token>' metadata")
+
     def _check_text(self, text: str, where: str) -> None:
         if len(text) > self._limits.max_text_chars:
             raise RequestError(
@@ -247,6 +274,17 @@ class TokenizerServicer(pb_grpc.TokenizerServiceServicer):
 
     def _conversation_data(self, conversation: pb.Conversation) -> dict[str, Any]:
         """The wire form as the JSON-like data `parse_conversation` validates (one validator)."""
+        # Counted before anything is built: len() of a repeated field costs nothing.
+        n_messages = len(conversation.messages)
+        if n_messages > self._limits.max_messages:
+            raise RequestError(
+                f"conversation has {n_messages} messages, over the limit of {self._limits.max_messages}"
+            )
+        n_parts = sum(len(m.parts) for m in conversation.messages)
+        if n_parts > self._limits.max_parts:
+            raise RequestError(
+                f"conversation has {n_parts} parts, over the limit of {self._limits.max_parts}"
+            )
         messages, total = [], 0
         for i, m in enumerate(conversation.messages):
             content = []
