@@ -26,10 +26,12 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
 
 
-def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
-    """Approximately U·Vᵀ of g = U·S·Vᵀ, by Newton–Schulz; bfloat16 on CUDA, float32 on CPU."""
+def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Approximately U·Vᵀ of g = U·S·Vᵀ, by Newton–Schulz; in `dtype`, by default bfloat16 on CUDA
+    and float32 on CPU (where bf16 matmuls are slow; the GPU check's golden asks for bf16 there to
+    measure what the GPU's rounding does to a CPU run)."""
     a, b, c = NS_COEFFS
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = g.to(dtype or (torch.bfloat16 if g.is_cuda else torch.float32))
     transposed = x.size(0) > x.size(1)
     if transposed:  # iterate on the short side: X·Xᵀ is then the smaller Gram matrix
         x = x.T
