@@ -5,6 +5,9 @@ failed."""
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -90,27 +93,58 @@ def test_a_deployment_is_shown_loading_then_serving(models_page) -> None:  # typ
     expect(page.locator(".served-list li")).to_contain_text(f"checkpoint {SERVED}")
 
 
+@contextmanager
+def _broken_checkpoint(gateway_url: str, artifacts) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A checkpoint whose weights no longer match meta.json's sha256: listed, but it cannot load.
+    Afterwards it is gone and the deployment record says what serves, for the other tests' pages."""
+    store = ArtifactStore(artifacts)
+    broken = store.stage_dir(OTHER_RUN, "broken") / "step_000001"
+    shutil.copytree(store.resolve_checkpoint(SERVED), broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")
+    try:
+        yield f"{OTHER_RUN}/broken/step_000001"
+    finally:
+        shutil.rmtree(broken.parent)
+        httpx.post(
+            f"{gateway_url}/v1/deployments", json={"checkpoint": SERVED}, timeout=120
+        ).raise_for_status()
+
+
 def test_a_deployment_that_fails_says_why_and_the_model_keeps_serving(
     models_page, gateway_url, web_artifacts
 ) -> None:  # type: ignore[no-untyped-def]
     page, _ = models_page
-    store = ArtifactStore(web_artifacts)
-    broken = store.stage_dir(OTHER_RUN, "broken") / "step_000001"
-    shutil.copytree(store.resolve_checkpoint(SERVED), broken)
-    weights = broken / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")  # no longer what meta.json's sha256 says
-    try:
+    with _broken_checkpoint(gateway_url, web_artifacts) as broken:
         page.reload()
-        _deploy(page, f"{OTHER_RUN}/broken/step_000001")
+        _deploy(page, broken)
         status = page.locator("#deployment-status")
         expect(status.locator(".deployment-line")).to_have_attribute("data-state", "failed", timeout=60_000)
         expect(status).to_contain_text("model.safetensors")
         assert _since_loading(page) == ["loading", "failed"]
         expect(page.locator(".toast.error", has_text="failed")).to_be_visible()
         expect(page.locator(".served-list li")).to_contain_text(f"checkpoint {SERVED}")
-    finally:
-        shutil.rmtree(broken.parent)
-        # Leave the record saying what serves, for the pages other tests look at.
-        httpx.post(
-            f"{gateway_url}/v1/deployments", json={"checkpoint": SERVED}, timeout=120
-        ).raise_for_status()
+
+
+def test_the_chats_model_picker_lists_the_served_model_and_the_last_deployment(
+    page, gateway_url, web_artifacts
+) -> None:  # type: ignore[no-untyped-def]
+    picker = page.get_by_label("Model", exact=True)
+    page.goto(f"{gateway_url}/#/chat")
+    expect(picker).to_have_value("chatforge")
+    expect(picker.locator("option")).to_have_text([f"chatforge · {SERVED}"])
+
+    with _broken_checkpoint(gateway_url, web_artifacts) as broken:
+        started = httpx.post(
+            f"{gateway_url}/v1/deployments", json={"checkpoint": broken, "wait": False}
+        ).json()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{gateway_url}/v1/deployments/current").json()["state"] == "loading":
+            assert time.monotonic() < deadline, "the deployment stayed loading"
+            time.sleep(0.1)
+        page.reload()
+        # Listed, so the user sees what happened, but not choosable: only what serves can answer.
+        deployment = picker.locator(f'option[value="deployment:{started["id"]}"]')
+        expect(deployment).to_have_text(f"{broken} (failed to load)")
+        expect(deployment).to_be_disabled()
+        expect(picker).to_have_value("chatforge")

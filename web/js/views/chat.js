@@ -7,6 +7,7 @@
 import { api, ApiError } from "../api.js";
 import { ReplyBuilder } from "../chat_stream.js";
 import { h, mount, toast } from "../dom.js";
+import { fillModelPicker } from "../model_picker.js";
 import { clampField, LIMITS, loadSampling, PLACEHOLDERS, samplingFields, saveSampling } from "../settings.js";
 import { copyText } from "../chat/clipboard.js";
 import { conversationMarkdown, download, fileStem, messageMarkdown } from "../chat/export.js";
@@ -134,11 +135,7 @@ function settingsPanel(state, ui) {
 
 async function loadModels(state, ui) {
   try {
-    const { data } = await api.models();
-    const ids = data.map((m) => m.id);
-    mount(ui.model, ids.map((id) => h("option", { value: id }, id)));
-    if (!ids.length) mount(ui.model, h("option", { value: "" }, "no model served"));
-    ui.model.value = ids.includes(state.sampling.model) ? state.sampling.model : ids[0] || "";
+    await fillModelPicker(ui.model, state.sampling.model);
   } catch (error) {
     mount(ui.model, h("option", { value: "" }, "unavailable"));
     toast(`Models: ${error.message}`, "error");
