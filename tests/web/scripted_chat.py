@@ -16,12 +16,16 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from gateway.inference import ModelInfo
 
 from chatforge.contracts.generate import FinishEvent, StreamItem, ToolCallEvent, ToolResultEvent, Usage
 from chatforge.contracts.sampling import SamplingParams
 from chatforge.tools import Outcome
+
+if TYPE_CHECKING:  # playwright is a dev dependency: the tests skip without it
+    from playwright.sync_api import Locator, Page
 
 GATE_TIMEOUT_S = 30.0
 DEFAULT_REPLY = "Scripted reply."
@@ -120,7 +124,7 @@ class ScriptedChat:
         ]
 
 
-def launch_scripted(launch_gateway: object, tokenizer: object) -> tuple[ScriptedChat, str]:
+def launch_scripted(launch_gateway: Any, tokenizer: object) -> tuple[ScriptedChat, str]:
     """A gateway (from conftest's launch_gateway) whose model is a new ScriptedChat: (chat, url)."""
     chat = ScriptedChat(tokenizer)
 
@@ -128,36 +132,36 @@ def launch_scripted(launch_gateway: object, tokenizer: object) -> tuple[Scripted
         return chat
 
     # The stand-in streams ids only: the gateway's tokenizer turns them into text.
-    gateway = launch_gateway(auth="off", inference=factory, detokenize="tokenizer")  # type: ignore[operator]
+    gateway = launch_gateway(auth="off", inference=factory, detokenize="tokenizer")
     return chat, gateway.url
 
 
 # --- driving the chat page ------------------------------------------------------------------------
 
 
-def open_chat(model: ScriptedChat, url: str, page: object) -> object:
+def open_chat(model: ScriptedChat, url: str, page: Page) -> Page:
     """The chat page on the scripted gateway with the clipboard allowed and the model's queue empty."""
     from playwright.sync_api import expect
 
     model.replies.clear()
     model.prompts.clear()
-    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)  # type: ignore[attr-defined]
-    page.goto(f"{url}/#/chat")  # type: ignore[attr-defined]
-    expect(page.get_by_label("Model")).to_have_value("chatforge")  # type: ignore[attr-defined]
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
+    page.goto(f"{url}/#/chat")
+    expect(page.get_by_label("Model")).to_have_value("chatforge")
     return page
 
 
-def ask(page: object, text: str) -> None:
-    box = page.get_by_label("Message", exact=True)  # type: ignore[attr-defined]
+def ask(page: Page, text: str) -> None:
+    box = page.get_by_label("Message", exact=True)
     box.fill(text)
     box.press("Enter")
 
 
-def finished(page: object) -> object:
+def finished(page: Page) -> Locator:
     """The last reply, once it has finished streaming (its actions are shown)."""
     from playwright.sync_api import expect
 
-    reply = page.locator("article.message.assistant").last  # type: ignore[attr-defined]
+    reply = page.locator("article.message.assistant").last
     expect(reply).not_to_have_attribute("aria-busy", "true")
     expect(reply.get_by_role("button", name="Copy message")).to_be_visible()
     return reply

@@ -187,7 +187,8 @@ class _Beacon:
     """An HTTP listener on loopback that records every request: anything the page fetches from it."""
 
     def __init__(self) -> None:
-        hits = self.hits = []
+        hits: list[str] = []
+        self.hits = hits
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
