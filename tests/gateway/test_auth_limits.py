@@ -105,6 +105,22 @@ def test_keys_cli_creates_a_working_key(secured, redis_url):
     assert bad.returncode == 1 and "no key" in bad.stderr
 
 
+def test_keys_cli_prints_no_key_without_the_gateways_pepper(redis_url):
+    """Without CHATFORGE_GATEWAY_KEY_PEPPER the CLI would hash with the development pepper, which
+    every gateway that checks keys refuses: it says so and prints nothing, and stores nothing."""
+    env = {k: v for k, v in os.environ.items() if k != "CHATFORGE_GATEWAY_KEY_PEPPER"}
+    env["REDIS_URL"] = redis_url
+    cli = [sys.executable, "-m", "chatforge.cli", "keys"]
+    before = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60).stdout
+    created = subprocess.run(
+        [*cli, "create", "no-pepper"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert created.returncode == 2 and created.stdout == ""
+    assert "CHATFORGE_GATEWAY_KEY_PEPPER" in created.stderr
+    after = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60).stdout
+    assert after == before and "no-pepper" not in after
+
+
 def test_request_rate_limit_answers_429_with_retry_after(secured, keys):
     key, _ = keys.create("limited", ["chat"])
     other, _ = keys.create("unlimited", ["chat"])

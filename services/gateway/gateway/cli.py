@@ -95,7 +95,18 @@ def _key_store(args: argparse.Namespace) -> Any:
 
 def _keys_create(args: argparse.Namespace) -> int:
     from gateway.auth import KeyRequestError
+    from gateway.settings import DEV_PEPPER
 
+    if _settings(args).key_pepper == DEV_PEPPER:
+        # A gateway that checks keys refuses the development pepper at start, so a key hashed with
+        # it would be rejected by every gateway: print none.
+        print(
+            "keys create: CHATFORGE_GATEWAY_KEY_PEPPER is not set, and a key made with the development "
+            "pepper works on no gateway (a gateway that checks keys refuses that pepper). Set it to "
+            "the pepper your gateway uses.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         key, info = _key_store(args).create(args.name, args.scope or ["chat"])
     except KeyRequestError as e:
