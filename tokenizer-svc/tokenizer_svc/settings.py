@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # gRPC's own default is 4 MiB; 16 MiB fits a full batch of max-size texts' ids (4 bytes/id worst case).
     max_message_bytes: int = Field(default=16 * MIB, ge=64 * 1024)
     # --- limits: each checked before the work it bounds, INVALID_ARGUMENT naming it (the table is
-    # in docs/architecture.md, "Limits"). max_message_bytes bounds what gRPC reads at all.
+    # in docs/limits.md). max_message_bytes bounds what gRPC reads at all.
     # Per text (or per conversation, all parts together). ~1M chars is ~250k tokens: far over any
     # context this project trains, so only runaway input hits it.
     max_text_chars: int = Field(default=1_000_000, ge=1)

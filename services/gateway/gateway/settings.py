@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     # --- limits -------------------------------------------------------------------------------
     # Every limit is checked before the work it bounds, and answers 400 (a count or size in the
     # body), 413 (the body itself, a stored document) or 429 (a rate) naming the setting. The table
-    # with the reasons is docs/architecture.md, "Limits"; the OpenAPI document carries the values.
+    # with the reasons is docs/limits.md; the OpenAPI document carries the values.
     # Request bodies are counted while they stream (Content-Length or chunked), before they are
     # parsed and after the API key is checked. 2 MiB holds max_total_chars even written as \uXXXX
     # escapes for ASCII (6 bytes a character would be 1.5 MB).
