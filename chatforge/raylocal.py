@@ -6,16 +6,30 @@ machine's external interface and listens on all of them. Two settings together k
 resolves "127.0.0.1" back to the external address (`services.resolve_ip_for_localhost`). The
 variable is read when `ray` is first imported, so it is set here before that import and inherited
 by every worker Ray starts. Ray's temp dir (sockets, logs, spill) stays inside the run's directory.
+
+`start_head` runs a Ray head as a child process instead (`ray start --head --block`), for a process
+that only talks to Ray over its REST APIs (the gateway's local job backend): the head lives in its
+own session under a parent-death signal (`chatforge.lifetime`), so it goes when its owner goes,
+SIGKILL included; `ray start --block` stops every Ray process it started on that signal, the
+raylet's agents included, which a Ray inside a killed driver leaves running.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from chatforge.lifetime import kill_session, spawn_owned
 
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -70,6 +84,90 @@ def local_ray(temp_dir: str | os.PathLike[str], **kwargs: Any) -> Iterator[Any]:
         yield context
     finally:
         shutdown_ray()
+
+
+@dataclass
+class RayHead:
+    """A Ray head started by `start_head`: its `ray start` process (a session leader) and addresses."""
+
+    process: subprocess.Popen[bytes]
+    dashboard_url: str
+    gcs_address: str
+    temp_dir: Path
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the head (it stops its processes), then end whatever is left in its session."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_session(self.process.pid, grace_s=5.0)
+
+
+def start_head(
+    temp_dir: str | os.PathLike[str],
+    *,
+    num_cpus: int | None = None,
+    timeout_s: float = 180.0,
+) -> RayHead:
+    """A Ray head with its dashboard on loopback, as a child that dies with this process.
+
+    Every port Ray would otherwise fix (GCS 6379, the dashboard agent's 52365, the Ray client's
+    10001) is a free one, so it coexists with another Ray on the machine. Returns once the
+    dashboard answers HTTP (with Ray's token authentication on, a 401 to a call without the token).
+    """
+    import httpx
+
+    temp = Path(temp_dir).absolute()
+    if len(str(temp)) > 60:
+        raise ValueError(
+            f"Ray temp dir {temp} is too long for Ray's socket paths (keep it under 60 characters)"
+        )
+    temp.mkdir(parents=True, exist_ok=True)
+    gcs, dashboard, agent, client = (_free_port() for _ in range(4))
+    ray_cli = Path(sys.executable).with_name("ray")
+    argv = [
+        str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--block",
+        "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--temp-dir={temp}",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+        f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
+        f"--num-cpus={num_cpus or os.cpu_count() or 1}", "--disable-usage-stats",
+    ]  # fmt: skip
+    log = open(temp / "head.log", "ab")
+    try:
+        # No drain on SIGTERM: it waits up to 30 s for Serve replicas a job head does not have.
+        env = {**os.environ, **LOOPBACK_ENV, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+        process = spawn_owned(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+    head = RayHead(process, f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", temp)
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5.0, trust_env=False) as http:
+        while True:
+            if process.poll() is not None:
+                head.stop()
+                raise RuntimeError(
+                    f"ray start exited with status {process.returncode}; see {temp / 'head.log'}"
+                )
+            try:
+                http.get(f"{head.dashboard_url}/api/version")
+                return head
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                head.stop()
+                raise RuntimeError(
+                    f"the Ray head's dashboard did not answer in {timeout_s:.0f} s; see {temp / 'head.log'}"
+                )
+            time.sleep(0.25)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def shutdown_ray() -> None:

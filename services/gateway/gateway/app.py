@@ -28,6 +28,7 @@ from gateway.auth import AuthGate, KeyStore
 from gateway.codec import TextCodec
 from gateway.conversations import ConversationLimits, ConversationStore
 from gateway.inference import InferenceClient
+from gateway.instance import GatewayInstance
 from gateway.jobs.backend import JobBackend
 from gateway.jobs.service import JobEnv, JobService
 from gateway.jobs.store import JobStore
@@ -54,9 +55,12 @@ def build_state(
     redis = redis if redis is not None else connect(settings.redis_url or None)
     store = ArtifactStore.from_env(settings.artifacts_root)
     redis_url = settings.redis_url or _redis_url(redis)
+    # This gateway's lease in Redis: what it starts, it follows (gateway/instance.py).
+    instance = GatewayInstance(redis)
     return GatewayState(
         settings=settings,
         redis=redis,
+        instance=instance,
         store=store,
         keys=KeyStore(redis, settings.key_pepper),
         limiter=RateLimiter(redis),
@@ -71,6 +75,7 @@ def build_state(
             command=settings.job_command,
             env=JobEnv(redis_url, str(store.root)),
             artifacts=store,
+            instance=instance,
         ),
         conversations=ConversationStore(
             redis,
@@ -108,7 +113,8 @@ def create_app(state: GatewayState, *, close_parts: bool = True) -> FastAPI:
             if close_parts:
                 await state.inference.close()
                 await state.codec.close()
-                state.jobs.backend.close()
+                # Records the jobs that end with this gateway, stops the backend, releases the lease.
+                await asyncio.to_thread(state.jobs.close)
 
     app = FastAPI(
         title="chatforge gateway",

@@ -10,15 +10,19 @@
 | `chatforge:job:<id>` | string | one job record (JSON) | TTL job_ttl_s once finished |
 | `chatforge:jobs` | zset | job ids by creation time | capped at max_jobs_listed |
 | `chatforge:job:<id>:events` | stream | progress events, written by the trainer | MAXLEN, TTL once finished |
+| `chatforge:job:<id>:process` | string | the session a local job runs in (`chatforge.jobrun`), as a ProcessRef | deleted once finished |
+| `chatforge:gateway:<instance>` | string | a live gateway's lease: its ProcessRef (`gateway/instance.py`) | TTL lease_ttl_s, deleted at exit |
 | `chatforge:deployment` | string | the checkpoint served now (JSON) | one key |
 
 `<owner>` is the API key id ("local" when keys are off). The job events key format is shared with
-the trainer through `chatforge.contracts.events`.
+the trainer through `chatforge.contracts.events`, the job process key with the job wrapper through
+`chatforge.contracts.jobs`.
 """
 
 from __future__ import annotations
 
 from chatforge.contracts.events import job_events_stream
+from chatforge.contracts.jobs import job_process_key
 
 PREFIX = "chatforge"
 API_KEY_INDEX = f"{PREFIX}:apikeys"
@@ -48,3 +52,11 @@ def job(job_id: str) -> str:
 
 def job_events(job_id: str) -> str:
     return job_events_stream(job_id)
+
+
+def job_process(job_id: str) -> str:
+    return job_process_key(job_id)
+
+
+def gateway(instance_id: str) -> str:
+    return f"{PREFIX}:gateway:{instance_id}"

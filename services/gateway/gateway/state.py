@@ -13,6 +13,7 @@ from gateway.auth import KeyStore
 from gateway.codec import TextCodec
 from gateway.conversations import ConversationStore
 from gateway.inference import InferenceClient
+from gateway.instance import GatewayInstance
 from gateway.jobs.service import JobService
 from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import RateLimiter
@@ -23,6 +24,7 @@ from gateway.settings import Settings
 class GatewayState:
     settings: Settings
     redis: Any
+    instance: GatewayInstance
     store: ArtifactStore
     keys: KeyStore
     limiter: RateLimiter

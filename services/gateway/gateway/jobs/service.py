@@ -3,6 +3,13 @@
 Records are the source of truth for the API and survive a gateway restart; the backend is the
 source of truth for a job's state. `reconcile` asks the backend about every unfinished job (at start
 and then every few seconds), so a gateway that was down while a job ran reports it correctly.
+
+Each unfinished job is followed by one gateway instance (`JobRecord.gateway`, `gateway/instance.py`).
+When that instance is gone (stopped, killed, its lease expired), the next gateway to reconcile takes
+the job over: it adopts a job the backend still runs (a cluster's jobs outlive the gateway), and
+ends one the backend no longer has (a local job's Ray ended with its gateway), stopping whatever of
+it still runs on this host (the session `chatforge.jobrun` recorded) and recording it as failed with
+why. A clean stop of a gateway whose jobs end with it records them so before it goes.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from typing import Any
 from chatforge.artifacts import ArtifactStore
 from chatforge.contracts.events import event_dict, parse_stream_entry
 from chatforge.contracts.jobs import JobSpec
+from chatforge.lifetime import ProcessRef, kill_session
 from gateway import redis_keys
 from gateway.errors import APIError
+from gateway.instance import GatewayInstance
 from gateway.jobs.backend import BackendError, BackendStatus, JobBackend, JobGone
 from gateway.jobs.spec import STATES, JobRecord, entrypoint, new_job_id
 from gateway.jobs.store import JobStore
@@ -42,20 +51,28 @@ class JobEnv:
 
 class JobService:
     def __init__(
-        self, store: JobStore, backend: JobBackend, *, command: str, env: JobEnv, artifacts: ArtifactStore
+        self,
+        store: JobStore,
+        backend: JobBackend,
+        *,
+        command: str,
+        env: JobEnv,
+        artifacts: ArtifactStore,
+        instance: GatewayInstance | None = None,
     ):
         self.store = store
         self.backend = backend
         self.command = command
         self.env = env
         self.artifacts = artifacts
+        self.instance = instance or GatewayInstance(store.redis)
 
     def submit(self, spec: JobSpec, owner: str) -> JobRecord:
         job_id = new_job_id()
         config = spec.config.model_dump(mode="json", exclude_unset=True)  # the flags the request gave
         record = JobRecord(
             id=job_id, stage=spec.stage, run=spec.run, config=config, backend=self.backend.name,
-            entrypoint=entrypoint(self.command, spec, job_id), owner=owner,
+            entrypoint=entrypoint(self.command, spec, job_id), owner=owner, gateway=self.instance.id,
         )  # fmt: skip
         self.store.put(record)  # first, so a crash between the two leaves a visible failed job
         try:
@@ -117,15 +134,40 @@ class JobService:
         return out
 
     def reconcile(self) -> int:
-        """Bring every unfinished record in line with the backend; returns how many changed."""
+        """Bring every unfinished record this gateway follows in line with the backend, and take
+        over those whose gateway is gone; returns how many changed state."""
         changed = 0
         for record in self.store.recent(self.store.max_jobs):
             if record.terminal or record.backend != self.backend.name:
                 continue  # another backend's job (the gateway was reconfigured): left as it was
             before = record.state
-            record = self._refresh(record)
+            if record.gateway == self.instance.id:
+                record = self._refresh(record)
+            elif self.instance.alive(record.gateway):
+                continue  # another live gateway follows it
+            else:
+                taken = self._take_over(record)
+                if taken is None:
+                    continue
+                record = taken
             changed += record.state != before
         return changed
+
+    def close(self) -> None:
+        """A clean stop. Jobs on a Ray that ends with this gateway are recorded as failed, saying why,
+        and whatever of them is left is stopped; the lease is released, so a successor takes over
+        the jobs that outlive this gateway at once."""
+        ending = []
+        if getattr(self.backend, "jobs_end_with_gateway", False):
+            for record in self.store.recent(self.store.max_jobs):
+                if not record.terminal and record.gateway == self.instance.id:
+                    ending.append(record)
+        try:
+            self.backend.close()
+        finally:
+            for record in ending:
+                self._end(record, "stopped with its gateway: a local job runs on the gateway's own Ray")
+            self.instance.release()
 
     def counts(self) -> dict[str, int]:
         counts = Counter(r.state for r in self.store.recent(self.store.max_jobs))
@@ -145,10 +187,43 @@ class JobService:
         try:
             status = self.backend.status(record)
         except JobGone as e:
-            status = BackendStatus("failed", str(e))
+            return self._end(record, str(e))
         except BackendError as e:
             log.warning("job %s: %s", record.id, e)
             return record
+        return self._apply(record, status)
+
+    def _take_over(self, record: JobRecord) -> JobRecord | None:
+        """Follow a job whose gateway is gone: adopt it if the backend still has it, else end it."""
+        previous = record.gateway or "(unrecorded)"
+        claimed = self.store.claim(record.id, record.gateway, self.instance.id)
+        if claimed is None:
+            return None  # another gateway took it first, or it ended meanwhile
+        try:
+            status = self.backend.status(claimed)
+        except JobGone as e:
+            log.warning("job %s of gone gateway %s: %s; ending it", record.id, previous, e)
+            return self._end(claimed, f"{e}; the gateway that ran it ({previous}) is gone")
+        except BackendError as e:
+            log.warning("job %s of gone gateway %s: %s; following it from now on", record.id, previous, e)
+            return claimed
+        log.info("adopted job %s of gone gateway %s: %s in the backend", record.id, previous, status.state)
+        return self._apply(claimed, status)
+
+    def _end(self, record: JobRecord, why: str) -> JobRecord:
+        """The backend no longer runs the job: stop what is left of it here and record it failed."""
+        leftover = self.store.process(record.id)
+        if leftover is not None:
+            process = ProcessRef.from_dict(leftover)
+            if process.running():
+                log.warning("job %s: stopping its leftover processes (session %d)", record.id, process.pid)
+                kill_session(process.pid)
+                why += f"; its leftover processes (session {process.pid}) were stopped"
+        record.state, record.message, record.finished = "failed", why, time.time()
+        self.store.put(record)
+        return record
+
+    def _apply(self, record: JobRecord, status: BackendStatus) -> JobRecord:
         if status.state == record.state:
             return record
         record.state, record.message = status.state, status.message or record.message
@@ -160,9 +235,11 @@ class JobService:
         return record
 
     async def watch(self, interval_s: float, on_counts: Any = None) -> None:
-        """Reconcile forever (a background task of the app); `on_counts` receives jobs by state."""
+        """Renew this gateway's lease and reconcile, forever (a background task of the app);
+        `on_counts` receives jobs by state."""
         while True:
             try:
+                await asyncio.to_thread(self.instance.heartbeat)
                 await asyncio.to_thread(self.reconcile)
                 if on_counts is not None:
                     on_counts(await asyncio.to_thread(self.counts))

@@ -32,6 +32,7 @@ class JobRecord:
     state: str = "queued"
     message: str = ""
     backend_ref: str = ""  # the Ray submission id or the RayJob's name
+    gateway: str = ""  # the gateway instance that follows the job (gateway/instance.py)
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None

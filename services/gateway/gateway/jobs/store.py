@@ -23,8 +23,35 @@ class JobStore:
         pipe.zadd(redis_keys.JOB_INDEX, {record.id: record.created})
         if ttl:
             pipe.expire(redis_keys.job_events(record.id), ttl)
+            pipe.delete(redis_keys.job_process(record.id))
         pipe.zremrangebyrank(redis_keys.JOB_INDEX, 0, -self.max_jobs - 1)
         pipe.execute()
+
+    def claim(self, job_id: str, previous: str, gateway: str) -> JobRecord | None:
+        """Make `gateway` the job's follower if `previous` still is (compare and set); the claimed
+        record, or None when another gateway got there first or the job ended meanwhile."""
+        from redis.exceptions import WatchError
+
+        key = redis_keys.job(job_id)
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                record = JobRecord.from_dict(json.loads(raw)) if raw else None
+                if record is None or record.terminal or record.gateway != previous:
+                    return None
+                record.gateway = gateway
+                pipe.multi()
+                pipe.set(key, json.dumps(record.to_dict()))
+                pipe.execute()
+                return record
+            except WatchError:
+                return None
+
+    def process(self, job_id: str) -> dict[str, Any] | None:
+        """Where the job's wrapper said the job runs (a ProcessRef as a dict), if it said."""
+        raw = self.redis.get(redis_keys.job_process(job_id))
+        return json.loads(raw) if raw else None
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.redis.get(redis_keys.job(job_id))

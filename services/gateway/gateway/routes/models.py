@@ -163,6 +163,7 @@ async def deploy(
         "object": "deployment", "id": f"dep_{secrets.token_hex(8)}",
         "checkpoint": f"{path.parent.parent.name}/{path.parent.name}/{path.name}",
         "state": "loading", "message": "", "model": None, "started": int(time.time()), "deployed": None,
+        "loader": state.instance.id,  # who loads it: a record left loading by a gone gateway is failed
     }  # fmt: skip
     state.redis.set(redis_keys.DEPLOYMENT, json.dumps(record))
     if not body.wait:
@@ -182,7 +183,13 @@ def current_deployment(state: State, caller: ChatCaller) -> dict[str, Any]:
     raw = state.redis.get(redis_keys.DEPLOYMENT)
     if raw is None:
         raise APIError(404, "nothing has been deployed through the API yet", code="no_deployment")
-    return json.loads(raw)
+    record: dict[str, Any] = json.loads(raw)
+    if record.get("state") == "loading" and not state.instance.alive(record.get("loader", "")):
+        # Its gateway stopped (or was killed) mid-load: nobody will finish it.
+        record = {**record, "state": "failed", "message": "the gateway that was loading it stopped before it "
+                  "finished; deploy it again"}  # fmt: skip
+        _finish(state, record)
+    return record
 
 
 async def _load(state: GatewayState, record: dict[str, Any]) -> dict[str, Any]:
