@@ -46,6 +46,7 @@ def test_quick_cpu_check_runs_every_phase_and_writes_both_summaries(tmp_path):
     serving = phases["serving"]["runs"]
     assert [r["n"] for r in serving] == list(summary["sizes"]["serving_concurrency"])
     assert all(r["vs_padded"] > 0 for r in serving[1:]) and serving[0]["ttft_p50_ms"] > 0
+    assert phases["serving"]["default_config"]["tok_s"] > 0  # EngineConfig() as it is, once
     assert phases["real_run"]["curve"] and phases["real_run"]["val_bpb"] > 0
     assert summary["headline"] and summary["wall_s"] < summary["budget_s"]
 
