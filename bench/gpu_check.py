@@ -328,6 +328,13 @@ def main() -> int:
     parser.add_argument(
         "--budget-s", type=float, default=0, help="the whole check's limit (default: by mode)"
     )
+    parser.add_argument(
+        "--phase-budget",
+        action="append",
+        default=[],
+        metavar="PHASE=SECONDS",
+        help="another limit for one phase (repeatable), e.g. real_run=300 for a rerun of that phase",
+    )
     parser.add_argument("--commit", default="", help="the commit measured (default: git rev-parse HEAD)")
     parser.add_argument("--make-golden", action="store_true", help=make_golden.__doc__)
     parser.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase (a child)
@@ -354,7 +361,8 @@ def run_check(args: argparse.Namespace) -> int:
     with open(out / "gpu_check.log", "w", encoding="utf-8") as log_file:
         console = _Console(log_file, started)
         phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-        unknown = [p for p in phases if p not in PHASE_NAMES]
+        budgets = _phase_budgets(args.phase_budget)
+        unknown = [p for p in [*phases, *budgets] if p not in PHASE_NAMES]
         missing = _missing_modules()
         problem = (
             f"unknown phases {unknown}; choose from {', '.join(PHASE_NAMES)}"
@@ -386,7 +394,7 @@ def run_check(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
             for name in phases:
                 summary["phases"][name] = _run_child(
-                    name, args, device, Path(work), out, sizes, deadline, console
+                    name, args, device, Path(work), out, sizes, budgets, deadline, console
                 )
                 _write(summary, out)  # the summary so far, in case the whole check is killed
         return _finish(summary, out, console, started)
@@ -413,14 +421,16 @@ def _run_child(
     work: Path,
     out: Path,
     sizes: Sizes,
+    budgets: dict[str, float],
     deadline: float,
     console: _Console,
 ) -> dict[str, Any]:
     """Run one phase in its own process group; kill the group at its time limit."""
-    limit = min(sizes.phase_budget_s[name], deadline - time.time() - 5)  # 5 s to write the summary
-    if limit < 10:
+    remaining = deadline - time.time() - 5  # 5 s to write the summary
+    if remaining < 10:
         console.line("skipped: the check's time is spent", name)
         return {"status": "skipped", "reason": "the whole check's time budget was spent before it"}
+    limit = min(budgets.get(name, sizes.phase_budget_s[name]), remaining)
     command = [sys.executable, __file__, "--phase", name, "--work", str(work), "--out", str(out)]
     command += ["--device", device] + (["--quick"] if args.quick else [])
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -1067,6 +1077,18 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _phase_budgets(items: list[str]) -> dict[str, float]:
+    """--phase-budget PHASE=SECONDS values; a malformed one is named in the error."""
+    budgets = {}
+    for item in items:
+        name, _, seconds = item.partition("=")
+        try:
+            budgets[name.strip()] = float(seconds)
+        except ValueError:
+            raise SystemExit(f"--phase-budget {item!r}: expected PHASE=SECONDS, e.g. real_run=300") from None
+    return budgets
 
 
 def _missing_modules() -> list[str]:

@@ -77,3 +77,23 @@ def test_missing_packages_are_one_line_and_a_summary(tmp_path):
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["phases"] == {} and "pydantic_settings" in summary["error"]
     assert "Could not start" in (out / "gpu_check.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_phase_past_the_deadline_is_cut_and_the_rest_reported(tmp_path):
+    """Given 4 s, the tests phase (which starts pytest over tests/gpu in its own process) is cut, its
+    whole process group with it; a 20 s check then has no time left for serving. Each says so."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--quick", "--out", str(out),
+         "--phases", "env,tests,serving", "--phase-budget", "tests=4", "--budget-s", "20"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    phases = json.loads((out / "gpu_check.json").read_text())["phases"]
+    assert phases["env"]["status"] == "passed"
+    assert phases["tests"]["status"] == "cut" and "was killed" in phases["tests"]["reason"]
+    assert phases["serving"]["status"] == "skipped"
+    assert "| tests | cut (ran past its" in (out / "gpu_check.md").read_text()
+    leftover = subprocess.run(["pgrep", "-f", f"junitxml={out}"], capture_output=True, text=True)
+    assert leftover.stdout == "", "the cut phase's pytest is still running"
