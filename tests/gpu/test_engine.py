@@ -8,10 +8,11 @@ continuations are different texts. So the bf16 engine is held to what rounding c
 - every departure from the float32 reference happens at a near-tie: at the first differing token,
   the float32 logit of the reference's choice exceeds that of the engine's by at most
   NEAR_TIE_LOGITS. Measured on CPU over these models, casting to bf16 moves single logits by up to
-  0.37 (p99 0.17), and departures happened at gaps of at most 0.054; an attention or cache bug
+  0.36 (p99 0.17), and departures happened at gaps of at most 0.048; an attention or cache bug
   picks tokens whose gap to the best is several logits (they are spread with std ~8);
 - at least MIN_AGREEING of all tokens come before their request's first departure (measured on
-  CPU: 83%, with 21-22 of 32 requests identical for all 32 tokens).
+  CPU: 73% for head64, 78% for head128, with 14 and 19 of 32 requests identical for all 32 tokens;
+  a wrong kernel agrees on next to none).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tests.inference.test_engine_correctness import assert_no_leak, prompts_of, 
 from .models import SHAPES, small_model
 
 NEAR_TIE_LOGITS = 0.5
-MIN_AGREEING = 0.6
+MIN_AGREEING = 0.5
 
 
 def greedy(max_tokens: int) -> SamplingParams:
@@ -90,7 +91,7 @@ def test_bfloat16_engine_departs_from_the_float32_reference_only_at_near_ties(de
 
 
 def test_tiny_pool_preempts_and_loses_nothing(device):
-    model = small_model("tiny", device)
+    model = small_model("head64", device)
     engine = LLMEngine(model, EngineConfig(num_blocks=12, max_num_batched_tokens=64))
     prompts = prompts_of(8, 10, 40, seed=3)
     outs = run_all(engine, prompts, [greedy(40)] * 8)
