@@ -104,7 +104,7 @@ GPU = Sizes(
     budget_s=450,
     # Upper bounds that add up to more than the whole: a phase that ends early leaves its time to the
     # later ones, and the whole check's deadline cuts the last. Torch.compile's first compile of each
-    # graph (the tests compile FlexAttention for 2 dtypes x 3 head sizes, the throughput run d12 and
+    # graph (the tests compile FlexAttention for 2 dtypes x 2 head sizes, the throughput run d12 and
     # d20) is the unknown; a cut phase is rerun alone with --phases (bench/GPU_CHECK.md).
     phase_budget_s={
         "env": 40,
