@@ -17,7 +17,9 @@ from chatforge.artifacts import ArtifactStore, eval_result_path
 from chatforge.contracts.events import LOG_FILE, ProgressEvent, StartEvent, ValidationEvent
 from tests.web.conftest import RUN, STAGE, write_report_card
 
-OTHER_RUN = f"{RUN}-b"  # a second report card and more checkpoints, for the comparison pages
+# A second report card and more checkpoints, for the comparison pages; a name that does not contain
+# RUN, so a page's link to RUN is still the only one with that name.
+OTHER_RUN = "second"
 # Two evaluated checkpoints of OTHER_RUN: (stage, step, eval results), and its base stage's log.
 EVALUATED = (
     ("base", 20, {"bpb": 1.9, "core": {"score": 0.08, "tasks": {"piqa": {"accuracy": 0.55, "centered": 0.1, "n": 40}}}}),

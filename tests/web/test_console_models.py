@@ -76,6 +76,15 @@ def _deploy(page, checkpoint: str) -> None:  # type: ignore[no-untyped-def]
     ).click()
 
 
+def _wait_until_loaded(page) -> None:  # type: ignore[no-untyped-def]
+    """Until the page has shown this deploy loading and then something else (the status may still
+    show the record from before the click for a moment)."""
+    page.wait_for_function(
+        "() => { const s = window.__deploymentStates; const i = s.indexOf('loading'); return i >= 0 && s.length > i + 1; }",
+        timeout=60_000,
+    )
+
+
 def _since_loading(page) -> list[str]:  # type: ignore[no-untyped-def]
     """The states shown from the deploy on (the page may first have drawn an earlier record)."""
     states = page.evaluate("window.__deploymentStates")
@@ -85,10 +94,11 @@ def _since_loading(page) -> list[str]:  # type: ignore[no-untyped-def]
 def test_a_deployment_is_shown_loading_then_serving(models_page) -> None:  # type: ignore[no-untyped-def]
     page, _ = models_page
     _deploy(page, SERVED)
-    status = page.locator("#deployment-status")
-    expect(status.locator(".deployment-line")).to_have_attribute("data-state", "serving", timeout=60_000)
-    expect(status).to_contain_text(f"serving {SERVED} since")
+    _wait_until_loaded(page)
     assert _since_loading(page) == ["loading", "serving"]
+    status = page.locator("#deployment-status")
+    expect(status.locator(".deployment-line")).to_have_attribute("data-state", "serving")
+    expect(status).to_contain_text(f"serving {SERVED} since")
     expect(page.locator(".toast", has_text=f"Deployed {SERVED}")).to_be_visible()
     expect(page.locator(".served-list li")).to_contain_text(f"checkpoint {SERVED}")
 
@@ -118,10 +128,11 @@ def test_a_deployment_that_fails_says_why_and_the_model_keeps_serving(
     with _broken_checkpoint(gateway_url, web_artifacts) as broken:
         page.reload()
         _deploy(page, broken)
-        status = page.locator("#deployment-status")
-        expect(status.locator(".deployment-line")).to_have_attribute("data-state", "failed", timeout=60_000)
-        expect(status).to_contain_text("model.safetensors")
+        _wait_until_loaded(page)
         assert _since_loading(page) == ["loading", "failed"]
+        status = page.locator("#deployment-status")
+        expect(status.locator(".deployment-line")).to_have_attribute("data-state", "failed")
+        expect(status).to_contain_text("model.safetensors")
         expect(page.locator(".toast.error", has_text="failed")).to_be_visible()
         expect(page.locator(".served-list li")).to_contain_text(f"checkpoint {SERVED}")
 
