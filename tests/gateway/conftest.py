@@ -98,9 +98,12 @@ def kube(kube_api) -> KubeEmulator:
 
 
 def settings_for(artifacts: Path, redis_url: str, **overrides: Any) -> Settings:
+    # Every gateway with keys off is the same `local` caller to the one Redis, so its write bucket
+    # is shared by the whole session: unbounded here, bounded where a test is about it.
     base: dict[str, Any] = dict(
         artifacts_root=str(artifacts), redis_url=redis_url, port=0, web_dir=str(Path(__file__).parents[2] / "web"),
         job_backend="kuberay", kube_namespace="chatforge-test", key_pepper=PEPPER,
+        rate_write_burst=100_000, rate_writes_per_min=1e9,
     )  # fmt: skip
     return load_settings(**{**base, **overrides})
 

@@ -121,6 +121,14 @@ def test_keys_cli_prints_no_key_without_the_gateways_pepper(redis_url):
     assert after == before and "no-pepper" not in after
 
 
+def test_keys_cli_prints_no_key_with_another_pepper_than_the_gateways(secured, redis_url):
+    """A gateway with keys on publishes (an HMAC of) its pepper at start; another pepper is refused."""
+    env = {**os.environ, "REDIS_URL": redis_url, "CHATFORGE_GATEWAY_KEY_PEPPER": "not-the-gateways-pepper"}
+    cli = [sys.executable, "-m", "chatforge.cli", "keys", "create", "wrong-pepper"]
+    created = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 2 and created.stdout == "" and "pepper" in created.stderr
+
+
 def test_request_rate_limit_answers_429_with_retry_after(secured, keys):
     key, _ = keys.create("limited", ["chat"])
     other, _ = keys.create("unlimited", ["chat"])

@@ -100,6 +100,8 @@ def create_app(state: GatewayState, *, close_parts: bool = True) -> FastAPI:
                 "API keys are OFF: bound to %s (loopback), every caller is 'local' with chat and admin scopes",
                 state.settings.host,
             )
+        else:  # so `chatforge keys create` with another pepper refuses to print a key this rejects
+            await asyncio.to_thread(state.keys.publish_pepper)
         changed = await asyncio.to_thread(state.jobs.reconcile)
         if changed:
             log.info("reconciled %d job(s) with the %s backend", changed, state.jobs.backend.name)

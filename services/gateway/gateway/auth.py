@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 SCOPES: tuple[str, ...] = ("chat", "admin")
 CHALLENGE = {"WWW-Authenticate": "Bearer"}  # what a 401 asks for (RFC 6750)
+PEPPER_CHECK = "chatforge key pepper check"  # never a key: keys are cf-<id>-<secret>
 
 
 class KeyRequestError(ValueError):
@@ -113,6 +114,20 @@ class KeyStore:
             return None
         info = _info(json.loads(record))
         return Principal(info.key_id, info.name, frozenset(info.scopes))
+
+    def publish_pepper(self) -> None:
+        """Record which pepper keys are checked with (a gateway with keys on, at start), as an HMAC
+        of a constant: it tells a wrong pepper from the right one and reveals no more than any
+        key's own hash already does to whoever holds that key."""
+        self.redis.set(redis_keys.API_KEY_PEPPER, self._digest(PEPPER_CHECK))
+
+    def pepper_matches(self) -> bool | None:
+        """Whether this store's pepper is the one a gateway on this Redis published (None: none did)."""
+        published = self.redis.get(redis_keys.API_KEY_PEPPER)
+        if published is None:
+            return None
+        published = published.decode() if isinstance(published, bytes) else str(published)
+        return hmac.compare_digest(published, self._digest(PEPPER_CHECK))
 
     def _digest(self, key: str) -> str:
         return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()

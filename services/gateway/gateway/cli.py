@@ -107,8 +107,16 @@ def _keys_create(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    store = _key_store(args)
+    if store.pepper_matches() is False:
+        print(
+            "keys create: CHATFORGE_GATEWAY_KEY_PEPPER is not the pepper the gateway on this Redis "
+            "checks keys with, so it would reject the key: set the gateway's pepper.",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        key, info = _key_store(args).create(args.name, args.scope or ["chat"])
+        key, info = store.create(args.name, args.scope or ["chat"])
     except KeyRequestError as e:
         print(e, file=sys.stderr)
         return 2

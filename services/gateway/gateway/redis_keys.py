@@ -4,6 +4,7 @@
 | --- | --- | --- | --- |
 | `chatforge:apikey:<sha256>` | hash | one API key: id, name, scopes, created | revoke deletes it |
 | `chatforge:apikeys` | hash | key id -> sha256, to list and revoke by id | one entry per live key |
+| `chatforge:apikey-pepper` | string | HMAC of a constant under the key pepper a gateway checks keys with, so `chatforge keys create` refuses another pepper | one key, set at start |
 | `chatforge:ratelimit:<key id>:<kind>` | hash | token bucket (tokens, ms): kind requests or tokens | expires when full again |
 | `chatforge:conv:<owner>:<id>` | string | one conversation (JSON) | TTL conversation_ttl_s |
 | `chatforge:convs:<owner>` | zset | conversation ids by last update | capped, TTL conversation_ttl_s |
@@ -26,6 +27,7 @@ from chatforge.contracts.jobs import job_process_key
 
 PREFIX = "chatforge"
 API_KEY_INDEX = f"{PREFIX}:apikeys"
+API_KEY_PEPPER = f"{PREFIX}:apikey-pepper"
 JOB_INDEX = f"{PREFIX}:jobs"
 DEPLOYMENT = f"{PREFIX}:deployment"
 
