@@ -82,16 +82,6 @@ def content_length(scope: MutableMapping[str, Any]) -> int | None:
     return None
 
 
-def has_body(scope: MutableMapping[str, Any]) -> bool:
-    """Whether a body follows the headers (a positive Content-Length, or chunked transfer)."""
-    for name, value in scope.get("headers", ()):
-        if name == b"transfer-encoding":
-            return True
-        if name == b"content-length" and value.isdigit() and int(value) > 0:
-            return True
-    return False
-
-
 async def send_json(
     send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> None:
