@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -91,6 +93,11 @@ def from_exception(e: BaseException) -> APIError:
         return APIError(400, str(e), param="messages", code="invalid_messages")
     if isinstance(e, ArtifactError):
         return APIError(404, str(e), code="not_found")
+    if isinstance(e, RedisConnectionError | RedisTimeoutError):  # an outage, not a bug: retry shortly
+        return APIError(
+            503, "the gateway's store (Redis) is unreachable: try again shortly", code="store_unavailable",
+            headers={"Retry-After": "1"},
+        )  # fmt: skip
     return APIError(500, "internal error: the gateway logged the details", code="internal_error")
 
 
@@ -121,6 +128,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ConversationError)
     @app.exception_handler(ArtifactError)
     async def _known(request: Request, e: Exception) -> JSONResponse:
+        return respond(from_exception(e))
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _store_down(request: Request, e: Exception) -> JSONResponse:
+        log.warning("Redis unreachable on %s %s: %s", request.method, request.url.path, e)
         return respond(from_exception(e))
 
     @app.exception_handler(Exception)
