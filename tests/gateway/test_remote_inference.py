@@ -118,3 +118,56 @@ def test_unreachable_inference_is_503(launch):
     )
     assert r.status_code == 503
     assert httpx.get(gw.url + "/readyz").json()["checks"]["inference"].startswith("failing")
+
+
+def test_a_stream_cut_without_its_finish_ends_with_an_error_item(inference_http):
+    """A replica that goes away after the headers: the body ends (or carries a proxy's text) with no
+    finish event. The caller gets an unavailable error as the last item instead of a silent end."""
+    from starlette.responses import Response, StreamingResponse
+
+    from chatforge.contracts.generate import StreamItem
+
+    url, _ = inference_http
+    info = httpx.get(url + "/info", timeout=30).content  # the real service's description
+
+    async def cut(request):  # type: ignore[no-untyped-def]
+        if request.url.path.endswith("/info"):
+            return Response(info, media_type="application/json")
+        tail = "upstream error" if request.url.path.startswith("/tail") else ""
+
+        async def body():  # type: ignore[no-untyped-def]
+            for token in (5, 6):
+                yield StreamItem(token_id=token, text="x").to_json() + "\n"
+            if tail:
+                yield tail + "\n"
+
+        return StreamingResponse(body(), media_type="application/x-ndjson")
+
+    app = Starlette(routes=[Route("/{path:path}", cut, methods=["GET", "POST"])])
+    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    while not web.started:
+        time.sleep(0.02)
+    base = f"http://127.0.0.1:{web.servers[0].sockets[0].getsockname()[1]}"
+
+    async def collect(query: str) -> list:
+        client = RemoteInference(base + query, model_id="m")
+        try:
+            return [item async for item in client.generate([1, 2], SamplingParams(max_tokens=4))]
+        finally:
+            await client.close()
+
+    try:
+        for query, why in (("", "ended before its finish"), ("/tail", "not a stream item")):
+            items = asyncio.run(collect(query))
+            assert [x.token_id for x in items[:2]] == [5, 6]
+            last = items[-1].event
+            assert (
+                last.kind == "error"
+                and last.error.kind is ErrorKind.UNAVAILABLE
+                and why in last.error.message
+            )
+    finally:
+        web.should_exit = True
+        thread.join(10)

@@ -81,11 +81,22 @@ class RemoteInference:
             if response.status_code != 200:
                 raise ServiceError(_error_detail(response.status_code, await response.aread()))
             async for line in response.aiter_lines():
-                if line.strip():
-                    yield StreamItem.from_json(line)
+                if not line.strip():
+                    continue
+                try:
+                    item = StreamItem.from_json(line)
+                except ValidationError:  # a proxy's error text in place of a stream item
+                    yield _broken(
+                        f"inference stream carried a line that is not a stream item: {line[:200]!r}"
+                    )
+                    return
+                yield item
+                if item.is_last:
+                    return
+            # The body ended without a finish or error event: the replica went away mid-stream.
+            yield _broken("inference stream ended before its finish event (the replica went away?)")
         except httpx.HTTPError as e:
-            detail = ErrorDetail(kind=ErrorKind.UNAVAILABLE, message=f"inference stream broke: {e}")
-            yield StreamItem(event=ErrorEvent(error=detail))
+            yield _broken(f"inference stream broke: {e}")
         finally:
             await response.aclose()
 
@@ -132,6 +143,11 @@ class RemoteInference:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+def _broken(message: str) -> StreamItem:
+    """The last item of a stream that broke: an unavailable error, so the caller can retry."""
+    return StreamItem(event=ErrorEvent(error=ErrorDetail(kind=ErrorKind.UNAVAILABLE, message=message)))
 
 
 def _error_detail(status: int, body: bytes) -> ErrorDetail:
