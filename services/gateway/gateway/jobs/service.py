@@ -219,6 +219,10 @@ class JobService:
                 log.warning("job %s: stopping its leftover processes (session %d)", record.id, process.pid)
                 kill_session(process.pid)
                 why += f"; its leftover processes (session {process.pid}) were stopped"
+        if record.started is None:  # it ran before any gateway saw it running: its first event says when
+            first = self.store.redis.xrange(redis_keys.job_events(record.id), count=1)
+            if first:
+                record.started = int(first[0][0].split("-")[0]) / 1000
         record.state, record.message, record.finished = "failed", why, time.time()
         self.store.put(record)
         return record
