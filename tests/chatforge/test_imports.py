@@ -17,6 +17,8 @@ TORCH_FREE = [
     "chatforge.checkpoint",
     "chatforge.corpus",
     "chatforge.redisconn",
+    "chatforge.lifetime",
+    "chatforge.jobrun",
     "chatforge.raylocal",
     "chatforge.settings",
 ]
