@@ -145,6 +145,8 @@ def _json_body(obj: object) -> tuple[list[bytes], int]:
         # as many empty parts as fit the body limit: counted, not rendered
         (_parts(60_000), "too_many_parts", "messages.0.content"),
         (_parts(65), "too_many_parts", "messages.0.content"),
+        # 65 messages of 64 parts: each within max_parts_per_message, together over max_total_parts
+        ({"model": "chatforge", "messages": _parts(64)["messages"] * 65}, "too_many_parts", "messages"),
         (
             {"model": "chatforge", "messages": [{"role": "user", "content": "x"}] * 257},
             "too_many_messages",
@@ -230,6 +232,22 @@ def test_a_keys_conversations_are_capped_in_bytes_oldest_first(guarded, keys):
 
 
 # --- rate limits on every route that writes, before the body --------------------------------------
+
+
+def test_chat_completions_are_rate_limited_before_their_body(launch, keys):
+    tight = launch(auth="required", rate_request_burst=2, rate_requests_per_min=1)
+    key, _ = keys.create("chat-rate", ["chat"])
+    body = {"model": "chatforge", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    for _ in range(2):
+        assert (
+            httpx.post(
+                tight.url + "/v1/chat/completions", json=body, headers=_auth(key), timeout=30
+            ).status_code
+            == 200
+        )
+    sent = send(tight.url, "/v1/chat/completions", _junk(BIG)[0], length=BIG, headers=_auth(key))
+    _error(sent, 429, "rate_limit_requests")
+    assert sent.body_bytes < IN_FLIGHT and int(sent.headers["retry-after"]) >= 1
 
 
 @pytest.mark.parametrize(

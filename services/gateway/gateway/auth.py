@@ -6,9 +6,10 @@ Scopes: `chat` (chat and conversations) and `admin` (jobs, deployments, keys; im
 With auth off (local mode on 127.0.0.1) every caller is the `local` principal with both scopes.
 
 `AuthGate` checks all of it before a request's body is read: it finds the route a request is for,
-reads the route's policy from its `require(scope, write=...)` dependency, and answers 401, 403 or
-(for a write over the key's write rate) 429 at once, so a caller without a key costs one header
-lookup however large a body it sends. The dependency then only hands the principal to the route.
+reads the route's policy from its `require(scope, rate=...)` dependency, and answers 401, 403 or
+(past the key's rate for chat completions or for writes) 429 at once, so a caller without a key
+costs one header lookup however large a body it sends, and a key past its rate no more. The
+dependency then only hands the principal to the route.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from fastapi import Depends, Request
@@ -140,26 +141,28 @@ def _info(d: dict[str, Any]) -> KeyInfo:
 # --- before the body: the gate, and the dependencies routes declare ------------------------------
 
 
+Rate = Literal["requests", "writes"]
+
+
 @dataclass(frozen=True)
 class Policy:
-    """What a route asks of its caller: a scope, and whether it writes (charged to the write bucket)."""
+    """What a route asks of its caller: a scope, and the per-key bucket each call is charged to
+    (`requests`: chat completions; `writes`: conversations, jobs, deployments, keys)."""
 
     scope: str
-    write: bool = False
+    rate: Rate | None = None
 
 
-def require(scope: str, *, write: bool = False) -> Any:
-    """A dependency that admits callers holding `scope` (403 otherwise); `AuthGate` enforces it
-    before the body is read and leaves the principal in `request.state.principal`."""
-    policy = Policy(scope, write)
+def require(scope: str, *, rate: Rate | None = None) -> Any:
+    """A dependency that admits callers holding `scope` (403 otherwise) within `rate` (429);
+    `AuthGate` enforces it before the body is read and leaves the principal in
+    `request.state.principal`."""
+    policy = Policy(scope, rate)
 
     def check(request: Request) -> Principal:
         principal = getattr(request.state, "principal", None)
         if principal is None:  # an app without the gate (create_app always adds it)
-            state = request.app.state.gateway
-            principal = authorize(state, policy, request.headers.get("authorization", ""))
-            if policy.write:
-                charge_write(state, principal)
+            principal = admit(request.app.state.gateway, policy, request.headers.get("authorization", ""))
         return principal
 
     check.policy = policy  # type: ignore[attr-defined]
@@ -167,9 +170,18 @@ def require(scope: str, *, write: bool = False) -> Any:
 
 
 ChatCaller = Annotated[Principal, Depends(require("chat"))]
-ChatWriter = Annotated[Principal, Depends(require("chat", write=True))]
+ChatCompletionCaller = Annotated[Principal, Depends(require("chat", rate="requests"))]
+ChatWriter = Annotated[Principal, Depends(require("chat", rate="writes"))]
 AdminCaller = Annotated[Principal, Depends(require("admin"))]
-AdminWriter = Annotated[Principal, Depends(require("admin", write=True))]
+AdminWriter = Annotated[Principal, Depends(require("admin", rate="writes"))]
+
+
+def admit(state: GatewayState, policy: Policy, authorization: str) -> Principal:
+    """The caller, if its key allows what `policy` asks, charged one unit of the policy's rate."""
+    principal = authorize(state, policy, authorization)
+    if policy.rate is not None:
+        charge(state, principal, policy.rate)
+    return principal
 
 
 def authorize(state: GatewayState, policy: Policy, authorization: str) -> Principal:
@@ -182,10 +194,13 @@ def authorize(state: GatewayState, policy: Policy, authorization: str) -> Princi
     return principal
 
 
-def charge_write(state: GatewayState, principal: Principal) -> None:
-    """One unit from the caller's write bucket; 429 with Retry-After when it is empty."""
+def charge(state: GatewayState, principal: Principal, rate: Rate) -> None:
+    """One unit from the caller's bucket for `rate`; 429 with Retry-After when it is empty."""
     s = state.settings
-    bucket = Bucket("writes", s.rate_writes_per_min / 60, s.rate_write_burst)
+    if rate == "requests":
+        bucket = Bucket("requests", s.rate_requests_per_min / 60, s.rate_request_burst)
+    else:
+        bucket = Bucket("writes", s.rate_writes_per_min / 60, s.rate_write_burst)
     decision = state.limiter.charge(principal.key_id, bucket, 1)
     if not decision.allowed:
         state.metrics.rate_limited.labels(bucket.kind).inc()
@@ -193,7 +208,7 @@ def charge_write(state: GatewayState, principal: Principal) -> None:
 
 
 class AuthGate:
-    """ASGI middleware: authentication, scope and write rate of every API route, before its body."""
+    """ASGI middleware: authentication, scope and rate of every API route, before its body."""
 
     def __init__(self, app: Any, *, routes: list[APIRoute], state: Callable[[], GatewayState]):
         self.app = app
@@ -211,20 +226,13 @@ class AuthGate:
             state = self._state()
             authorization = _header(scope, b"authorization")
             try:
-                principal = await anyio.to_thread.run_sync(self._admit, state, policy, authorization)
+                principal = await anyio.to_thread.run_sync(admit, state, policy, authorization)
             except APIError as e:
                 scope.update(child)  # the metrics count the refusal under its route
                 await send_json(send, e.status, e.body(), e.headers)
                 return
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
-
-    @staticmethod
-    def _admit(state: GatewayState, policy: Policy, authorization: str) -> Principal:
-        principal = authorize(state, policy, authorization)
-        if policy.write:
-            charge_write(state, principal)
-        return principal
 
     def _route(self, scope: MutableMapping[str, Any]) -> tuple[APIRoute | None, MutableMapping[str, Any]]:
         for route in self._routes:

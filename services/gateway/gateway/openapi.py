@@ -98,7 +98,7 @@ def _complete(operation: dict[str, Any], route: APIRoute, settings: Settings) ->
         added.append(401)
         if policy.scope == "admin":
             added.append(403)
-    if policy is not None and policy.write:
+    if policy is not None and policy.rate is not None:
         added.append(429)
     for status in added:
         response = responses.setdefault(str(status), _error_response(status))

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     max_parts_per_message: int = Field(
         default=64, ge=1, le=100_000, description="content parts of one message"
     )
+    max_total_parts: int = Field(default=4096, ge=1, description="content parts of all messages together")
     max_message_chars: int = Field(default=64_000, ge=1)
     max_total_chars: int = Field(default=256_000, ge=1)
     max_tokens_limit: int = Field(default=4096, ge=1, description="largest max_tokens a request may ask")

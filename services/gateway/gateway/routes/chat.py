@@ -15,7 +15,7 @@ from chatforge.contracts.errors import ErrorKind, ServiceError
 from chatforge.contracts.sampling import SamplingParams
 from chatforge.request_limits import first_violation
 from gateway.assembler import Delta, Outcome
-from gateway.auth import ChatCaller, Principal
+from gateway.auth import ChatCompletionCaller, Principal
 from gateway.codec import CodecUnavailable
 from gateway.completions import CompletionPlan, CompletionRun
 from gateway.errors import APIError, from_exception
@@ -32,7 +32,8 @@ router = APIRouter(tags=["chat"])
 # Refusals that depend on more than one field, or on the model: a schema cannot state them.
 CHECKS = (
     "invalid_messages", "context_length_exceeded", "token_budget_exceeded", "message_too_long",
-    "messages_too_long", "conflicting_max_tokens", "stream_options_without_stream", "invalid_prompt",
+    "messages_too_long", "too_many_parts", "conflicting_max_tokens", "stream_options_without_stream",
+    "invalid_prompt",
 )  # fmt: skip
 
 
@@ -45,18 +46,16 @@ CHECKS = (
             "`chat.completion.chunk` events ending in `data: [DONE]`",
             "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
         },
-        **answers(404, 429, 502, 503, checks=CHECKS),
+        **answers(404, 502, 503, checks=CHECKS),
     },
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, state: State, caller: ChatCaller
+    body: ChatCompletionRequest, request: Request, state: State, caller: ChatCompletionCaller
 ) -> Any:
-    """Render the conversation, generate, and answer as one object or as server-sent events."""
+    """Render the conversation, generate, and answer as one object or as server-sent events.
+    The caller's request bucket was charged before the body was read (`gateway.auth.AuthGate`)."""
     settings = state.settings
     _check_limits(body, state)
-    _charge(
-        state, caller, Bucket("requests", settings.rate_requests_per_min / 60, settings.rate_request_burst), 1
-    )
     info = _model(state, body.model)
     try:
         prompt_ids = await state.codec.render_for_completion(
@@ -120,6 +119,12 @@ def _check_limits(body: ChatCompletionRequest, state: GatewayState) -> None:
     violation = first_violation(body, s)
     if violation is not None:
         raise APIError(400, violation.message, param=violation.param, code=violation.code)
+    parts = sum(len(m.content) for m in body.messages if isinstance(m.content, list))
+    if parts > s.max_total_parts:
+        raise APIError(
+            400, f"the messages have {parts} content parts, over the limit of {s.max_total_parts}",
+            param="messages", code="too_many_parts",
+        )  # fmt: skip
     total = 0
     for i, m in enumerate(body.messages):
         total += m.chars
