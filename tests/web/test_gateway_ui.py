@@ -254,7 +254,7 @@ def test_reports_page_renders_a_run_report_card_with_its_plots(ui, tmp_path) -> 
     expect(report.locator("h1")).to_have_text(f"chatforge report card: run {RUN}")
     expect(report.locator("h2", has_text="Summary")).to_be_visible()
     summary = report.locator("table").last
-    expect(summary.locator("tbody tr")).to_have_text([re.compile(rf"^{STAGE}\s*1\s*2,048")])
+    expect(summary.locator("tbody tr")).to_have_text([re.compile(rf"^\s*{STAGE}\s*1\s*2,048")])
     plot = report.get_by_role("img", name="loss")
     expect(plot).to_have_attribute("src", re.compile("^blob:"))  # fetched with the API key, then shown
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())

@@ -268,11 +268,13 @@ async function generate(state, ui, question, reply, undo) {
   reply.content = builder.content;
   reply.toolRuns = builder.toolRuns;
   const tokens = builder.usage ? `${builder.usage.completion_tokens} tokens` : null;
+  // Saved before the reply is marked finished (aria-busy goes): a reader who reloads as soon as
+  // the reply looks done finds it in the stored conversation.
+  state.saving = save(state, ui);
+  await state.saving;
   // The streamed DOM stays as it is (finished code blocks keep their nodes): only the status
   // line and the actions are added.
   view.finish([status, tokens].filter(Boolean).join(" · "), state.tree.alternativesOf(reply));
-  state.saving = save(state, ui);
-  await state.saving;
   return true;
 }
 
