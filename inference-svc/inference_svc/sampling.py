@@ -49,7 +49,9 @@ def sample(
         elif not p.greedy:
             try:
                 out[row] = _sample_row(logits[row], p, generator)
-            except RuntimeError as e:  # torch.multinomial: "probability tensor contains inf, nan or < 0"
+            except SamplingError as e:
+                out[row] = e
+            except RuntimeError as e:  # anything else torch refuses for this row
                 out[row] = SamplingError(f"sampling failed: {e}")
     return out
 
@@ -68,6 +70,10 @@ def _sample_row(logits: torch.Tensor, p: SamplingParams, generator: torch.Genera
         drop[0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    # Checked here, not left to torch.multinomial: on CUDA an invalid distribution is a device-side
+    # assert, which kills the whole process's CUDA context instead of raising for this row.
+    if bool(~torch.isfinite(probs).all() | (probs.sum() <= 0)):
+        raise SamplingError("sampling failed: the distribution is not finite (an infinite or NaN logit)")
     return int(torch.multinomial(probs, 1, generator=generator))
 
 

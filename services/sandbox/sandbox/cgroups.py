@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 CgroupVersion = Literal["v2", "v1"]
 PERIOD_US = 100_000  # the kernel's default CFS period: the quota is enforced per 100 ms
 PREFIX = "chatforge-sandbox-"
-_V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+_V1_CONTROLLERS = ("cpu", "memory", "pids")
 _V2_CONTROLLERS = ("cpu", "memory", "pids")
 _KILL_WAIT_S = 2.0
 _names = itertools.count()
@@ -325,7 +325,7 @@ def _create_v1(slots: int) -> RunCgroups | None:
         return None
     _reap_stale(list(homes.values()))
     name = f"{PREFIX}{os.getpid()}-{next(_names)}"
-    bases: dict[Path, Path] = {}  # one base per hierarchy (cpu and cpuacct may share one)
+    bases: dict[Path, Path] = {}  # one base per hierarchy (controllers may share one)
     for controller, home in list(homes.items()):
         try:
             if home not in bases:
