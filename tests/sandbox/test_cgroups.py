@@ -77,7 +77,7 @@ def test_two_busy_processes_get_one_core_in_the_run_cgroup(capped: SandboxExecut
     )
     out = cores_used(capped)
     assert out["cores"] <= 1.1, out  # cpu_quota_cores=1: 100 ms of CPU per 100 ms period
-    assert out["cores"] >= 0.5, out  # and it did run (a loaded host shares the core)
+    assert out["cores"] >= 0.1, out  # and it did run (a loaded host may give it little)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: any run takes at most one anyway")
