@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,7 +66,10 @@ def spawn_owned(
     def keeper() -> None:
         try:
             child = subprocess.Popen(
-                list(argv), start_new_session=True, preexec_fn=die_with_parent(death_signal), **popen
+                _with_death_signal(argv, death_signal),
+                start_new_session=True,
+                **_death_signal_preexec(death_signal),
+                **popen,
             )
         except BaseException as e:  # reported to the caller below
             started.append(e)
@@ -81,6 +85,23 @@ def spawn_owned(
     if isinstance(result, BaseException):
         raise result
     return result
+
+
+def _with_death_signal(argv: Sequence[str], sig: int) -> list[str]:
+    """`argv` under util-linux's `setpriv --pdeathsig`, which sets the signal and then execs it.
+
+    No Python runs in the child between fork and exec: a preexec function there can crash or
+    deadlock in a threaded process (seen: the embedded Redis "exited with status -11 at start"
+    now and then under a threaded gateway). Without setpriv, the preexec function is the fallback.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return list(argv)
+    return [setpriv, "--pdeathsig", signal.Signals(sig).name.removeprefix("SIG"), "--", *argv]
+
+
+def _death_signal_preexec(sig: int) -> dict[str, Any]:
+    return {} if shutil.which("setpriv") else {"preexec_fn": die_with_parent(sig)}
 
 
 @dataclass(frozen=True)
