@@ -8,6 +8,7 @@ served; once it is back, the same gateway, never restarted, serves chat again.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -44,10 +45,17 @@ def tokenizer_port() -> int:
 
 
 def test_a_killed_tokenizer_service_is_a_503_then_recovers(tmp_path, fault_artifacts, tokenizer_port):
-    tokenizer = start_tokenizer(fault_artifacts, tokenizer_port)
-    server = embedded_redis(tmp_path / "redis")
-    gateway = in_process_gateway(fault_artifacts, server.url, tokenizer_target=f"127.0.0.1:{tokenizer_port}")  # type: ignore[attr-defined]
+    cleanup = contextlib.ExitStack()  # whatever started is stopped, even when a later start fails
+    tokenizers = [start_tokenizer(fault_artifacts, tokenizer_port)]
+    cleanup.callback(lambda: [(t.kill(), t.wait()) for t in tokenizers])
+    tokenizer = tokenizers[0]
     try:
+        server = embedded_redis(tmp_path / "redis")
+        cleanup.callback(server.stop)  # type: ignore[attr-defined]
+        gateway = in_process_gateway(
+            fault_artifacts, server.url, tokenizer_target=f"127.0.0.1:{tokenizer_port}"
+        )  # type: ignore[attr-defined]
+        cleanup.callback(gateway.stop)
         before = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(8, stream=False), timeout=60)
         assert before.status_code == 200, before.text
 
@@ -64,6 +72,7 @@ def test_a_killed_tokenizer_service_is_a_503_then_recovers(tmp_path, fault_artif
         assert httpx.get(gateway.url + "/v1/models", timeout=30).status_code == 200  # the rest still serves
 
         tokenizer = start_tokenizer(fault_artifacts, tokenizer_port)  # the same address, a new process
+        tokenizers.append(tokenizer)
         deadline = time.monotonic() + 30
         while True:  # gRPC reconnects with backoff; the gateway is never restarted
             again = httpx.post(
@@ -79,7 +88,4 @@ def test_a_killed_tokenizer_service_is_a_503_then_recovers(tmp_path, fault_artif
         )
         assert httpx.get(gateway.url + "/readyz", timeout=30).status_code == 200
     finally:
-        gateway.stop()
-        tokenizer.kill()
-        tokenizer.wait()
-        server.stop()  # type: ignore[attr-defined]
+        cleanup.close()
