@@ -301,10 +301,14 @@ def render_for_completion(
     return ids
 
 
-def reply_stop_ids(tokenizer: TokenizerLike) -> tuple[int, int]:
-    """Where a reply to `render_for_completion`'s prompt ends: `<|assistant_end|>`, as the model
-    was trained, or a stray `<|bos|>` (a model that starts a new document has left the chat)."""
-    return tokenizer.special_id("<|assistant_end|>"), tokenizer.bos_id
+# Where a reply to `render_for_completion`'s prompt ends: `<|assistant_end|>`, as the model was
+# trained, or a stray `<|bos|>` (a model that starts a new document has left the chat).
+REPLY_ENDS: tuple[str, str] = ("<|assistant_end|>", "<|bos|>")
+
+
+def reply_stop_ids(tokenizer: TokenizerLike) -> tuple[int, ...]:
+    """The ids of `REPLY_ENDS` in `tokenizer`."""
+    return tuple(tokenizer.special_id(token) for token in REPLY_ENDS)
 
 
 def _merge_system(messages: Sequence[Message]) -> list[Message]:

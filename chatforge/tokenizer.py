@@ -37,19 +37,10 @@ import tiktoken
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from chatforge.contracts.tokens import MIN_VOCAB, SPECIAL_TOKENS
+
 log = logging.getLogger(__name__)
 
-SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|bos|>",  # starts every document; also the document separator in pretraining
-    "<|user_start|>",
-    "<|user_end|>",
-    "<|assistant_start|>",
-    "<|assistant_end|>",
-    "<|python_start|>",  # the assistant calls the python tool
-    "<|python_end|>",
-    "<|output_start|>",  # the tool's output, written back into the assistant turn
-    "<|output_end|>",
-)
 
 # GPT-4's cl100k pattern with one change, taken from nanochat: numbers split into runs of 1-2
 # digits instead of 1-3. With a small vocabulary, nanochat found the 3-digit groups spend too many
@@ -58,7 +49,6 @@ SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| 
 
 FORMAT = "chatforge.tokenizer"
 FORMAT_VERSION = 1
-_MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
 
 
 class TokenizerError(ValueError):
@@ -99,10 +89,10 @@ class Tokenizer:
         Each document is cropped to `doc_cap_chars` (a few huge documents would otherwise dominate
         the pair counts) and no more documents are read once `max_chars` have been taken.
         """
-        if not isinstance(vocab_size, int) or vocab_size < _MIN_VOCAB:
+        if not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB:
             raise TokenizerError(
                 f"vocab_size {vocab_size!r} is too small: it needs 256 byte tokens plus "
-                f"{len(SPECIAL_TOKENS)} special tokens, so at least {_MIN_VOCAB}"
+                f"{len(SPECIAL_TOKENS)} special tokens, so at least {MIN_VOCAB}"
             )
         if doc_cap_chars < 1 or max_chars < 1:
             raise TokenizerError(f"doc_cap_chars ({doc_cap_chars}) and max_chars ({max_chars}) must be >= 1")

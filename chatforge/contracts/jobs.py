@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from chatforge.contracts.strict import StrictModel
+from chatforge.contracts.tokens import MIN_VOCAB
 from chatforge.contracts.training import (
     TRAIN_STAGES,
     ConfigError,
@@ -44,7 +45,6 @@ from chatforge.contracts.training import (
 JobStage = Literal["tokenizer", "base", "mid", "sft", "rl", "eval", "report", "pipeline"]
 JOB_STAGES: tuple[str, ...] = get_args(JobStage)
 RUN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-MIN_VOCAB = 256 + 9  # the byte tokens and the special tokens (chatforge.tokenizer checks it again)
 # A path, a checkpoint or tokenizer name: any text a shell word can carry, within reason.
 Text = Annotated[str, Field(max_length=512, pattern=r"^[^\x00\n]*$")]
 Label = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]  # an eval task's name

@@ -1,12 +1,12 @@
 """A generate request (`chatforge.contracts.generate.GenerateRequest`) made ready for the engine.
 
-Raw prompt ids go as they are; a chat is rendered primed for the assistant and stops at
-`<|assistant_end|>` (and at a stray `<|bos|>`), as the model was trained to.
+Raw prompt ids go as they are; a chat is rendered primed for the assistant and stops where a reply
+ends (`chatforge.chat.reply_stop_ids`), as the model was trained to.
 """
 
 from __future__ import annotations
 
-from chatforge.chat import ConversationError, render_for_completion
+from chatforge.chat import ConversationError, render_for_completion, reply_stop_ids
 from chatforge.contracts.errors import ServiceError
 from chatforge.contracts.generate import GenerateRequest
 from chatforge.contracts.sampling import SamplingParams
@@ -27,5 +27,4 @@ def prepare(request: GenerateRequest, tokenizer: Tokenizer | None) -> tuple[list
         prompt = render_for_completion(tokenizer, {"messages": request.messages})
     except ConversationError as e:
         raise ServiceError.invalid(str(e), param="messages") from None
-    ends = (tokenizer.special_id("<|assistant_end|>"), tokenizer.bos_id)
-    return prompt, sampling.with_(stop_token_ids=(*sampling.stop_token_ids, *ends))
+    return prompt, sampling.with_(stop_token_ids=(*sampling.stop_token_ids, *reply_stop_ids(tokenizer)))

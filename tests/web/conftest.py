@@ -229,3 +229,20 @@ def launch_gateway(
 def gateway_url(launch_gateway) -> str:  # type: ignore[no-untyped-def]
     """The shared gateway: keys off (loopback)."""
     return launch_gateway(auth="off").url
+
+
+# The chat tests' scripted model behind a gateway of its own, one per test module (tests/web/scripted_chat.py).
+@pytest.fixture(scope="module")
+def scripted(launch_gateway, tiny_tokenizer):  # type: ignore[no-untyped-def]
+    from tests.web.scripted_chat import launch_scripted
+
+    return launch_scripted(launch_gateway, tiny_tokenizer)
+
+
+@pytest.fixture
+def chat(scripted, page):  # type: ignore[no-untyped-def]
+    """(scripted model, the chat page open on it, the gateway's URL)."""
+    from tests.web.scripted_chat import open_chat
+
+    model, url = scripted
+    return model, open_chat(model, url, page), url

@@ -9,22 +9,11 @@ import re
 import httpx
 import pytest
 
-from tests.web.scripted_chat import ScriptedChat, ask, finished, launch_scripted, open_chat
+from tests.web.scripted_chat import ask, finished
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
 ).expect
-
-
-@pytest.fixture(scope="module")
-def scripted(launch_gateway, tiny_tokenizer) -> tuple[ScriptedChat, str]:  # type: ignore[no-untyped-def]
-    return launch_scripted(launch_gateway, tiny_tokenizer)
-
-
-@pytest.fixture
-def chat(scripted, page):  # type: ignore[no-untyped-def]
-    model, url = scripted
-    return model, open_chat(model, url, page), url
 
 
 def _texts(page) -> list[str]:  # type: ignore[no-untyped-def]

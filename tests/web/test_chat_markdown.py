@@ -11,23 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.web.scripted_chat import Gate, PythonRun, ScriptedChat, ask, finished, launch_scripted, open_chat
+from tests.web.scripted_chat import Gate, PythonRun, ask, finished
 from tests.web.test_a11y import audit
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
 ).expect
-
-
-@pytest.fixture(scope="module")
-def scripted(launch_gateway, tiny_tokenizer) -> tuple[ScriptedChat, str]:  # type: ignore[no-untyped-def]
-    return launch_scripted(launch_gateway, tiny_tokenizer)
-
-
-@pytest.fixture
-def chat(scripted, page):  # type: ignore[no-untyped-def]
-    model, url = scripted
-    return model, open_chat(model, url, page)
 
 
 RICH_REPLY = """# Plan
@@ -51,7 +40,7 @@ Euler: $e^{i\\pi} + 1 = 0$, and it costs $5 or $10.
 
 
 def test_a_reply_renders_markdown_highlighted_code_math_and_python_runs(chat) -> None:  # type: ignore[no-untyped-def]
-    model, page = chat
+    model, page, _ = chat
     model.reply(
         RICH_REPLY,
         PythonRun(code="print(6 * 7)", output="42\n", duration_s=0.25),
@@ -124,7 +113,7 @@ def test_a_reply_renders_markdown_highlighted_code_math_and_python_runs(chat) ->
 def test_streaming_renders_incrementally_and_keeps_finished_blocks(chat) -> None:  # type: ignore[no-untyped-def]
     """Mid-stream the finished code block is on screen; it is the same DOM node at the end, never
     touched again, and the page did not shift. A reload renders the reply to the same DOM."""
-    model, page = chat
+    model, page, _ = chat
     first, second = Gate(), Gate()
     model.reply(
         "Here is the function:\n\n```js\nconst twice = (x) => 2 * x;\n```\n\nIt doubles",
@@ -246,7 +235,7 @@ def attacks(url: str) -> str:
 
 
 def test_hostile_replies_neither_run_nor_fetch(chat, beacon) -> None:  # type: ignore[no-untyped-def]
-    model, page = chat
+    model, page, _ = chat
     model.reply("Some content first.\n\n", attacks(beacon.url), "\n\nLast line.")
     ask(page, "Say something dangerous")
     reply = finished(page)
@@ -306,7 +295,7 @@ INERT = (
 
 def test_the_sanitizer_alone_holds_on_raw_html(chat, beacon) -> None:  # type: ignore[no-untyped-def]
     """The gate itself: sanitize() on hostile HTML (not Markdown) leaves nothing that runs or fetches."""
-    _, page = chat
+    _, page, _ = chat
     html = attacks(beacon.url).replace("\n\n", "")
     result = page.evaluate(
         """async (html) => {

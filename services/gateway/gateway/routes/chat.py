@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from chatforge.chat import ConversationTooLong
+from chatforge.chat import REPLY_ENDS, ConversationTooLong
 from chatforge.contracts.errors import ErrorKind, ServiceError
 from chatforge.contracts.sampling import SamplingParams
 from chatforge.request_limits import first_violation
@@ -90,7 +90,7 @@ async def chat_completions(
     }
     sampling = SamplingParams(
         max_tokens=max_tokens,
-        stop_token_ids=tuple(sp[t] for t in ("<|assistant_end|>", "<|bos|>") if t in sp),
+        stop_token_ids=tuple(sp[t] for t in REPLY_ENDS if t in sp),
         tools=body.tools_enabled,
         **given,
     )
