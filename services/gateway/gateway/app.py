@@ -136,6 +136,8 @@ def create_app(state: GatewayState, *, close_parts: bool = True) -> FastAPI:
     web = Path(state.settings.web_dir)
     if (web / "index.html").is_file():
         _serve_web(app, web)
+    else:
+        log.warning("no web UI at %s (CHATFORGE_GATEWAY_WEB_DIR): serving the API only", web.absolute())
     # Outermost last: metrics see every answer; the gate answers 401/403/429 before any body is
     # read; the body limit counts what the app reads (413 past max_body_bytes, chunked or not).
     app.add_middleware(
