@@ -487,31 +487,37 @@ def _finish(summary: dict[str, Any], out: Path, console: _Console, started: floa
     summary["headline"] = headline(summary)
     _write(summary, out)
     console.line(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
-    console.line(summary["headline"])
+    print(summary["headline"], flush=True)  # bare: the last line is the headline (bench/ convention)
     statuses = [p.get("status") for p in summary["phases"].values()]
     return 0 if statuses and all(s == "passed" for s in statuses) and "error" not in summary else 1
 
 
 def headline(summary: dict[str, Any]) -> str:
+    """The bench/ scripts' closing lines, `<name>: <value> <unit> (<ratio>x vs <reference>; goal <goal>)`:
+    named lines for the phases and training MFU, then the serving ratio as the headline (last)."""
     phases = summary["phases"]
     passed = sum(p.get("status") == "passed" for p in phases.values())
-    parts = [f"gpu_check: {passed}/{len(phases)} phases passed on {summary.get('device', '?')}"]
+    lines = [
+        f"gpu_check_phases: {passed}/{len(phases)} phases passed on {summary.get('device', '?')} "
+        f"({passed / max(len(phases), 1):.2f}x vs all phases; goal 1.00x)"
+    ]
+    if "error" in summary:
+        lines[0] += f" {summary['error']}"
     runs = {r["label"]: r for r in phases.get("throughput", {}).get("runs", [])}
     big = runs.get("d20") or (list(runs.values())[-1] if runs else None)
     if big:
-        parts.append(
-            f"{big['label']} MFU {big['mfu_datasheet']:.1%} of {big['peak_datasheet_tflops']:.4g} TFLOP/s (goal >= 50% at d20)"
+        lines.append(
+            f"gpu_check_mfu: {100 * big['mfu_datasheet']:.1f} % MFU at {big['label']} "
+            f"({big['mfu_datasheet']:.2f}x vs the {big['peak_datasheet_tflops']:.4g} TFLOP/s peak; goal >= 0.50x at d20)"
         )
-    serving = phases.get("serving", {}).get("runs", [])
-    loaded = [r for r in serving if r.get("vs_padded") is not None]
-    if loaded:
-        mid = next((r for r in loaded if r["n"] == 128), loaded[-1])
-        parts.append(
-            f"serving at {mid['n']}: {mid['vs_padded']:.1f}x vs transformers padded batch (goal >= 3x)"
+    serving = [r for r in phases.get("serving", {}).get("runs", []) if r.get("vs_padded") is not None]
+    if serving:
+        mid = next((r for r in serving if r["n"] == 128), serving[-1])
+        lines.append(
+            f"gpu_check: {mid['tok_s']:,.0f} tok/s serving {mid['n']} requests "
+            f"({mid['vs_padded']:.1f}x vs transformers padded batch; goal >= 3x at 128)"
         )
-    if "error" in summary:
-        parts.append(summary["error"])
-    return "; ".join(parts)
+    return "\n".join(lines)
 
 
 def _write(summary: dict[str, Any], out: Path) -> None:

@@ -5,6 +5,7 @@ a machine CI does not have (bench/GPU_CHECK.md); this is what keeps that command
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,10 @@ def test_quick_cpu_check_runs_every_phase_and_writes_both_summaries(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1].startswith("[")  # stamped progress lines to the end
-    assert "gpu_check: 6/6 phases passed on cpu" in done.stdout.strip().splitlines()[-1]
+    last = done.stdout.strip().splitlines()
+    assert "gpu_check_phases: 6/6 phases passed on cpu" in done.stdout
+    # the bench/ headline format, last: `<name>: <value> <unit> (<ratio>x vs <reference>; goal <goal>)`
+    assert re.fullmatch(r"gpu_check: [\d,]+ tok/s serving \d+ requests \([\d.]+x vs .+; goal .+\)", last[-1])
 
     summary = json.loads((out / "gpu_check.json").read_text())
     assert list(summary["phases"]) == list(PHASES)
@@ -107,4 +110,4 @@ def test_phases_past_the_checks_deadline_are_skipped_and_reported(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert [p["status"] for p in summary["phases"].values()] == ["skipped", "skipped"]
     assert "the whole check's time budget was spent" in summary["phases"]["serving"]["reason"]
-    assert done.stdout.strip().splitlines()[-1].endswith("gpu_check: 0/2 phases passed on cpu")
+    assert done.stdout.strip().splitlines()[-1].startswith("gpu_check_phases: 0/2 phases passed on cpu")
