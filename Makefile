@@ -14,15 +14,26 @@ DATA_DIR ?= data
 RUN_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv data demo test test-fast typecheck lint proto proto-check bench clean
+# System packages the tests and the stack use (Debian/Ubuntu names). `make deps` installs them (as
+# root, or through sudo); `.ci/run` uses it too. One list: add a package here, nowhere else.
+APT_PACKAGES ?= bubblewrap iproute2 chromium
+
+.PHONY: help deps venv data demo test test-fast typecheck lint proto proto-check bench clean
 
 help:
+	@echo "make deps   - install the system packages the tests use (apt; root or sudo)"
 	@echo "make demo   - set everything up and run the tiny pipeline on the bundled corpus"
 	@echo "make test   - set everything up and run the test suite"
 	@echo "make lint   - ruff"
 	@echo "make typecheck - mypy over every package"
 	@echo "make proto  - regenerate gRPC stubs from proto/"
 	@echo "make bench  - run every benchmark in --quick mode"
+
+deps:
+	@SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	command -v apt-get >/dev/null || { echo "make deps: apt-get not found; install these yourself: $(APT_PACKAGES)"; exit 1; }; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
 
 venv: $(VENV)/.installed
 
