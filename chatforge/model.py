@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from chatforge.contracts.training import window_pattern_problem
+
 # --- the scaling rule ---------------------------------------------------------------------------
 # One knob, depth, sets the rest (nanochat's rule, which its speedruns use from d4 to d32):
 ASPECT_RATIO = 64  # width = 64 * depth: d20 -> 1280 wide, d32 -> 2048
@@ -33,6 +35,8 @@ TINY_HEAD_DIM = 64  # ... and 64 below, so a d2 model still has two heads instea
 TOKENS_PER_PARAM = 20  # Chinchilla's compute-optimal ratio (Hoffmann et al., 2022)
 VOCAB_MULTIPLE = 64  # the embedding and head are padded to a multiple of 64 rows: faster matmuls
 DEFAULT_SEQUENCE_LEN = 2048
+SHORT_WINDOW_FRACTION = 4  # an "S" layer sees a quarter of the context (nanochat's short window)
+VE_GATE_CHANNELS = 12  # the value-embedding gate reads this many leading channels of its input
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,22 @@ class GPTConfig:
     logit_softcap: float = 15.0  # logits = c * tanh(logits / c); keeps early training stable
     rope_base: float = 10_000.0
     vocab_multiple: int = VOCAB_MULTIPLE
+    # Sliding-window attention: the pattern is tiled over the layers, "L" a layer that sees the
+    # whole context, "S" one that sees only the last `short_window` positions (itself included);
+    # the last layer always sees the whole context. "L" = plain causal attention everywhere.
+    window_pattern: str = "L"
+    short_window: int = 0  # tokens an "S" layer sees; 0 = sequence_len / SHORT_WINDOW_FRACTION,
+    # fixed when the config is built and saved as a number, so a later stage that trains at another
+    # context length (loading.load_model's `sequence_len`) keeps the windows the model learnt.
+    # Value embeddings (ResFormer-style, as nanochat): alternate layers, the last one included, get
+    # a token embedding of their own added to the attention values, scaled per key/value head by a
+    # gate in (0, 3) computed from the layer's input.
+    value_embeds: bool = False
 
     def __post_init__(self) -> None:
+        if self.short_window == 0 and self.sequence_len >= 1:
+            short = max(1, -(-self.sequence_len // SHORT_WINDOW_FRACTION))
+            object.__setattr__(self, "short_window", short)
         problems = []
         if self.vocab_size < 1:
             problems.append(f"vocab_size must be >= 1, got {self.vocab_size}")
@@ -61,6 +79,10 @@ class GPTConfig:
             problems.append(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
         if self.sequence_len < 1:
             problems.append(f"sequence_len must be >= 1, got {self.sequence_len}")
+        if window_pattern_problem(self.window_pattern):
+            problems.append(window_pattern_problem(self.window_pattern))
+        if self.short_window < 0:
+            problems.append(f"short_window must be >= 0, got {self.short_window}")
         if problems:
             raise ValueError("invalid GPTConfig: " + "; ".join(problems))
 
@@ -72,6 +94,21 @@ class GPTConfig:
     def padded_vocab_size(self) -> int:
         m = self.vocab_multiple
         return (self.vocab_size + m - 1) // m * m
+
+    def layer_windows(self) -> list[int | None]:
+        """Per layer, how many positions (itself included) a query sees; None = the whole context."""
+        pattern = self.window_pattern.upper()
+        windows: list[int | None] = [
+            self.short_window if pattern[i % len(pattern)] == "S" else None for i in range(self.n_layer)
+        ]
+        windows[-1] = None
+        return windows
+
+    def value_embed_layers(self) -> list[int]:
+        """The layers with a value embedding: every other one, counting back from the last."""
+        if not self.value_embeds:
+            return []
+        return [i for i in range(self.n_layer) if i % 2 == (self.n_layer - 1) % 2]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,11 +123,19 @@ class GPTConfig:
 
     @classmethod
     def from_depth(
-        cls, depth: int, vocab_size: int, *, sequence_len: int = DEFAULT_SEQUENCE_LEN, kv_group: int = 1
+        cls,
+        depth: int,
+        vocab_size: int,
+        *,
+        sequence_len: int = DEFAULT_SEQUENCE_LEN,
+        kv_group: int = 1,
+        window_pattern: str = "L",
+        value_embeds: bool = False,
     ) -> GPTConfig:
         """The scaling rule: width = 64·depth rounded up to the head size; head size 128 (64 when
         the width is under 512); one query head per head size of width; `kv_group` query heads
-        share each key/value head (1 = plain multi-head attention)."""
+        share each key/value head (1 = plain multi-head attention). The architecture options
+        pass through unchanged."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         width = ASPECT_RATIO * depth
@@ -106,6 +151,8 @@ class GPTConfig:
             n_head=n_head,
             n_kv_head=n_head // kv_group,
             sequence_len=sequence_len,
+            window_pattern=window_pattern,
+            value_embeds=value_embeds,
         )
 
 
@@ -126,9 +173,12 @@ class AttentionBackend(Protocol):
     """Owns the KV cache during inference: stores the new keys/values of `layer` and attends.
 
     q: (B, T, n_head, head_dim); k, v: (B, T, n_kv_head, head_dim); returns (B, T, n_head, head_dim).
+    `window`: a query at position p sees keys at positions p - window + 1 .. p; None = all up to p.
     """
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int | None
+    ) -> torch.Tensor: ...
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -143,34 +193,67 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Plain causal attention over (B, T, H, D) tensors, key/value heads repeated for GQA."""
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Causal attention over (B, T, H, D) tensors, key/value heads repeated for GQA; `mask` (T, T),
+    True where a query may attend, replaces the causal mask (a sliding window's)."""
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=k.size(1) != q.size(1))
+    gqa = k.size(1) != q.size(1)
+    if mask is None:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
     return y.transpose(1, 2)
 
 
+def window_mask(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(Q, K) booleans: key at or before the query and, with a window, fewer than `window` back."""
+    diff = query_pos.view(-1, 1) - key_pos.view(1, -1)
+    ok = diff >= 0
+    return ok & (diff < window) if window is not None else ok
+
+
 class CausalSelfAttention(nn.Module):
+    ve_gate: nn.Linear | None
+
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
         self.layer = layer
+        self.window = config.layer_windows()[layer]
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         self.c_q = nn.Linear(config.n_embd, config.n_head * self.head_dim, bias=False)
         self.c_k = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
         self.c_v = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        has_ve = layer in config.value_embed_layers()
+        self.gate_channels = min(VE_GATE_CHANNELS, config.n_embd)
+        self.ve_gate = nn.Linear(self.gate_channels, config.n_kv_head, bias=False) if has_ve else None
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attention: AttentionBackend | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attention: AttentionBackend | None,
+        ve: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        if ve is not None and self.ve_gate is not None:
+            # the gate starts near 1.5 (small positive weights) and stays in (0, 3)
+            gate = 3 * torch.sigmoid(self.ve_gate(x[..., : self.gate_channels]))  # (B, T, n_kv_head)
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim)
         # QK-norm after rotary: bounds the attention logits, which lets the model train at higher
         # learning rates without the logit growth that destabilises small GPTs.
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))
-        y = causal_attention(q, k, v) if attention is None else attention.attend(self.layer, q, k, v)
+        if attention is None:
+            y = causal_attention(q, k, v, mask)
+        else:
+            y = attention.attend(self.layer, q, k, v, window=self.window)
         return self.c_proj(y.reshape(B, T, -1))
 
 
@@ -191,9 +274,15 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attention: AttentionBackend | None
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attention: AttentionBackend | None,
+        ve: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(norm(x), cos, sin, attention)
+        x = x + self.attn(norm(x), cos, sin, attention, ve, mask)
         return x + self.mlp(norm(x))
 
 
@@ -201,6 +290,7 @@ class GPT(nn.Module):
     # Declared for type checkers: nn.Module's attribute lookup is typed `Tensor | Module`.
     wte: nn.Embedding
     blocks: nn.ModuleList
+    value_embeds: nn.ModuleDict
     lm_head: nn.Linear
     cos: torch.Tensor
     sin: torch.Tensor
@@ -210,6 +300,10 @@ class GPT(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        kv_dim = config.n_kv_head * config.head_dim
+        self.value_embeds = nn.ModuleDict(
+            {str(i): nn.Embedding(config.padded_vocab_size, kv_dim) for i in config.value_embed_layers()}
+        )
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         # Rotary tables for 10x the training context, so generation can run past it without
         # recomputing them (quality past the trained length is another matter).
@@ -221,7 +315,8 @@ class GPT(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """nanochat's init: unit-variance embeddings, a near-zero head (uniform first predictions),
-        zero output projections (every block starts as the identity), 1/sqrt(fan_in) elsewhere."""
+        zero output projections (every block starts as the identity), 1/sqrt(fan_in) elsewhere;
+        value embeddings like the value projection, their gates small and positive."""
         nn.init.normal_(self.wte.weight, std=1.0)
         nn.init.normal_(self.lm_head.weight, std=0.001)
         for block in self.typed_blocks():
@@ -230,6 +325,11 @@ class GPT(nn.Module):
                 nn.init.uniform_(lin.weight, -bound, bound)
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
+            if block.attn.ve_gate is not None:
+                nn.init.uniform_(block.attn.ve_gate.weight, 0.0, 0.02)
+        bound = math.sqrt(3.0 / self.config.n_embd)
+        for table in self.value_embeds.values():
+            nn.init.uniform_(cast(nn.Embedding, table).weight, -bound, bound)
         cos, sin = _rotary_tables(self.cos.size(0), self.config.head_dim, self.config.rope_base)
         self.cos.copy_(cos)
         self.sin.copy_(sin)
@@ -266,8 +366,16 @@ class GPT(nn.Module):
             cos, sin = self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2)
         x = norm(self.wte(idx))
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        for block in self.typed_blocks():
-            x = block(x, cos, sin, attention)
+        masks: dict[int, torch.Tensor] = {}  # the training path's sliding-window masks, one per size
+        for i, block in enumerate(self.typed_blocks()):
+            ve = self.value_embeds[str(i)](idx).to(x.dtype) if str(i) in self.value_embeds else None
+            window, mask = block.attn.window, None
+            if attention is None and window is not None and window < T:
+                if window not in masks:
+                    pos = torch.arange(T, device=idx.device)
+                    masks[window] = window_mask(pos, pos, window)
+                mask = masks[window]
+            x = block(x, cos, sin, attention, ve, mask)
         if logits_rows is not None:
             x = x.index_select(1, logits_rows)
         logits = softcap(
@@ -287,19 +395,25 @@ class GPT(nn.Module):
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward): 6 per matmul weight, plus attention.
 
-        The attention term is 12·layers·heads·head_dim·seq (QKᵀ and AV, forward and backward, at
-        full context), as in the PaLM paper's appendix B. The input embedding is a lookup, not a
-        matmul, so its parameters are left out.
+        The attention term is 12·heads·head_dim·context per layer (QKᵀ and AV, forward and
+        backward), as in the PaLM paper's appendix B; the context is the layer's window where it
+        is shorter than the sequence (the kernel still computes the masked scores today; this
+        counts the useful work). The input and value embeddings are lookups, not matmuls, so their
+        parameters are left out.
         """
         c = self.config
-        matmul_params = self.num_params() - self.wte.weight.numel()
-        return 6 * matmul_params + 12 * c.n_layer * c.n_head * c.head_dim * c.sequence_len
+        lookups = self.wte.weight.numel() + sum(p.numel() for p in self.value_embeds.parameters())
+        matmul_params = self.num_params() - lookups
+        contexts = [min(w, c.sequence_len) if w else c.sequence_len for w in c.layer_windows()]
+        return 6 * matmul_params + 12 * c.n_head * c.head_dim * sum(contexts)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by optimizer: the 2-D block matrices go to Muon, the rest to AdamW."""
+        """Parameters by optimizer: the 2-D block matrices (the value-embedding gates included, as
+        nanochat) go to Muon, the rest to AdamW; "value_embeds" is empty unless the option is on."""
         return {
             "matrix": [p for p in self.blocks.parameters()],
             "embedding": [cast(nn.Parameter, self.wte.weight)],
+            "value_embeds": [p for p in self.value_embeds.parameters()],
             "lm_head": [cast(nn.Parameter, self.lm_head.weight)],
         }
 

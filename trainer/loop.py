@@ -288,8 +288,9 @@ def _build(
     state: dict[str, Any] = {"step": 0, "data_position": None, "metrics": {}, "init": str(source or "random")}
     if source is None:
         gpt_config = GPTConfig.from_depth(
-            cfg.depth, tokenizer.vocab_size, sequence_len=cfg.sequence_len, kv_group=cfg.kv_group
-        )
+            cfg.depth, tokenizer.vocab_size, sequence_len=cfg.sequence_len, kv_group=cfg.kv_group,
+            window_pattern=cfg.window_pattern, value_embeds=cfg.value_embeds,
+        )  # fmt: skip
         model = GPT(gpt_config).to(ranks.device)
         return model, build_optimizers(model, cfg.optim), state
     trained_with = ckpt.read_meta(source).get("tokenizer")

@@ -1,4 +1,4 @@
-"""Optimisation: Muon for the block matrices, AdamW for the embedding and head, and the LR schedule.
+"""Optimisation: Muon for the block matrices, AdamW for the embeddings and head, and the LR schedule.
 
 Muon (Keller Jordan, 2024) replaces each 2-D weight's update by the nearest semi-orthogonal matrix
 to its Nesterov momentum, computed with a few Newton–Schulz iterations. It trains transformer
@@ -75,16 +75,21 @@ class Muon(torch.optim.Optimizer):
 
 
 def build_optimizers(model: GPT, config: OptimConfig) -> list[torch.optim.Optimizer]:
-    """[AdamW for embedding + head, Muon for the block matrices]; each group keeps its base LR."""
+    """[AdamW for embedding + head (+ value embeddings), Muon for the block matrices]; each group
+    keeps its base LR."""
     groups = model.param_groups()
     width = model.config.n_embd
     # nanochat: AdamW LRs were tuned at width 768 and scale with 1/sqrt(width)
     scale = (width / 768) ** -0.5
+    adam_groups: list[dict[str, Any]] = [
+        {"params": groups["embedding"], "lr": config.embedding_lr * scale},
+        {"params": groups["lm_head"], "lr": config.unembedding_lr * scale},
+    ]
+    if groups["value_embeds"]:  # only when the option is on: a model without keeps its two groups
+        # nanochat trains the value embeddings at half the input embedding's LR
+        adam_groups.append({"params": groups["value_embeds"], "lr": 0.5 * config.embedding_lr * scale})
     adam = torch.optim.AdamW(
-        [
-            {"params": groups["embedding"], "lr": config.embedding_lr * scale},
-            {"params": groups["lm_head"], "lr": config.unembedding_lr * scale},
-        ],
+        adam_groups,
         betas=(config.adam_beta1, config.adam_beta2),
         eps=1e-10,
         weight_decay=config.weight_decay,

@@ -110,6 +110,15 @@ class TrainFlags(Flags):
     local: bool = Field(False, description="train in this process (one worker) instead of on Ray")
     tokenizer: Text | None = Field(None, description="tokenizer artifact name (default: the run's)")
     depth: int | None = Field(None, ge=1, description="transformer blocks; width and heads follow")
+    kv_group: int | None = Field(
+        None, ge=1, description="base: query heads per key/value head (GQA; must divide the heads)"
+    )
+    window_pattern: str | None = Field(
+        None, pattern=r"^[SLsl]{1,64}$",
+        description="base: sliding-window pattern tiled over the layers, S short (a quarter of the "
+        "context) or L long; the last layer is always L (default: L)",
+    )  # fmt: skip
+    value_embeds: bool | None = Field(None, description="base: value embeddings on alternate layers")
     sequence_len: int | None = Field(None, ge=1, description="context length in tokens")
     device_batch_rows: int | None = Field(None, ge=1, description="rows per micro-batch")
     total_batch_tokens: int | None = Field(None, ge=1, description="tokens per optimizer step")

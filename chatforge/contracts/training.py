@@ -41,6 +41,17 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+MAX_WINDOW_PATTERN = 64
+
+
+def window_pattern_problem(pattern: str) -> str:
+    """Why a sliding-window pattern is invalid, "" when it is valid: 1-64 letters S or L (the model
+    tiles it over its layers; chatforge.model.GPTConfig checks with this too)."""
+    if not 1 <= len(pattern) <= MAX_WINDOW_PATTERN or set(pattern.upper()) - {"S", "L"}:
+        return f"window_pattern must be 1-{MAX_WINDOW_PATTERN} letters S (short) or L (long), got {pattern!r}"
+    return ""
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """Muon for the block matrices, AdamW for the embedding and head (nanochat's learning rates)."""
@@ -71,7 +82,11 @@ class TrainConfig:
     # model: the depth scaling rule (chatforge.model.GPTConfig.from_depth) decides width and heads
     depth: int = 2
     sequence_len: int = 128
-    kv_group: int = 1
+    kv_group: int = 1  # query heads per key/value head (grouped-query attention); 1 = all their own
+    # The architecture options (chatforge/model.py's GPTConfig; docs/model.md has what they measured).
+    # Like depth, they shape a new model: base only; mid and SFT keep their parent checkpoint's.
+    window_pattern: str = "L"  # sliding-window attention, tiled over the layers: S short, L long
+    value_embeds: bool = False  # value embeddings on alternate layers (the last included)
     # batch: every step sees total_batch_tokens, split into micro-batches of device_batch_rows rows
     device_batch_rows: int = 4
     total_batch_tokens: int = 2048
@@ -120,6 +135,10 @@ class TrainConfig:
             problems.append(
                 ("task_source", f"--task-source must be 'offline' or 'hub', got {self.task_source!r}")
             )
+        if self.kv_group < 1:
+            problems.append(("kv_group", f"--kv-group must be >= 1, got {self.kv_group}"))
+        if problem := window_pattern_problem(self.window_pattern):
+            problems.append(("window_pattern", problem.replace("window_pattern", "--window-pattern", 1)))
         micro_tokens = self.device_batch_rows * self.sequence_len
         if micro_tokens >= 1 and self.workers >= 1:  # else reported above
             if self.total_batch_tokens % micro_tokens:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from chatforge.contracts.jobs import FLAGS, JOB_STAGES, JobSpec, RLFlags, TrainFlags
-from chatforge.contracts.training import PRESETS, PresetName, RLConfig, TrainConfig
+from chatforge.contracts.training import PRESETS, ConfigError, PresetName, RLConfig, TrainConfig
 
 
 def _errors(body: dict) -> list[tuple[str, str]]:
@@ -88,7 +88,7 @@ def test_a_valid_spec_is_typed_and_keeps_what_was_given():
 # recipe details left to the presets, and the tests' fault injection. A new config field must be
 # added here or become a flag, so the API is a decision, not an accident.
 NOT_TRAIN_FLAGS = {
-    "stage", "run", "artifacts_dir", "job_id", "use_gpu", "kv_group", "tokens_per_param", "unit_docs",
+    "stage", "run", "artifacts_dir", "job_id", "use_gpu", "tokens_per_param", "unit_docs",
     "unit_conversations", "optim", "eval_batches", "keep_checkpoints", "compile", "fail_at_step", "fail_marker",
 }  # fmt: skip
 NOT_RL_FLAGS = {"run", "artifacts_dir", "job_id", "use_gpu", "fail_at_step", "fail_marker"}
@@ -108,3 +108,18 @@ def test_the_flags_map_onto_the_trainers_config_fields():
 def test_strings_that_look_like_options_survive_the_command_line():
     spec = JobSpec(stage="base", config={"init_from": "-x/base"})
     assert "--init-from=-x/base" in spec.argv("j")
+
+
+def test_the_architecture_options_are_flags_of_a_base_job():
+    spec = JobSpec.model_validate(
+        {"stage": "base", "config": {"kv_group": 2, "window_pattern": "SSSL", "value_embeds": True}}
+    )
+    assert set(spec.argv("j")) >= {"--kv-group", "2", "--window-pattern", "SSSL", "--value-embeds"}
+    cfg = spec.config.resolve("base", run="r", artifacts_dir="/a")
+    assert (cfg.kv_group, cfg.window_pattern, cfg.value_embeds) == (2, "SSSL", True)
+    assert TrainConfig(stage="base", run="r", artifacts_dir="/a").window_pattern == "L"  # off by default
+    assert _errors({"stage": "base", "config": {"window_pattern": "SXL"}})[0][0] == "config.window_pattern"
+    assert _errors({"stage": "base", "config": {"kv_group": 0}})[0][0] == "config.kv_group"
+    assert _errors({"stage": "base", "config": {"value_embeds": "yes"}})[0][0] == "config.value_embeds"
+    with pytest.raises(ConfigError, match="--window-pattern must be 1-64 letters"):
+        TrainConfig(stage="base", run="r", artifacts_dir="/a", window_pattern="")

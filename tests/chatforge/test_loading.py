@@ -93,3 +93,23 @@ def test_optimizer_state_for_a_resumed_run(store, tiny_tokenizer):
         loaded.restore_optimizers([fresh, fresh])
     with pytest.raises(CheckpointError, match="no optimizer state"):
         load_model("r/sft/step_000001", store, with_optimizer=True).restore_optimizers([fresh])
+
+
+def test_the_architecture_options_come_back_from_the_checkpoint(store, tiny_tokenizer):
+    """Value embeddings, a sliding-window pattern and GQA are plain config fields saved with the
+    weights; a later stage loading at another context length keeps the windows it learnt."""
+    config = GPTConfig(
+        vocab_size=tiny_tokenizer.vocab_size, n_layer=3, n_embd=64, n_head=4, n_kv_head=1, sequence_len=32,
+        window_pattern="SL", value_embeds=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = GPT(config)
+    checkpoint.save(store.stage_dir("r", "base"), 1, model.state_dict(), config=config.to_dict(),
+                    extra={"tokenizer": "tok"})  # fmt: skip
+    loaded = load_model("r/base", store, device="cpu", sequence_len=128)
+    got = loaded.model.config
+    assert (got.window_pattern, got.short_window, got.value_embeds, got.n_kv_head) == ("SL", 8, True, 1)
+    assert got.sequence_len == 128 and got.layer_windows() == [8, None, None]
+    assert sorted(loaded.model.value_embeds) == ["0", "2"]
+    x = torch.randint(0, tiny_tokenizer.vocab_size, (1, 20))
+    torch.testing.assert_close(loaded.model(x), model.eval()(x))

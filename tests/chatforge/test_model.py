@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -171,3 +173,16 @@ def test_softcap_matches_the_plain_expression_and_its_gradient():
     y = softcap(x, 15.0)
     assert torch.allclose(y, 15.0 * torch.tanh(x / 15.0))
     assert torch.autograd.gradcheck(lambda t: softcap(t, 15.0), (x[:4, :5].detach().requires_grad_(),))
+
+
+def test_options_param_count_and_flops_by_hand():
+    """3 layers of width 48 as above, plus value embeddings on layers 0 and 2 and windows S, L, L
+    of 10 tokens on a 40-token context."""
+    plain = GPT(GPTConfig(vocab_size=100, n_layer=3, n_embd=48, n_head=4, n_kv_head=2, sequence_len=40))
+    model = GPT(replace(plain.config, value_embeds=True, window_pattern="SL", short_window=10))
+    # two value tables of 128 rows x (2 KV heads x 12) = 3_072 each; two gates of 12 x 2 = 24 each
+    assert model.num_params() == 88_320 + 2 * 3_072 + 2 * 24
+    # the tables are lookups (no FLOPs), the gates matmuls; layer 0's attention covers 10 positions
+    attention = 12 * 4 * 12 * (10 + 40 + 40)
+    assert model.flops_per_token() == 6 * (76_032 + 6_144 + 2 * 24) + attention
+    assert plain.flops_per_token() == 562_176  # unchanged without the options

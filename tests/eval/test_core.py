@@ -184,3 +184,29 @@ def test_bad_items_are_refused_with_the_task_and_item():
         CoreTask("lm", "language_modeling", [{"context": "q"}])
     with pytest.raises(CoreTaskError, match="type must be"):
         CoreTask("x", "generative", [])
+
+
+def test_shared_prefix_rows_keep_a_models_sliding_window(tiny_tokenizer):
+    """The shared-prefix attention honours each layer's window (positions counted in each
+    sequence): a model whose first layer sees 6 tokens scores packed rows like separate ones."""
+    from chatforge.model import GPT, GPTConfig
+
+    torch.manual_seed(1)
+    config = GPTConfig(
+        vocab_size=tiny_tokenizer.vocab_size, n_layer=2, n_embd=64, n_head=2, n_kv_head=1, sequence_len=256,
+        window_pattern="S", short_window=6, value_embeds=True,
+    )  # fmt: skip
+    model = GPT(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    model.eval()
+    task = CoreTask("mc", "multiple_choice", MC_ITEMS, num_fewshot=1)
+    seqs = build_sequences(task, tiny_tokenizer, range(len(MC_ITEMS)), max_len=256)
+    assert min(len(s.ids) for s in seqs) > 6
+    pad = tiny_tokenizer.bos_id
+    separate = score_sequences(model, seqs, batch_rows=1, pad_id=pad, share_prefix=False)
+    shared = score_sequences(model, seqs, batch_rows=3, pad_id=pad, share_prefix=True)
+    for (a, ea), (b, eb) in zip(shared, separate, strict=True):
+        assert a == pytest.approx(b, abs=1e-4) and ea == eb

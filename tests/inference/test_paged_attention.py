@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 import torch.nn.functional as F
 from inference_svc import paged_attention
-from inference_svc.paged_attention import KVCache, PortableAttention, build_metadata
+from inference_svc.paged_attention import FlexPagedAttention, KVCache, PortableAttention, build_metadata
 
 BLOCK, HKV, HQ, D = 4, 2, 4, 8
 
 
-def naive(cache: KVCache, chunks, counts, q: torch.Tensor) -> torch.Tensor:
-    """Each row attends over positions 0..its own of its sequence, read token by token from the pool."""
+def naive(cache: KVCache, chunks, counts, q: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """Each row attends over positions 0..its own of its sequence (the last `window` of them with a
+    window), read token by token from the pool."""
     out, row = [], 0
     for (start, blocks), n in zip(chunks, counts, strict=True):
         for i in range(n):
             pos = start + i
-            slots = [blocks[p // BLOCK] * BLOCK + p % BLOCK for p in range(pos + 1)]
+            first = 0 if window is None else max(0, pos - window + 1)
+            slots = [blocks[p // BLOCK] * BLOCK + p % BLOCK for p in range(first, pos + 1)]
             k = cache.k[0].view(-1, HKV, D)[slots].transpose(0, 1)  # (Hkv, L, D)
             v = cache.v[0].view(-1, HKV, D)[slots].transpose(0, 1)
             y = F.scaled_dot_product_attention(q[0, row].unsqueeze(1), k, v, enable_gqa=True)
@@ -27,7 +30,13 @@ def naive(cache: KVCache, chunks, counts, q: torch.Tensor) -> torch.Tensor:
     return torch.stack(out).unsqueeze(0)
 
 
-def test_decode_groups_and_prefills_in_any_order_match_plain_attention(monkeypatch):
+@pytest.mark.parametrize(
+    ("backend", "window"), [("portable", None), ("portable", 5), ("portable", 1), ("flex", None), ("flex", 5)]
+)
+def test_decode_groups_and_prefills_in_any_order_match_plain_attention(monkeypatch, backend, window):
+    """Windows of 5 and 1 are shorter than most contexts here, prefills and decodes alike (a path
+    that ignored the window would attend over the whole context and fail); FlexAttention runs
+    eagerly on the CPU, enough to check its block mask."""
     # A small padding allowance splits the decodes into several groups, as long contexts do.
     monkeypatch.setattr(paged_attention, "MAX_DECODE_PADDING_SLOTS", 6)
     rng = random.Random(0)
@@ -60,6 +69,9 @@ def test_decode_groups_and_prefills_in_any_order_match_plain_attention(monkeypat
     q = torch.randn(1, rows, HQ, D)
     k = torch.randn(1, rows, HKV, D)
     v = torch.randn(1, rows, HKV, D)
-    got = PortableAttention(cache).bind(meta).attend(0, q, k, v)
-    want = naive(cache, chunks, counts, q)  # the new keys are in the pool now
+    attention = (
+        PortableAttention(cache) if backend == "portable" else FlexPagedAttention(cache, compile=False)
+    )
+    got = attention.bind(meta).attend(0, q, k, v, window=window)
+    want = naive(cache, chunks, counts, q, window)  # the new keys are in the pool now
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -43,3 +43,20 @@ def test_schedule_warmup_constant_warmdown():
     assert mults[99] == pytest.approx(0.1 + 0.9 * 0.05)  # one step before the end of the ramp to 0.1
     assert muon_momentum(0, cfg) == cfg.muon_momentum_start
     assert muon_momentum(10_000, cfg) == cfg.muon_momentum
+
+
+def test_value_embeddings_go_to_adamw_at_half_the_embedding_lr_and_their_gates_to_muon():
+    model = GPT(GPTConfig.from_depth(3, 300, sequence_len=16, value_embeds=True, window_pattern="SL"))
+    adam, muon = build_optimizers(model, OptimConfig())
+    ids = [id(p) for opt in (adam, muon) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter, once
+    tables = {id(p) for p in model.value_embeds.parameters()}
+    assert len(tables) == 2  # layers 0 and 2
+    (ve_group,) = [g for g in adam.param_groups if {id(p) for p in g["params"]} == tables]
+    embedding_group = adam.param_groups[0]
+    assert ve_group["base_lr"] == pytest.approx(0.5 * embedding_group["base_lr"])
+    gates = {id(b.attn.ve_gate.weight) for b in model.typed_blocks() if b.attn.ve_gate is not None}
+    assert len(gates) == 2 and gates <= {id(p) for g in muon.param_groups for p in g["params"]}
+    # without the option the AdamW groups are the two a saved optimizer state expects
+    adam, _ = build_optimizers(GPT(GPTConfig.from_depth(2, 300, sequence_len=16)), OptimConfig())
+    assert len(adam.param_groups) == 2

@@ -223,7 +223,7 @@ def score_sequences(
         attention = None
         if any(len(r.members) > 1 for r in batch):
             positions, segments = positions.to(device), segments.to(device)
-            attention = _SharedPrefixAttention(segments)
+            attention = _SharedPrefixAttention(segments, positions)
         with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=device.type == "cuda"):
             if attention is None:
                 logits = model(ids)
@@ -300,18 +300,28 @@ def _pack(batch: Sequence[_Row], pad_id: int) -> tuple[torch.Tensor, torch.Tenso
 
 class _SharedPrefixAttention:
     """Causal attention in which a tail sees the shared part and its own earlier tokens only
-    (the model's `AttentionBackend` seam; no cache)."""
+    (the model's `AttentionBackend` seam; no cache), within a layer's sliding window if it has one
+    (`positions` are each token's position in its own sequence)."""
 
-    def __init__(self, segments: torch.Tensor):
+    def __init__(self, segments: torch.Tensor, positions: torch.Tensor):
         t = segments.size(1)
         causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
         same = segments[:, :, None] == segments[:, None, :]
         shared = (segments == -1)[:, None, :]
         self.mask = (causal & (same | shared))[:, None]  # (B, 1, T, T)
+        self.back = (positions[:, :, None] - positions[:, None, :])[:, None]  # positions back, (B, 1, T, T)
+        self.windowed: dict[int, torch.Tensor] = {}
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int | None = None
+    ) -> torch.Tensor:
+        mask = self.mask
+        if window is not None:
+            if window not in self.windowed:
+                self.windowed[window] = self.mask & (self.back < window)
+            mask = self.windowed[window]
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, enable_gqa=k.size(1) != q.size(1))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=k.size(1) != q.size(1))
         return y.transpose(1, 2)
 
 
