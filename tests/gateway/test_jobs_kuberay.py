@@ -1,18 +1,27 @@
 """The kuberay backend: RayJobs created through the real kubernetes client against the emulator,
-validated against KubeRay's CRD; status followed, cancel deletes the object."""
+validated against KubeRay's CRD; each preset on its GPU shape with as many Ray Train workers as
+GPUs; restricted pods and no secret in the spec; status followed, cancel deletes the object, logs
+read from the submitter pod."""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import time
 
 import httpx
 import jsonschema
 import pytest
-from gateway.jobs.kuberay import rayjob_manifest
+from gateway.jobs.backend import BackendError
+from gateway.jobs.job_clusters import JobClusters
+from gateway.jobs.kuberay import MAX_RAYJOB_NAME, fit_spec, object_name, rayjob_manifest
 from gateway.jobs.spec import JobRecord
 
+from chatforge.contracts.jobs import JobSpec
 from tests.gateway.conftest import settings_for
 from tests.gateway.kube_emulator import rayjob_schema
+from tests.gateway.kube_pods import serve_pods
 
 NS = "chatforge-test"
 
@@ -29,19 +38,33 @@ def _set_status(kube, job_id: str, **status) -> None:
     assert r.status_code == 200, r.text
 
 
+def _record(stage: str = "base", config: dict | None = None, job_id: str = "job-abc123") -> JobRecord:
+    spec = JobSpec.model_validate({"stage": stage, "run": "r1", "config": config or {}})
+    spec = fit_spec(spec, JobClusters())
+    return JobRecord(
+        id=job_id, stage=stage, run="r1", config=spec.config.model_dump(mode="json", exclude_unset=True),
+        backend="kuberay", entrypoint=shlex.join(["chatforge", "train", *spec.argv(job_id)]), owner="local",
+    )  # fmt: skip
+
+
 def test_manifest_validates_against_the_crd(kube, artifacts, redis_url):
-    settings = settings_for(artifacts, redis_url, kube_gpu_workers=2, kube_gpus_per_worker=4)
-    record = JobRecord(id="job-abc123", stage="base", run="r1", config={}, backend="kuberay",
-                       entrypoint="chatforge train base --run r1 --job-id job-abc123", owner="local")  # fmt: skip
+    settings = settings_for(artifacts, redis_url)
+    record = _record("base", {"preset": "d26"})
     manifest = rayjob_manifest(record, {"REDIS_URL": "redis://redis:6379/0"}, settings)
     jsonschema.Draft7Validator(rayjob_schema()).validate(manifest)
     spec = manifest["spec"]
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] == 3600
-    workers = spec["rayClusterSpec"]["workerGroupSpecs"][0]
-    assert workers["replicas"] == 2
-    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
-    assert "REDIS_URL" in spec["runtimeEnvYAML"]
-    assert workers["template"]["spec"]["volumes"] == []  # no claim set: nothing mounted
+    (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 2
+    pod = workers["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    # REDIS_URL is the pods' environment, not the runtime env written into the RayJob
+    assert "REDIS_URL" not in spec["runtimeEnvYAML"]
+    assert {"name": "REDIS_URL", "value": "redis://redis:6379/0"} in pod["containers"][0]["env"]
+    # the job's Ray Train config asks for what the cluster has: 2 pods x 8 GPUs, one worker each
+    assert "--workers 16" in record.entrypoint and "--gpu" in record.entrypoint
 
     # with the artifact store's claim, every pod mounts it where CHATFORGE_ARTIFACTS points
     settings = settings_for(artifacts, redis_url, kube_artifacts_claim="chatforge-artifacts")
@@ -52,21 +75,150 @@ def test_manifest_validates_against_the_crd(kube, artifacts, redis_url):
         cluster["headGroupSpec"]["template"]["spec"],
         cluster["workerGroupSpecs"][0]["template"]["spec"],
     ):
-        assert pod["volumes"] == [
-            {"name": "artifacts", "persistentVolumeClaim": {"claimName": "chatforge-artifacts"}}
+        assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "chatforge-artifacts"}} in pod[
+            "volumes"
         ]
-        assert pod["containers"][0]["volumeMounts"] == [
-            {"name": "artifacts", "mountPath": settings.artifacts_root}
+        assert {"name": "artifacts", "mountPath": settings.artifacts_root} in pod["containers"][0][
+            "volumeMounts"
         ]
     broken = {**manifest, "spec": {**spec, "shutdownAfterJobFinishes": "yes"}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(rayjob_schema()).validate(broken)
 
 
+@pytest.mark.parametrize(
+    ("stage", "config", "workers", "gpus_per_pod", "argv"),
+    [
+        ("base", {}, 1, 0, ["--workers", "1"]),  # tiny: one CPU worker, no GPU asked for
+        ("base", {"preset": "d12"}, 1, 1, ["--workers", "1", "--gpu"]),
+        ("sft", {"preset": "d20"}, 1, 8, ["--workers", "8", "--gpu"]),
+        ("mid", {"preset": "d26"}, 2, 8, ["--workers", "16", "--gpu"]),
+        ("pipeline", {"preset": "d20"}, 1, 8, ["--workers", "8"]),
+        ("rl", {}, 1, 1, ["--workers", "1", "--gpu"]),  # no preset: the default preset's cluster
+        ("eval", {}, 1, 1, ["--workers", "1", "--gpu"]),
+    ],
+)
+def test_presets_land_on_their_gpu_shapes(
+    kube, artifacts, redis_url, stage, config, workers, gpus_per_pod, argv
+):
+    record = _record(stage, config)
+    manifest = rayjob_manifest(record, {}, settings_for(artifacts, redis_url))
+    jsonschema.Draft7Validator(rayjob_schema()).validate(manifest)
+    (group,) = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    pod = group["template"]["spec"]
+    limits = pod["containers"][0]["resources"]["limits"]
+    assert group["replicas"] == workers
+    assert int(limits.get("nvidia.com/gpu", 0)) == gpus_per_pod
+    assert group["rayStartParams"]["num-gpus"] == str(gpus_per_pod)
+    assert ("nodeSelector" in pod) == bool(gpus_per_pod)  # CPU shapes stay off the GPU pool
+    words = shlex.split(record.entrypoint)
+    for flag in argv:
+        assert flag in words, (flag, words)
+    if "--gpu" not in argv:
+        assert "--gpu" not in words
+
+
+def test_single_process_stages_get_a_head_only_cluster(kube, artifacts, redis_url):
+    manifest = rayjob_manifest(
+        _record("tokenizer", {"preset": "d20"}), {}, settings_for(artifacts, redis_url)
+    )
+    jsonschema.Draft7Validator(rayjob_schema()).validate(manifest)
+    assert "workerGroupSpecs" not in manifest["spec"]["rayClusterSpec"]
+
+
+def test_pods_are_restricted_and_carry_the_configured_pool(kube, artifacts, redis_url):
+    clusters = JobClusters.model_validate({
+        "namePrefix": "my-team-llm-platform-prod-chatforge",
+        "imagePullSecrets": ["regcred"], "priorityClassName": "training", "shmSizeLimit": "16Gi",
+        "gpuPool": {"nodeSelector": {"pool": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}},
+        "head": {"resources": {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}}},
+        "submitter": {"resources": {"requests": {"cpu": "50m", "memory": "128Mi"}}},
+        "redis": {"url": "redis://cf-redis:6379/0", "passwordSecret": {"name": "cf-redis", "key": "password"}},
+    })  # fmt: skip
+    record = _record("base", {"preset": "d20"})
+    env = {"REDIS_URL": "redis://:s3cret@cf-redis:6379/0", "CHATFORGE_ARTIFACTS": "/artifacts"}
+    manifest = rayjob_manifest(record, env, settings_for(artifacts, redis_url), clusters)
+    jsonschema.Draft7Validator(rayjob_schema()).validate(manifest)
+    assert "s3cret" not in json.dumps(manifest)  # the password stays in its Secret
+    name = manifest["metadata"]["name"]
+    assert len(name) <= MAX_RAYJOB_NAME and name.endswith(record.id) and name[0].isalpha()
+    cluster = manifest["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    submitter = manifest["spec"]["submitterPodTemplate"]
+    assert head["containers"][0]["resources"]["requests"] == {"cpu": "4", "memory": "16Gi"}
+    assert submitter["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"}}
+    assert submitter["metadata"]["labels"]["app.kubernetes.io/component"] == "training-submitter"
+    assert worker["nodeSelector"] == {"pool": "h100"} and worker["tolerations"][0]["key"] == "gpu"
+    assert worker["affinity"]["nodeAffinity"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in worker["volumes"]
+    for pod in (head, worker, submitter["spec"]):
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["priorityClassName"] == "training"
+        assert_restricted(pod)
+        for container in pod["containers"]:
+            if container["name"] == "ray-job-submitter":
+                continue
+            env_by_name = {e["name"]: e for e in container["env"]}
+            assert env_by_name["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+                "name": "cf-redis",
+                "key": "password",
+            }
+            assert env_by_name["REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@cf-redis:6379/0"
+            # the kubelet expands $(VAR) only for variables defined earlier in the list
+            assert list(env_by_name).index("REDIS_PASSWORD") < list(env_by_name).index("REDIS_URL")
+
+
+def assert_restricted(pod: dict) -> None:
+    """The restricted Pod Security Standard's checks that a pod spec decides."""
+    ctx = pod.get("securityContext", {})
+    assert ctx.get("runAsNonRoot") is True and isinstance(ctx.get("runAsUser"), int) and ctx["runAsUser"] > 0
+    assert ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+    for container in pod["containers"]:
+        c = container.get("securityContext", {})
+        assert c.get("allowPrivilegeEscalation") is False, container["name"]
+        assert c.get("capabilities", {}).get("drop") == ["ALL"], container["name"]
+        assert not set(c.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}
+        assert not c.get("privileged")
+
+
+def test_a_redis_password_is_never_written_into_the_rayjob(artifacts, redis_url):
+    record = _record("base")
+    with pytest.raises(BackendError, match="would be written into the RayJob"):
+        rayjob_manifest(
+            record, {"REDIS_URL": "redis://:s3cret@redis:6379/0"}, settings_for(artifacts, redis_url)
+        )
+
+
+def test_rayjob_names_keep_kuberays_limits():
+    long = "my-team-llm-platform-prod-chatforge"
+    names = {object_name("job-0123456789ab", prefix) for prefix in (long, long + "-x", "9lives", "chatforge")}
+    assert len(names) == 4  # distinct, even for long prefixes that share their start
+    for name in names:
+        assert len(name) <= MAX_RAYJOB_NAME, name
+        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name  # DNS-1035: a letter first
+        assert name.endswith("job-0123456789ab")
+    assert object_name("job-0123456789ab", long) == object_name("job-0123456789ab", long)
+    assert object_name("job-0123456789ab") == "chatforge-job-0123456789ab"
+
+
+def test_gpu_requests_beyond_the_cluster_are_refused(gateway):
+    for config, param in (
+        ({"gpu": True}, "config.gpu"),  # tiny runs on CPU
+        ({"preset": "d12", "workers": 2}, "config.workers"),  # one GPU
+    ):
+        r = httpx.post(gateway.url + "/v1/jobs", json={"stage": "base", "config": config})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == param and "gateway.jobs.presets" in error["message"], error
+
+
 def test_submit_follow_and_cancel(gateway, kube):
     r = httpx.post(
         gateway.url + "/v1/jobs",
-        json={"stage": "sft", "run": "kr", "config": {"num_steps": 5, "gpu": True}},
+        json={"stage": "sft", "run": "kr", "config": {"preset": "d12", "num_steps": 5, "gpu": True}},
     )
     assert r.status_code == 201, r.text
     job = r.json()
@@ -74,7 +226,8 @@ def test_submit_follow_and_cancel(gateway, kube):
     obj = _object(kube, job["id"])  # the emulator validated it against the CRD on create
     assert obj["spec"]["entrypoint"] == job["entrypoint"]
     assert "--num-steps 5" in job["entrypoint"] and "--gpu" in job["entrypoint"]
-    assert job["config"] == {"num_steps": 5, "gpu": True}
+    # what runs: the request's flags, and one Ray Train worker per GPU of the d12 cluster (one)
+    assert job["config"] == {"preset": "d12", "num_steps": 5, "gpu": True, "workers": 1}
     assert f"--job-id {job['id']}" in job["entrypoint"]
 
     _set_status(kube, job["id"], jobStatus="RUNNING", jobDeploymentStatus="Running")
@@ -97,8 +250,23 @@ def test_finished_states_and_listing(gateway, kube):
     assert states[ids[1]]["state"] == "failed" and states[ids[1]]["message"] == "OOM"
     listed = [j["id"] for j in httpx.get(gateway.url + "/v1/jobs").json()["data"]]
     assert listed[:2] == ids[::-1]  # newest first
-    logs = httpx.get(gateway.url + f"/v1/jobs/{ids[0]}/logs")
-    assert logs.status_code == 200 and "kubectl logs" in logs.text
+
+
+def test_logs_are_the_submitter_pods_log(gateway, kube):
+    """KubeRay makes the submitter pod from the RayJob's template; the gateway finds it by its
+    labels and returns its log through the Kubernetes API."""
+    pods = serve_pods(kube)
+    job_id = httpx.post(gateway.url + "/v1/jobs", json={"stage": "base"}).json()["id"]
+    waiting = httpx.get(gateway.url + f"/v1/jobs/{job_id}/logs")
+    assert waiting.status_code == 200 and "no submitter pod yet" in waiting.text
+    template = _object(kube, job_id)["spec"]["submitterPodTemplate"]
+    log = "".join(f"step {i:05d} loss 3.21\n" for i in range(100))
+    pods.create_from_template(NS, f"chatforge-{job_id}-x7k2p", template, log)
+    pods.create_from_template(NS, "someone-elses-pod", {**template, "metadata": {"labels": {"a": "b"}}}, "no")
+    r = httpx.get(gateway.url + f"/v1/jobs/{job_id}/logs")
+    assert r.status_code == 200 and r.text == log
+    (request,) = [q for q in pods.log_requests if q["name"].startswith(f"chatforge-{job_id}")][-1:]
+    assert request["container"] == "ray-job-submitter" and int(request["limitBytes"]) > 0
 
 
 def test_watcher_reconciles_without_a_request(gateway, kube):

@@ -34,6 +34,9 @@ class ClusterBackend:
         self.states: dict[str, str] = {}
         self.gone: set[str] = set()
 
+    def fit(self, spec: JobSpec) -> JobSpec:
+        return spec
+
     def submit(self, record: JobRecord, env: dict[str, str]) -> str:
         self.states[record.id] = "running"
         return record.id

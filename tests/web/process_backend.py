@@ -12,6 +12,8 @@ from pathlib import Path
 from gateway.jobs.backend import BackendStatus
 from gateway.jobs.spec import JobRecord
 
+from chatforge.contracts.jobs import JobSpec
+
 
 class ProcessBackend:
     name = "process"
@@ -20,6 +22,9 @@ class ProcessBackend:
         self.log_dir = log_dir
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._stopped: set[str] = set()
+
+    def fit(self, spec: JobSpec) -> JobSpec:
+        return spec  # the job's own flags: one process either way
 
     def submit(self, record: JobRecord, env: dict[str, str]) -> str:
         with open(self._log(record), "wb") as log:

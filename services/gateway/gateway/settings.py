@@ -122,10 +122,11 @@ class Settings(BaseSettings):
     kube_namespace: str = "chatforge"
     kube_image: str = "chatforge/trainer:latest"
     kube_ray_version: str = "2.40.0"
-    kube_gpu_workers: int = Field(default=1, ge=0)
-    kube_gpus_per_worker: int = Field(default=1, ge=0)
-    kube_worker_cpus: str = "8"
-    kube_worker_memory: str = "32Gi"
+    kube_clusters_file: str = Field(
+        default="",
+        description="kuberay: the job clusters file (worker shapes by preset, placement, security; "
+        "gateway/jobs/job_clusters.py); empty: its defaults",
+    )
     kube_ttl_after_finished_s: int = Field(default=3600, ge=0)
     kube_active_deadline_s: int = Field(default=7 * 86400, ge=1)
     kube_config: str = Field(default="", description="kubeconfig path; empty: in-cluster config")

@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 import httpx
 
+from chatforge.contracts.jobs import JobSpec
 from chatforge.raylocal import RayHead
 from gateway.jobs.backend import RAY_JOB_STATES, BackendError, BackendStatus, JobGone
 from gateway.jobs.spec import JobRecord
@@ -64,6 +65,10 @@ class RayJobsBackend:
     def jobs_end_with_gateway(self) -> bool:
         """True when this gateway starts its own Ray, which (with its jobs) ends when it does."""
         return not self.address
+
+    def fit(self, spec: JobSpec) -> JobSpec:
+        """As requested: a Ray cluster's workers and GPUs are the job's flags to choose."""
+        return spec
 
     def submit(self, record: JobRecord, env: dict[str, str]) -> str:
         entrypoint = record.entrypoint

@@ -28,7 +28,7 @@ from chatforge.lifetime import ProcessRef, kill_session
 from gateway import redis_keys
 from gateway.errors import APIError
 from gateway.instance import GatewayInstance
-from gateway.jobs.backend import BackendError, BackendStatus, JobBackend, JobGone
+from gateway.jobs.backend import BackendError, BackendStatus, JobBackend, JobGone, JobRejected
 from gateway.jobs.spec import STATES, JobRecord, entrypoint, new_job_id
 from gateway.jobs.store import JobStore
 
@@ -68,6 +68,10 @@ class JobService:
         self.instance = instance or GatewayInstance(store.redis)
 
     def submit(self, spec: JobSpec, owner: str) -> JobRecord:
+        try:
+            spec = self.backend.fit(spec)  # e.g. one Ray Train worker per GPU of the job's cluster
+        except JobRejected as e:
+            raise APIError(400, str(e), param=e.param, code="invalid_config") from None
         job_id = new_job_id()
         config = spec.config.model_dump(mode="json", exclude_unset=True)  # the flags the request gave
         record = JobRecord(
