@@ -11,7 +11,7 @@ API (also served as OpenAPI at /docs):
   itself could not start a run.
 - `GET /healthz`: `{"status": "ok", "mode": "namespaces" | "weak"}`.
 - `GET /info`: the isolation mode and why, its layers, the interpreter, limits and concurrency.
-- `GET /metrics`: Prometheus text.
+- `GET /metrics`: Prometheus text (also on `metrics_port` alone when set).
 
 The OpenAPI document (`/openapi.json`) carries the limits with this service's values and every
 status the routes answer; `tests/sandbox/test_openapi.py` runs schemathesis against it.
@@ -29,7 +29,7 @@ import anyio
 from fastapi import FastAPI, HTTPException
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from pydantic import BaseModel, Field
 
 from chatforge.body_limit import BodyLimit
@@ -108,7 +108,18 @@ def create_app(settings: Settings, executor: SandboxExecutor | None = None) -> F
         # One worker thread per admitted run (executing or queued), so admission alone decides
         # who waits; anyio's default pool of 40 would queue runs invisibly behind it.
         app.state.limiter = anyio.CapacityLimiter(settings.max_concurrent + settings.max_queue)
-        yield
+        exporter = None
+        if settings.metrics_port:
+            exporter, _ = start_http_server(
+                settings.metrics_port, addr=settings.host, registry=metrics.registry
+            )
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        try:
+            yield
+        finally:
+            if exporter is not None:
+                exporter.shutdown()
+                exporter.server_close()
         if owned:
             executor.close()  # in-flight runs have finished: uvicorn drains requests first
 

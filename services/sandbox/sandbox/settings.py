@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # 127.0.0.1 on one machine; a pod sets 0.0.0.0 so the cluster can reach it.
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535, description="0 picks a free port")
+    # A port of its own for /metrics, so a cluster can let Prometheus scrape it without opening the
+    # run API to it (the chart's NetworkPolicy); 0: /metrics on the API port only.
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus /metrics port (0: off)")
     # auto: namespaces (bubblewrap) when they work here, else the weak mode with a warning.
     # namespaces: refuse to start without them. weak: rlimits, uid drop and seccomp only.
     mode: Mode = "auto"
