@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tokenizer_svc.cli",
     "sandbox.cli",
     "gateway.cli",
+    "chatforge.export.cli",  # `chatforge export hf` / `chatforge import hf`: to and from transformers
+    "chatforge.up",  # `chatforge up|down|status`: every service above, together on one machine
 )
 
 

@@ -110,12 +110,14 @@ def start_head(
     temp_dir: str | os.PathLike[str],
     *,
     num_cpus: int | None = None,
+    dashboard_port: int = 0,
     timeout_s: float = 180.0,
 ) -> RayHead:
     """A Ray head with its dashboard on loopback, as a child that dies with this process.
 
     Every port Ray would otherwise fix (GCS 6379, the dashboard agent's 52365, the Ray client's
-    10001) is a free one, so it coexists with another Ray on the machine. Returns once the
+    10001) is a free one, so it coexists with another Ray on the machine (the dashboard's is
+    `dashboard_port` when given). Returns once the
     dashboard answers HTTP (with Ray's token authentication on, a 401 to a call without the token).
     """
     import httpx
@@ -127,6 +129,7 @@ def start_head(
         )
     temp.mkdir(parents=True, exist_ok=True)
     gcs, dashboard, agent, client = (_free_port() for _ in range(4))
+    dashboard = dashboard_port or dashboard  # a fixed one when asked (`chatforge up` prints it)
     ray_cli = Path(sys.executable).with_name("ray")
     argv = [
         str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--block",

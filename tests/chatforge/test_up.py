@@ -1,0 +1,108 @@
+"""`chatforge up`'s checks before anything starts, as a real command: a missing checkpoint, a taken
+port, a stack already running are one line each, and nothing is started. The whole stack coming up,
+serving and going down is tests/e2e/."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chatforge import checkpoint
+from chatforge.artifacts import ArtifactStore
+from chatforge.lifetime import ProcessRef
+from chatforge.up import UpError, newest_checkpoint
+
+
+def up(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CHATFORGE_ARTIFACTS")}
+    return subprocess.run(
+        [sys.executable, "-m", "chatforge.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+def store_with(root: Path, tokenizer: object, *names: str) -> ArtifactStore:
+    import torch
+
+    store = ArtifactStore.from_env(root)
+    tokenizer.save(store.tokenizer_path("tok"))  # type: ignore[attr-defined]
+    for name in names:
+        run, stage = name.split("/")
+        weights = {"w": torch.zeros(1)}
+        checkpoint.save(store.stage_dir(run, stage), 1, weights, config={}, extra={"tokenizer": "tok"})
+        time.sleep(0.02)  # distinct modification times: "newest" is well defined
+    return store
+
+
+def assert_nothing_started(tmp_path: Path) -> None:
+    assert not (tmp_path / "state" / "up.json").exists()
+    assert not (tmp_path / "state" / "logs").exists()
+
+
+def test_no_checkpoint_is_one_line_and_nothing_starts(tmp_path):
+    result = up(
+        "up", "--artifacts", str(tmp_path / "empty"), "--state-dir", "state", "--free-ports", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no trained checkpoint" in lines[0] and "make demo" in lines[0], result.stderr
+    assert_nothing_started(tmp_path)
+
+
+def test_a_named_checkpoint_that_does_not_exist_is_one_line(tmp_path, tiny_tokenizer):
+    store = store_with(tmp_path / "art", tiny_tokenizer, "r1/sft")
+    result = up("up", "--artifacts", str(store.root), "--checkpoint", "r1/nope", "--state-dir", "state",
+                "--free-ports", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "r1/nope" in lines[0] and "--checkpoint" in lines[0], result.stderr
+    assert_nothing_started(tmp_path)
+
+
+def test_a_taken_port_is_one_line_naming_it_and_its_flag(tmp_path, tiny_tokenizer):
+    store = store_with(tmp_path / "art", tiny_tokenizer, "r1/sft")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = up("up", "--artifacts", str(store.root), "--state-dir", "state", "--sandbox-port", str(port),
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"port {port} (sandbox) is taken" in lines[0] and "--sandbox-port" in lines[0]
+    assert_nothing_started(tmp_path)
+
+
+def test_a_running_stack_is_not_started_twice(tmp_path, tiny_tokenizer):
+    store = store_with(tmp_path / "art", tiny_tokenizer, "r1/sft")
+    state = tmp_path / "state"
+    state.mkdir()
+    live = {"up": ProcessRef.current().to_dict(), "urls": {"chat": "http://127.0.0.1:1/"}}  # this test: alive
+    (state / "up.json").write_text(json.dumps(live))
+    result = up("up", "--artifacts", str(store.root), "--state-dir", "state", "--free-ports", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "already running" in result.stderr and "chatforge down" in result.stderr
+
+
+def test_down_and_status_without_a_stack(tmp_path):
+    down = up("down", "--state-dir", "state", cwd=tmp_path)
+    assert down.returncode == 0 and "nothing to stop" in down.stdout
+    status = up("status", "--state-dir", "state", cwd=tmp_path)
+    assert status.returncode == 3 and "not running" in status.stdout
+
+
+def test_newest_checkpoint_prefers_a_chat_stage(tmp_path, tiny_tokenizer):
+    store = store_with(tmp_path / "art", tiny_tokenizer, "a/sft", "b/mid", "c/base")
+    assert newest_checkpoint(store) == "b/mid"  # c/base is newer, but does not chat
+    only_base = store_with(tmp_path / "art2", tiny_tokenizer, "c/base")
+    assert newest_checkpoint(only_base) == "c/base"
+    with pytest.raises(UpError, match="no trained checkpoint"):
+        newest_checkpoint(ArtifactStore.from_env(tmp_path / "none"))
