@@ -22,7 +22,7 @@ RL_STAGE = "rl"
 # Which stage's checkpoint a stage starts from (base starts from random weights).
 PARENT_STAGE: dict[str, str | None] = {"base": None, "mid": "base", "sft": "mid"}
 TaskSource = Literal["offline", "hub"]  # generated rows in the real schemas, or the real datasets
-PresetName = Literal["tiny", "d12", "d20", "d26"]  # the keys of PRESETS (a test keeps them equal)
+PresetName = Literal["smoke", "tiny", "d12", "d20", "d26"]  # the keys of PRESETS (a test keeps them equal)
 
 
 class ConfigError(ValueError):
@@ -298,8 +298,44 @@ def _cluster(depth: int, device_batch_rows: int) -> Any:
     return recipe
 
 
+def smoke(*, run: str, artifacts_dir: str, corpus_dir: str, workers: int = 1) -> Preset:
+    """A job that proves the wiring, not a model: about a minute on CPU, most of it start-up.
+
+    The end-to-end suite (tests/e2e/) trains base with it through the jobs API, on the tokenizer
+    the stack serves, and then deploys the checkpoint: a depth-1 model, 20 steps of 256 tokens.
+    """
+    common = dict(
+        run=run,
+        artifacts_dir=artifacts_dir,
+        corpus_dir=corpus_dir,
+        depth=1,
+        sequence_len=64,
+        device_batch_rows=4,
+        total_batch_tokens=4 * 64 * max(1, workers),
+        workers=workers,
+        log_every_steps=2,
+        eval_every_steps=10,
+        eval_batches=1,
+        checkpoint_every_steps=10,
+        task_rows=50,
+    )
+    return Preset(
+        "smoke",
+        TokenizerConfig(
+            name=run, artifacts_dir=artifacts_dir, corpus_dir=corpus_dir, vocab_size=512, max_chars=500_000
+        ),
+        (
+            TrainConfig(stage="base", num_steps=20, **common),  # type: ignore[arg-type]
+            TrainConfig(stage="mid", num_steps=10, **common),  # type: ignore[arg-type]
+            TrainConfig(stage="sft", num_steps=10, **common),  # type: ignore[arg-type]
+        ),
+        eval_docs=8,
+        eval_examples=2,
+    )
+
+
 PRESETS: dict[str, Callable[..., Preset]] = {
-    "tiny": tiny, "d12": _cluster(12, 32), "d20": _cluster(20, 32), "d26": _cluster(26, 16),
+    "smoke": smoke, "tiny": tiny, "d12": _cluster(12, 32), "d20": _cluster(20, 32), "d26": _cluster(26, 16),
 }  # fmt: skip
 
 
