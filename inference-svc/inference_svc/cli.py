@@ -231,6 +231,23 @@ SERVE_FLAGS = (
 )  # fmt: skip
 
 
+def _wait_running(app: str, timeout_s: float = 900.0) -> None:
+    """Until the application's every replica has loaded its checkpoint (or it failed)."""
+    import time
+
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(app)
+        if status is not None and status.status in ("RUNNING", "DEPLOY_FAILED", "UNHEALTHY"):
+            if status.status != "RUNNING":
+                raise SystemExit(f"inference serve: the application is {status.status}: {status.message}")
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"inference serve: the application did not start in {timeout_s:.0f} s")
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import threading
 
@@ -242,15 +259,30 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"inference serve: {e}", file=sys.stderr)
         return 2
     from chatforge.raylocal import init_local_ray
-    from inference_svc.serve import build_app
+    from inference_svc.serve import serve_config
 
-    init_local_ray(settings.ray_temp_dir, address=settings.ray_address)
+    # Deployed from a config through the dashboard's Serve REST API, not with serve.run: an
+    # application deployed from code cannot be updated through that API, and the gateway switches
+    # checkpoints by writing the config (services/gateway/gateway/deployer.py).
+    if settings.ray_address:
+        context = init_local_ray(settings.ray_temp_dir, address=settings.ray_address)
+    else:
+        context = init_local_ray(
+            settings.ray_temp_dir, include_dashboard=True, dashboard_host=settings.host,
+            dashboard_port=settings.dashboard_port,
+        )  # fmt: skip
     from ray import serve
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app(settings), name=settings.app_name, route_prefix="/")
+    dashboard = f"http://{context.dashboard_url}" if context.dashboard_url else ""
+    if not dashboard:
+        print("inference serve: the Ray cluster has no dashboard to deploy through", file=sys.stderr)
+        return 2
+    ServeSubmissionClient(dashboard).deploy_applications(serve_config(settings))
+    _wait_running(settings.app_name)
     url = f"http://{settings.host}:{settings.port}"
-    print(f"inference: serving {settings.checkpoint} at {url}/generate", flush=True)
+    print(f"inference: serving {settings.checkpoint} at {url}/generate; Serve's REST API at {dashboard}", flush=True)
     try:
         threading.Event().wait()
     finally:

@@ -221,6 +221,28 @@ def build_app(settings: Settings) -> Any:
     return deployment.bind(settings)
 
 
+# Settings that say where this process listens or which Ray it joins: not the replicas' business.
+_NOT_APP_ARGS = {"host", "port", "ray_address", "ray_temp_dir", "dashboard_port"}
+
+
+def serve_config(settings: Settings) -> dict[str, Any]:
+    """The Serve config (ServeDeploySchema) of this application, for Serve's REST API: the same
+    `app_builder` and settings a RayService's serveConfigV2 names, and the checkpoint in the
+    deployment's user_config, which the gateway rewrites to switch every replica."""
+    args = settings.model_dump(mode="json", exclude=_NOT_APP_ARGS, exclude_none=True)
+    return {
+        "applications": [
+            {
+                "name": settings.app_name,
+                "import_path": "inference_svc.serve:app_builder",
+                "route_prefix": "/",
+                "args": args,
+                "deployments": [{"name": settings.app_name, "user_config": {"checkpoint": settings.checkpoint}}],
+            }
+        ],
+    }
+
+
 def app_builder(args: dict[str, Any]) -> Any:
     """Entry point for Serve config files (KubeRay's RayService `serveConfigV2`):
     `import_path: inference_svc.serve:app_builder` with `args: {checkpoint: run/sft, ...}`; the args

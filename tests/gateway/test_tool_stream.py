@@ -34,7 +34,7 @@ class ScriptedInference:
         for item in self.items:
             yield item
 
-    async def deploy(self, checkpoint: str) -> ModelInfo:
+    async def deploy(self, checkpoint: str, progress: object = None) -> ModelInfo:
         return self.model_info()
 
     async def check(self) -> None:

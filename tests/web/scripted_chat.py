@@ -87,7 +87,7 @@ class ScriptedChat:
         usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=count + 1)
         yield StreamItem(event=FinishEvent(finish_reason="stop", usage=usage))
 
-    async def deploy(self, checkpoint: str) -> ModelInfo:
+    async def deploy(self, checkpoint: str, progress: Any = None) -> ModelInfo:
         return self.model_info()
 
     async def check(self) -> None:

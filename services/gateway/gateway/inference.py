@@ -11,7 +11,7 @@ and `gateway.remote_inference.RemoteInference` (the Ray Serve application over H
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,8 +51,9 @@ class InferenceClient(Protocol):
         """Stream items ending with a finish or error event; closing the iterator cancels."""
         ...
 
-    async def deploy(self, checkpoint: str) -> ModelInfo:
-        """Serve `checkpoint` (run/stage or run/stage/step_N) from now on."""
+    async def deploy(self, checkpoint: str, progress: Callable[[str], None] | None = None) -> ModelInfo:
+        """Serve `checkpoint` (run/stage or run/stage/step_N) from now on, on every replica;
+        `progress` hears each step of the switch as a line."""
         ...
 
     async def check(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chatforge.contracts.errors import ErrorKind, ServiceError
@@ -35,7 +35,9 @@ class LocalInference:
             raise InferenceUnavailable("no model is deployed: POST /v1/deployments with a checkpoint")
         return self._info
 
-    async def deploy(self, checkpoint: str) -> ModelInfo:
+    async def deploy(self, checkpoint: str, progress: Callable[[str], None] | None = None) -> ModelInfo:
+        if progress is not None:
+            progress(f"loading {checkpoint} in the gateway's engine")
         async with self._lock:
             if self._server is None:
                 self._server = await asyncio.to_thread(self._new_server, checkpoint)

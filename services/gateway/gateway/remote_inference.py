@@ -3,7 +3,9 @@
 `POST <url>/generate` streams NDJSON lines, one stream item each (`inference_svc.serve`);
 `GET <url>/info` describes the model; `GET <url>/healthz` is the engine's health. Leaving a stream
 early closes the HTTP response, and Serve cancels the request in the replica. A deployment switch
-goes through the Serve application's handle (`switch_checkpoint`), which needs the Ray cluster.
+changes the Serve deployment's config where the cluster keeps it (`gateway.deployer`: Serve's REST
+API, or the chart's RayService), so every replica switches; it is checked with a generation on the
+new model and rolled back when that fails.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pydantic import ValidationError
 from chatforge.contracts.errors import ErrorDetail, ErrorKind, ServiceError
 from chatforge.contracts.generate import (
     ErrorEvent,
+    FinishEvent,
     GenerateRequest,
     ServedModelInfo,
     StreamItem,
 )
 from chatforge.contracts.sampling import SamplingParams
+from gateway.deployer import DeployError, Progress, ServeSwitch, rollout
 from gateway.inference import InferenceUnavailable, ModelInfo
 
 INFO_TTL_S = 5.0  # /v1/models and every chat request read the model info; refresh it this often
@@ -34,14 +38,14 @@ class RemoteInference:
         url: str,
         *,
         model_id: str,
-        ray_address: str = "",
-        app_name: str = "inference",
+        switch: ServeSwitch | None = None,
+        deploy_timeout_s: float = 600.0,
         timeout_s: float = 600.0,
     ):
         self.url = url.rstrip("/")
         self.model_id = model_id
-        self.ray_address = ray_address
-        self.app_name = app_name
+        self.switch = switch
+        self.deploy_timeout_s = deploy_timeout_s
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0))
         self._info: ModelInfo | None = None
         self._info_at = 0.0
@@ -100,36 +104,46 @@ class RemoteInference:
         finally:
             await response.aclose()
 
-    async def deploy(self, checkpoint: str) -> ModelInfo:
-        if not self.ray_address:
+    async def deploy(self, checkpoint: str, progress: Progress | None = None) -> ModelInfo:
+        if self.switch is None:
             raise InferenceUnavailable(
-                "switching checkpoints needs the Ray cluster: set CHATFORGE_GATEWAY_RAY_ADDRESS"
+                "switching checkpoints needs where the Serve config lives: set "
+                "CHATFORGE_GATEWAY_SERVE_ADMIN_URL (the Ray dashboard) or CHATFORGE_GATEWAY_KUBE_RAYSERVICE"
             )
-        import asyncio
-
         try:
-            from ray import serve
-        except ImportError:  # the gateway image carries no Ray
-            raise InferenceUnavailable(
-                "switching checkpoints through a Serve handle needs Ray, which this gateway does not have"
-            ) from None
-
-        from chatforge.raylocal import init_local_ray
-
-        def switch() -> None:
-            import ray
-
-            if not ray.is_initialized():
-                init_local_ray("/tmp", address=self.ray_address)
-            serve.get_app_handle(self.app_name).switch_checkpoint.remote(checkpoint).result()
-
-        try:
-            await asyncio.to_thread(switch)
-        except Exception as e:
-            raise InferenceUnavailable(
-                f"the Serve application could not switch to {checkpoint!r}: {e}"
-            ) from None
+            await rollout(
+                self.switch, checkpoint, self._health_check, progress or (lambda _: None),
+                timeout_s=self.deploy_timeout_s,
+            )  # fmt: skip
+        except DeployError as e:
+            raise InferenceUnavailable(f"could not switch to {checkpoint}: {e}") from None
         return await self.refresh()
+
+    # Requests through Serve's proxy land on any replica; this many /info answers must all name the
+    # new checkpoint (Serve has reported every replica healthy on the new config by then).
+    HEALTH_INFO_READS = 8
+
+    async def _health_check(self, checkpoint: str) -> None:
+        """Every /info read names `checkpoint`, and a short sampled generation finishes."""
+        for _ in range(self.HEALTH_INFO_READS):
+            info = await self.refresh()
+            if not _same_checkpoint(info.checkpoint, checkpoint):
+                raise DeployError(f"a replica still serves {info.checkpoint}")
+        vocab = int((await self._served()).config.get("vocab_size") or 2)
+        prompt = [i % vocab for i in range(1, 9)]
+        # Sampled, not greedy: weights gone to NaN still "generate" greedily (argmax of NaNs).
+        sampling = SamplingParams(max_tokens=4, temperature=1.0, seed=0)
+        tokens = 0
+        async for item in self.generate(prompt, sampling):
+            tokens += item.token_id is not None
+            if isinstance(item.event, ErrorEvent):
+                raise DeployError(f"a generation on it failed: {item.event.error.message}")
+            if isinstance(item.event, FinishEvent) and tokens == 0:
+                raise DeployError("a generation on it finished without a token")
+
+    async def _served(self) -> ServedModelInfo:
+        response = await self._http.get(f"{self.url}/info", timeout=5.0)
+        return ServedModelInfo.model_validate_json(response.content)
 
     async def check(self) -> None:
         try:
@@ -143,6 +157,13 @@ class RemoteInference:
 
     async def close(self) -> None:
         await self._http.aclose()
+        if self.switch is not None:
+            await self.switch.close()
+
+
+def _same_checkpoint(served: str, asked: str) -> bool:
+    """`run/stage/step_N` served for `run/stage` or `run/stage/step_N` asked."""
+    return served == asked or served.startswith(asked.rstrip("/") + "/step_")
 
 
 def _broken(message: str) -> StreamItem:

@@ -10,6 +10,7 @@ import logging
 
 from chatforge.artifacts import ArtifactError, ArtifactStore
 from gateway.codec import LocalCodec, TextCodec, connect_grpc
+from gateway.deployer import ServeSwitch
 from gateway.inference import InferenceClient
 from gateway.jobs.backend import JobBackend
 from gateway.settings import Settings
@@ -51,8 +52,9 @@ async def build_inference(settings: Settings) -> InferenceClient:
         from gateway.remote_inference import RemoteInference
 
         remote = RemoteInference(
-            settings.inference_url, model_id=settings.model_id, ray_address=settings.serve_ray_address
-        )
+            settings.inference_url, model_id=settings.model_id, switch=build_switch(settings),
+            deploy_timeout_s=settings.deploy_timeout_s,
+        )  # fmt: skip
         try:
             await remote.refresh()
         except InferenceUnavailable as e:
@@ -70,6 +72,23 @@ async def build_inference(settings: Settings) -> InferenceClient:
             "no checkpoint given (CHATFORGE_GATEWAY_CHECKPOINT): chat answers 503 until one is deployed"
         )
     return inference
+
+
+def build_switch(settings: Settings) -> ServeSwitch | None:
+    """Where deployments write the served checkpoint: the RayService when one is named (it owns
+    the Serve config on Kubernetes), else Serve's REST API when its dashboard is given."""
+    if settings.kube_rayservice:
+        from gateway.deployer import RayServiceSwitch, kube_api_client
+
+        return RayServiceSwitch(
+            kube_api_client(settings.kube_config), settings.kube_namespace, settings.kube_rayservice,
+            settings.serve_app, settings.serve_deployment,
+        )  # fmt: skip
+    if settings.serve_admin_url:
+        from gateway.deployer import ServeApiSwitch
+
+        return ServeApiSwitch(settings.serve_admin_url, settings.serve_app, settings.serve_deployment)
+    return None
 
 
 def build_backend(settings: Settings) -> JobBackend:

@@ -48,8 +48,20 @@ class Settings(BaseSettings):
     inference_url: str = Field(
         default=f"http://127.0.0.1:{INFERENCE_PORT}", description="remote mode: the Serve app"
     )
-    serve_ray_address: str = Field(
-        default="", description="remote mode: Ray client address (ray://head:10001) for deployments"
+    # A deployment rewrites the Serve deployment's user_config where the cluster keeps its config
+    # (gateway/deployer.py): the chart's RayService on Kubernetes, else Serve's REST API.
+    serve_admin_url: str = Field(
+        default="", description="remote mode: the Serve cluster's Ray dashboard (http://host:8265) for deployments"
+    )
+    kube_rayservice: str = Field(
+        default="", description="remote mode on Kubernetes: the RayService whose serveConfigV2 deployments patch"
+    )
+    serve_app: str = Field(default="inference", min_length=1, description="the Serve application's name")
+    serve_deployment: str = Field(
+        default="inference", min_length=1, description="the engine's Serve deployment in that application"
+    )
+    deploy_timeout_s: float = Field(
+        default=900.0, gt=0, description="how long every replica may take to load a checkpoint"
     )
     sandbox_url: str = Field(default="", description="local mode: the sandbox service for python tool calls")
     checkpoint: str = Field(default="", description="local mode: checkpoint served at start (run/stage)")

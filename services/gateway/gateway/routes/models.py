@@ -3,7 +3,10 @@
 A checkpoint is listed with its metrics and, once the eval stage measured it, its eval results
 (`step_N.eval.json` beside it); a stage's curves come from its `log.jsonl`. A deployment is a record
 in Redis that goes `loading` → `serving` or `failed`, so a client that does not wait for the load
-(`"wait": false`) can poll `GET /v1/deployments/current` and show progress.
+(`"wait": false`) can poll `GET /v1/deployments/current` and show progress: while loading, its
+`message` is the switch's latest step (config written, replicas loading, health check, rollback).
+With a Ray Serve cluster every replica switches, and a switch whose health check fails is rolled
+back to the checkpoint served before (`gateway.deployer`); the record is then `failed`, saying so.
 """
 
 from __future__ import annotations
@@ -195,8 +198,11 @@ def current_deployment(state: State, caller: ChatCaller) -> dict[str, Any]:
 async def _load(state: GatewayState, record: dict[str, Any]) -> dict[str, Any]:
     """Load the checkpoint and record how it went; returns the final record, or raises what the
     load raised after recording it as failed."""
+    def progress(line: str) -> None:  # each step of the switch, for a client polling the record
+        _finish(state, {**record, "message": line})
+
     try:
-        info = await state.inference.deploy(record["checkpoint"])
+        info = await state.inference.deploy(record["checkpoint"], progress)
     except Exception as e:
         _finish(state, {**record, "state": "failed", "message": _reason(e)})
         raise
