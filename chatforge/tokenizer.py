@@ -153,6 +153,22 @@ class Tokenizer:
         except Exception as e:  # KeyError, the library's own Exception, our TokenizerError, ...
             raise TokenizerError(f"tokenizer file {path} holds an invalid tokenizer: {e}") from None
 
+    def hf_json(self) -> str:
+        """The HF `tokenizers` JSON of the ordinary vocabulary (specials not in it): what an export
+        to `transformers` extends with the specials (`chatforge.export.hf`)."""
+        return self._hf.to_str()
+
+    @classmethod
+    def from_hf_json(cls, text: str, *, name: str) -> Tokenizer:
+        """The inverse of `hf_json`, checked as `load` checks a file (TokenizerError when it is not
+        a chatforge tokenizer's pipeline)."""
+        try:
+            hf = HFTokenizer.from_str(text)
+            _check_hf(hf)
+            return cls(hf, name=name)
+        except Exception as e:  # the library's own Exception, our TokenizerError, ...
+            raise TokenizerError(f"not a chatforge tokenizer: {e}") from None
+
     def save(self, path: str | Path) -> None:
         """Write one JSON file atomically: a crash leaves the old file or the new one, never half."""
         path = Path(path)

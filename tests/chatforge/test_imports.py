@@ -21,6 +21,8 @@ TORCH_FREE = [
     "chatforge.jobrun",
     "chatforge.raylocal",
     "chatforge.settings",
+    "chatforge.export.hf",
+    "chatforge.export.cli",
 ]
 
 
