@@ -42,10 +42,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     # `chatforge pipeline` and `chatforge train pipeline` (the form the jobs API runs) are the same
     for pipe in (
         subparsers.add_parser(
-            "pipeline", help="tokenizer -> base -> mid -> sft -> eval -> report, skipping finished stages"
+            "pipeline",
+            help="tokenizer -> base -> mid -> sft -> rl (where the preset says, or --rl) -> eval -> report, skipping finished stages",
         ),
         train_sub.add_parser(
-            "pipeline", help="tokenizer -> base -> mid -> sft -> eval -> report, skipping finished stages"
+            "pipeline",
+            help="tokenizer -> base -> mid -> sft -> rl (where the preset says, or --rl) -> eval -> report, skipping finished stages",
         ),
     ):
         add_launch_flags(pipe)
@@ -74,7 +76,12 @@ def add_launch_flags(p: argparse.ArgumentParser) -> None:
 def stage_config(args: argparse.Namespace) -> TrainConfig:
     """The stage's TrainConfig from parsed arguments (`TrainFlags.resolve`, as the gateway checks it)."""
     flags = TrainFlags.from_args(args)
-    return flags.resolve(args.stage, run=args.run, artifacts_dir=_root(args), job_id=args.job_id)
+    cfg = flags.resolve(args.stage, run=args.run, artifacts_dir=_root(args), job_id=args.job_id)
+    if cfg.identity:
+        from .identity import load_identity
+
+        load_identity(cfg.identity)  # a bad identity file is one line now, not a worker's traceback
+    return cfg
 
 
 def _root(args: argparse.Namespace) -> str:

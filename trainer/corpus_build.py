@@ -228,7 +228,7 @@ def build_corpus(
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """Register `data corpus ...`; returns the `data` subparsers so other `data` commands can join."""
-    data = subparsers.add_parser("data", help="build the bundled offline data")
+    data = subparsers.add_parser("data", help="build the bundled offline data, or convert your own documents")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     p = data_sub.add_parser("corpus", help="build the bundled pretraining corpus (FineWeb-Edu schema)")
     p.add_argument("--out", default="data/corpus", help="output directory (default: data/corpus)")
@@ -244,6 +244,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActio
         help="comma-separated subset of: " + ",".join(s.name for s in SOURCES) + " (default: all)",
     )
     p.set_defaults(func=_cli_corpus)
+    from .corpus_convert import add_cli as add_convert
+
+    add_convert(data_sub)  # `chatforge data convert`: the user's own documents
     return data_sub
 
 

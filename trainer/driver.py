@@ -28,7 +28,7 @@ from chatforge.artifacts import ArtifactStore
 from chatforge.contracts.training import ConfigError, TrainConfig
 
 from .loop import Report, cpu_threads, train_worker
-from .telemetry import LOG_FILE, follow_log
+from .telemetry import LOG_FILE, PEAK_ENV, follow_log
 
 POINTER_FILE = "pointer.txt"
 LAUNCHERS = ("ray", "local")
@@ -125,8 +125,9 @@ def run_on_ray(
     from ray.train import BackendConfig, FailureConfig, RunConfig, ScalingConfig
 
     env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": str(cpu_threads(workers))}
-    if os.environ.get("REDIS_URL"):
-        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    for key in ("REDIS_URL", PEAK_ENV):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
     storage = stage_dir.parent / "ray"
     worker_config = {"worker": worker, "config": config, "env": env, "rendezvous_dir": str(storage)}
     scaling = ScalingConfig(

@@ -37,7 +37,7 @@ from .data import StepLoader, merge_positions
 from .errors import TrainError
 from .optim import apply_schedule, build_optimizers, clip_grad_norm
 from .stages import StageData, stage_data
-from .telemetry import LOG_FILE, Telemetry, peak_flops
+from .telemetry import LOG_FILE, Telemetry, device_peak
 
 
 @dataclass
@@ -110,13 +110,17 @@ def train_worker(
         enabled=ranks.rank == 0, job_id=cfg.job_id, metrics_port=cfg.metrics_port, console=console,
     )  # fmt: skip
     step = start_step = state["step"]
+    device = device_peak(ranks.device, cfg.peak_flops)  # the CPU probe runs before any step
+    hardware = {"device": device.name, "kind": device.kind, "devices": ranks.world_size,
+                "peak_flops_per_device": device.flops, "peak_source": device.source}  # fmt: skip
     telemetry.emit(StartEvent(
         line=f"[{cfg.run}/{cfg.stage}] {'resuming at' if step else 'starting'} step {step}/{num_steps}: "
         f"{model.num_params():,} params, {ranks.world_size} worker(s) on {ranks.device.type}, "
-        f"{cfg.total_batch_tokens:,} tokens/step",
+        f"{cfg.total_batch_tokens:,} tokens/step; MFU against {device.flops / 1e12:.3g} TFLOP/s per device "
+        f"({device.source})",
         step=step, num_steps=num_steps, workers=ranks.world_size, resumed=step > 0, init=state["init"],
     ))  # fmt: skip
-    peak = peak_flops(ranks.device) * ranks.world_size
+    peak = device.flops * ranks.world_size
     flops_per_token = model.flops_per_token()
     metrics: dict[str, Any] = dict(state["metrics"])
     t_last, tokens_since, steps_since = time.perf_counter(), 0, 0
@@ -149,8 +153,9 @@ def train_worker(
                 )
         if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0) or last:
             _save(
-                cfg, stage_dir, step, num_steps, model, optimizers, loader, ranks, metrics, telemetry, report
-            )
+                cfg, stage_dir, step, num_steps, model, optimizers, loader, ranks, metrics, telemetry, report,
+                hardware=hardware,
+            )  # fmt: skip
     line = f"[{cfg.run}/{cfg.stage}] done at step {step}: {_brief(metrics)}"
     numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     telemetry.emit(DoneEvent(line=line, step=step, metrics=numbers))
@@ -333,9 +338,10 @@ def _parent_path(cfg: TrainConfig, store: ArtifactStore) -> Path | None:
 def _save(
     cfg: TrainConfig, stage_dir: Path, step: int, num_steps: int, model: GPT,
     optimizers: list[torch.optim.Optimizer], loader: StepLoader, ranks: Ranks,
-    metrics: dict[str, Any], telemetry: Telemetry, report: Report | None,
+    metrics: dict[str, Any], telemetry: Telemetry, report: Report | None, *, hardware: dict[str, Any],
 ) -> None:  # fmt: skip
-    """Rank 0 writes the checkpoint to the artifact store; every rank then calls `report`."""
+    """Rank 0 writes the checkpoint to the artifact store (with the hardware it ran on and the peak
+    its MFU was measured against, for the report card); every rank then calls `report`."""
     position = merge_positions(ranks.gather(loader.position()))
     path = None
     if ranks.rank == 0:
@@ -344,7 +350,7 @@ def _save(
             optimizer_state={"optimizers": [o.state_dict() for o in optimizers]},
             config=model.config.to_dict(), data_position=position, metrics=metrics,
             extra={"tokenizer": cfg.tokenizer_name, "stage": cfg.stage, "run": cfg.run,
-                   "num_steps": num_steps, "train_config": cfg.to_dict()},
+                   "num_steps": num_steps, "train_config": cfg.to_dict(), "hardware": hardware},
         )  # fmt: skip
         ckpt.prune(stage_dir, cfg.keep_checkpoints)
         telemetry.emit(CheckpointEvent(step=step, path=str(path)))

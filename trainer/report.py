@@ -4,9 +4,17 @@
 stage's latest checkpoint metadata (its config, steps, metrics), its `log.jsonl` (the loss curve,
 learning rate, throughput, MFU, validation bits per byte, RL rewards and pass@k), and the eval
 results stored beside its checkpoints (`step_N.eval.json`: bpb, CORE per task, chat evals and
-ChatCORE). It writes `<run>/report/report.md` (and its numbers as report.json) with the environment, a section per stage, a summary
-table across stages and a cost estimate at `dollars_per_hour`, plus loss.png, bpb.png, lr.png,
-throughput.png, rl.png and evals.png (a plot only when there is data to draw).
+ChatCORE), and the pipeline's record of each stage's wall time and result (`pipeline.json`, when
+`chatforge pipeline` made the run). It writes `<run>/report/report.md` (and its numbers as
+report.json) with the environment, the pipeline, a section per stage, the scores of every stage
+side by side, a summary table, the cost, and, for the d20 preset, nanochat's published d20 numbers
+beside this run's; plus loss.png, bpb.png, lr.png, throughput.png, rl.png and evals.png (a plot
+only when there is data to draw).
+
+Honest numbers: MFU is against the peak the run recorded (a matmul probe on CPU, the data sheet on
+a known GPU: `trainer.telemetry.device_peak`), and the cost applies a rate per device type to the
+hardware each stage recorded: by default only an H100 has a rate, so a laptop's run has no cost
+unless its owner sets one (`--rate cpu=0.05`).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +44,25 @@ from chatforge.contracts.events import (
 )
 
 REPORT_STAGES: tuple[str, ...] = ("base", "mid", "sft", "rl")
-# A node of 8 H100s rents for about $24/hour (2025-26 on-demand list prices, ~$3 per GPU-hour).
-DEFAULT_DOLLARS_PER_HOUR = 24.0
+# Dollars per device-hour by device type (`Peak.kind`). A node of 8 H100s rents for about $24/hour
+# (2025-26 on-demand list prices, ~$3 per GPU-hour); other devices have no default: their prices
+# vary too much, and a CPU run on one's own machine costs nothing to rent.
+DEFAULT_RATES: dict[str, float] = {"H100": 3.0}
+# nanochat's published d20 run ("$100 tier", 8 x H100, 3h51m), from the report card in its
+# README (github.com/karpathy/nanochat, October 2025): (metric, stage) -> value.
+NANOCHAT_D20: dict[tuple[str, str], float] = {
+    ("CORE", "base"): 0.2219,
+    ("ARC-Challenge", "mid"): 0.2875, ("ARC-Challenge", "sft"): 0.2807,
+    ("ARC-Easy", "mid"): 0.3561, ("ARC-Easy", "sft"): 0.3876,
+    ("GSM8K", "mid"): 0.0250, ("GSM8K", "sft"): 0.0455, ("GSM8K", "rl"): 0.0758,
+    ("HumanEval", "mid"): 0.0671, ("HumanEval", "sft"): 0.0854,
+    ("MMLU", "mid"): 0.3111, ("MMLU", "sft"): 0.3151,
+    ("ChatCORE", "mid"): 0.0730, ("ChatCORE", "sft"): 0.0884,
+}  # fmt: skip
+NANOCHAT_D20_SECONDS = 3 * 3600 + 51 * 60
+# chatforge's chat task names as nanochat's report names them
+METRIC_NAMES = {"arc_challenge": "ARC-Challenge", "arc_easy": "ARC-Easy", "gsm8k": "GSM8K",
+                "humaneval": "HumanEval", "mmlu": "MMLU", "spelling": "Spelling"}  # fmt: skip
 
 
 @dataclass
@@ -57,6 +82,8 @@ class StageSummary:
     val_bpb: float | None = None
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     evals: list[dict[str, Any]] = field(default_factory=list)
+    # what the stage ran on (checkpoint meta): device, kind, devices, peak_flops_per_device, peak_source
+    hardware: dict[str, Any] = field(default_factory=dict)
 
     @property
     def latest_eval(self) -> dict[str, Any]:
@@ -64,10 +91,12 @@ class StageSummary:
 
 
 def write_report(
-    run: str, *, artifacts_dir: str | Path, dollars_per_hour: float = DEFAULT_DOLLARS_PER_HOUR,
-    corpus_dir: str = "",
+    run: str, *, artifacts_dir: str | Path, dollars_per_hour: float | None = None,
+    rates: Mapping[str, float] | None = None, corpus_dir: str = "",
 ) -> Path:  # fmt: skip
-    """Write the run's report card; returns the path of report.md."""
+    """Write the run's report card; returns the path of report.md. The cost is at `rates` (dollars
+    per device-hour by device type, over DEFAULT_RATES) or, when given, one `dollars_per_hour` for
+    the whole run's hardware."""
     store = ArtifactStore(Path(artifacts_dir).absolute())
     run_dir = store.run_dir(run)
     if not run_dir.is_dir():
@@ -80,10 +109,13 @@ def write_report(
     plots = write_plots(stages, out)
     tokenizer = tokenizer_summary(store, stages, corpus_dir)
     env = environment()
-    text = render_markdown(run, stages, plots, tokenizer, env, dollars_per_hour)
-    _write(
-        out / "report.json", json.dumps(summary_data(run, stages, tokenizer, env, dollars_per_hour), indent=1)
-    )
+    from .pipeline import read_pipeline
+
+    pipeline = read_pipeline(run_dir)
+    extra: dict[str, Any] = {"rates": rates, "pipeline": pipeline}
+    text = render_markdown(run, stages, plots, tokenizer, env, dollars_per_hour, **extra)
+    data = summary_data(run, stages, tokenizer, env, dollars_per_hour, **extra)
+    _write(out / "report.json", json.dumps(data, indent=1))
     path = out / "report.md"
     _write(path, text)
     return path
@@ -100,12 +132,17 @@ def summary_data(
     stages: Sequence[StageSummary],
     tokenizer: dict[str, Any],
     env: dict[str, str],
-    dollars_per_hour: float,
+    dollars_per_hour: float | None,
+    *,
+    rates: Mapping[str, float] | None = None,
+    pipeline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's numbers as JSON (report.json), for the web console's tables."""
     total_s = sum(s.duration_s for s in stages)
+    costs = [stage_cost(s, dollars_per_hour, rates) for s in stages]
+    known = [c for c, _ in costs if c is not None]
     rows = []
-    for s in stages:
+    for s, (cost, basis) in zip(stages, costs, strict=True):
         e = s.latest_eval
         rows.append({
             "stage": s.stage, "checkpoint": s.checkpoint, "step": s.step, "params": s.params,
@@ -114,11 +151,72 @@ def summary_data(
             "core": e.get("core", {}).get("score"), "core_tasks": e.get("core", {}).get("tasks", {}),
             "chatcore": e.get("chat", {}).get("chatcore"), "chat_tasks": e.get("chat", {}).get("tasks", {}),
             "rl_reward": s.curves.get("reward", []), "rl_pass_at_k": s.curves.get("pass_at_k", []),
+            "hardware": s.hardware, "cost_dollars": cost, "cost_basis": basis,
         })  # fmt: skip
-    return {
+    data = {
         "run": run, "environment": env, "tokenizer": tokenizer, "stages": rows, "total_duration_s": total_s,
-        "dollars_per_hour": dollars_per_hour, "estimated_cost_dollars": total_s / 3600 * dollars_per_hour,
+        "dollars_per_hour": dollars_per_hour, "rates": _rates(rates),
+        # None when no stage has a rate: no cost is better than a made-up one
+        "estimated_cost_dollars": sum(known) if known else None,
+        "pipeline": pipeline or {},
     }  # fmt: skip
+    if is_d20(stages, pipeline):
+        data["nanochat_d20"] = [
+            {"metric": m, "stage": st, "nanochat": ref, "this_run": ours}
+            for m, st, ref, ours in nanochat_comparison(stages)
+        ]
+    return data
+
+
+def stage_cost(
+    s: StageSummary, dollars_per_hour: float | None, rates: Mapping[str, float] | None
+) -> tuple[float | None, str]:
+    """(dollars, how they were counted) for one stage's wall time; (None, why) when no rate applies."""
+    hours = s.duration_s / 3600
+    if dollars_per_hour is not None:
+        return hours * dollars_per_hour, f"${dollars_per_hour:,.2f}/hour for the run's hardware"
+    kind = str(s.hardware.get("kind", ""))
+    if not kind:
+        return None, "the stage did not record its hardware"
+    rate = _rates(rates).get(kind.lower())
+    if rate is None:
+        return None, f"no rate for {kind}: pass --rate {'cpu' if kind == 'cpu' else kind}=<dollars per hour>"
+    devices = 1 if kind == "cpu" else int(s.hardware.get("devices", 1))
+    return hours * devices * rate, f"{devices} x {kind} at ${rate:,.2f}/device-hour"
+
+
+def _rates(rates: Mapping[str, float] | None) -> dict[str, float]:
+    """Dollars per device-hour by device type, in lower case (`--rate h100=2` is H100's rate)."""
+    return {k.lower(): v for k, v in (*DEFAULT_RATES.items(), *(rates or {}).items())}
+
+
+def is_d20(stages: Sequence[StageSummary], pipeline: dict[str, Any] | None) -> bool:
+    """Whether the run is the d20 preset (its pipeline record says so, or its base model is 20 deep)."""
+    if pipeline and pipeline.get("preset"):
+        return pipeline["preset"] == "d20"
+    return any(s.stage == "base" and s.settings.get("depth") == 20 for s in stages)
+
+
+def nanochat_comparison(stages: Sequence[StageSummary]) -> list[tuple[str, str, float, float | None]]:
+    """(metric, stage, nanochat's d20 value, this run's) for each number nanochat published."""
+    ours = stage_scores(stages)
+    return [(m, st, ref, ours.get(st, {}).get(m)) for (m, st), ref in NANOCHAT_D20.items()]
+
+
+def stage_scores(stages: Sequence[StageSummary]) -> dict[str, dict[str, float]]:
+    """{stage: {metric: score}} with nanochat's metric names: CORE, each chat task, ChatCORE."""
+    out: dict[str, dict[str, float]] = {}
+    for s in stages:
+        e = s.latest_eval
+        per: dict[str, float] = {}
+        if "core" in e:
+            per["CORE"] = float(e["core"]["score"])
+        if "chat" in e:
+            for name, t in e["chat"]["tasks"].items():
+                per[METRIC_NAMES.get(name, name)] = float(t["accuracy"])
+            per["ChatCORE"] = float(e["chat"]["chatcore"])
+        out[s.stage] = per
+    return out
 
 
 # --- gathering --------------------------------------------------------------------------------------
@@ -142,6 +240,7 @@ def summarize_stage(store: ArtifactStore, run: str, stage: str) -> StageSummary 
         keys = ("depth", "sequence_len", "total_batch_tokens", "device_batch_rows", "workers", "task_source",
                 "questions_per_step", "samples_per_question", "temperature", "lr_frac")  # fmt: skip
         s.settings = {k: train[k] for k in keys if k in train}
+        s.hardware = dict(meta.get("hardware") or {})
         s.params, s.flops_per_token = _model_size(meta.get("config", {}))
         s.tokens = s.step * int(train.get("total_batch_tokens", 0))
         metrics = meta.get("metrics", {})
@@ -345,10 +444,20 @@ def _eval_scores(stages: Sequence[StageSummary]) -> dict[str, dict[str, float]]:
 
 def render_markdown(
     run: str, stages: Sequence[StageSummary], plots: dict[str, str], tokenizer: dict[str, Any],
-    env: dict[str, str], dollars_per_hour: float,
+    env: dict[str, str], dollars_per_hour: float | None, *, rates: Mapping[str, float] | None = None,
+    pipeline: dict[str, Any] | None = None,
 ) -> str:  # fmt: skip
     lines = [f"# chatforge report card: run `{run}`", "", "## Environment", ""]
     lines += [f"- **{k}**: {v}" for k, v in env.items()]
+    if pipeline and pipeline.get("stages"):
+        lines += ["", "## Pipeline", "", f"Preset `{pipeline.get('preset', '?')}`; each stage's wall time "
+                  "as the pipeline measured it (a stage finished by an earlier run keeps that run's numbers).",
+                  "", "| stage | status | wall time | result |", "| --- | --- | ---: | --- |"]  # fmt: skip
+        for p in pipeline["stages"]:
+            seconds = p.get("seconds")
+            wall = _hms(seconds) if isinstance(seconds, int | float) else "—"
+            result = str(p.get("result") or "—").replace("|", "/").replace("\n", " ")
+            lines.append(f"| {p.get('stage')} | {p.get('status')} | {wall} | {result} |")
     if tokenizer:
         lines += ["", "## Tokenizer", "", f"- name: `{tokenizer['name']}`"]
         if "vocab_size" in tokenizer:
@@ -372,7 +481,10 @@ def render_markdown(
             lines.append(
                 f"- throughput: {s.tokens_per_s:,.0f} tokens/s"
                 + (f"; MFU {100 * s.mfu:.2f}%" if s.mfu else "")
+                + (f" {_peak(s.hardware)}" if s.mfu and s.hardware.get("peak_flops_per_device") else "")
             )
+        if s.hardware.get("device"):
+            lines.append(f"- hardware: {s.hardware.get('devices', 1)} x {s.hardware['device']}")
         if s.final_loss is not None:
             lines.append(f"- final training loss: {s.final_loss:.4f}")
         if s.val_bpb is not None:
@@ -404,7 +516,18 @@ def render_markdown(
                 for n, t in e["chat"]["tasks"].items()
             ]
     total_s = sum(s.duration_s for s in stages)
-    lines += ["", "## Summary", "", "| stage | steps | tokens | time | loss | bpb | CORE | ChatCORE |",
+    lines += ["", "## Summary", ""]
+    scores = stage_scores(stages)
+    metrics = list(dict.fromkeys(m for per in scores.values() for m in per))
+    if metrics:  # nanochat's table: every score of every stage, side by side
+        with_scores = [s.stage for s in stages]
+        lines += ["### Scores by stage", "", "| metric | " + " | ".join(with_scores) + " |",
+                  "| --- |" + " ---: |" * len(with_scores)]  # fmt: skip
+        lines += [
+            f"| {m} | " + " | ".join(_fmt(scores[st].get(m)) for st in with_scores) + " |" for m in metrics
+        ]
+        lines += ["", "### Stages", ""]
+    lines += ["| stage | steps | tokens | time | loss | bpb | CORE | ChatCORE |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for s in stages:
         e = s.latest_eval
@@ -412,15 +535,51 @@ def render_markdown(
             f"| {s.stage} | {s.step} | {s.tokens:,} | {_hms(s.duration_s)} | {_fmt(s.final_loss)} | {_fmt(s.val_bpb)} "
             f"| {_fmt(e.get('core', {}).get('score'))} | {_fmt(e.get('chat', {}).get('chatcore'))} |"
         )
-    cost = total_s / 3600 * dollars_per_hour
-    lines += [
-        "",
-        f"Total time {_hms(total_s)}; estimated cost **${cost:,.2f}** at ${dollars_per_hour:,.2f}/hour.",
-    ]
+    lines += ["", _cost_line(stages, total_s, dollars_per_hour, rates)]
+    if is_d20(stages, pipeline):
+        lines += ["", "## Compared with nanochat's d20", "",
+                  "nanochat's published d20 run (its README's report card, October 2025: 8 x H100, "
+                  f"{_hms(NANOCHAT_D20_SECONDS)} in all) beside this run's latest eval of each stage.", "",
+                  "| metric | stage | nanochat d20 | this run | difference |", "| --- | --- | ---: | ---: | ---: |"]  # fmt: skip
+        for metric, stage, ref, ours in nanochat_comparison(stages):
+            diff = "—" if ours is None else f"{ours - ref:+.4f}"
+            lines.append(f"| {metric} | {stage} | {ref:.4f} | {_fmt(ours)} | {diff} |")
+        total = sum(s.duration_s for s in stages)
+        lines.append(f"| time (training stages) | all | {_hms(NANOCHAT_D20_SECONDS)} | {_hms(total)} | — |")
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{key}]({name})" for key, name in plots.items()]
     return "\n".join(lines) + "\n"
+
+
+def _cost_line(
+    stages: Sequence[StageSummary], total_s: float, dollars_per_hour: float | None,
+    rates: Mapping[str, float] | None,
+) -> str:  # fmt: skip
+    if dollars_per_hour is not None:
+        cost = total_s / 3600 * dollars_per_hour
+        return (
+            f"Total time {_hms(total_s)}; estimated cost **${cost:,.2f}** at ${dollars_per_hour:,.2f}/hour."
+        )
+    costs = [(s.stage, *stage_cost(s, None, rates)) for s in stages]
+    known = [(st, c, basis) for st, c, basis in costs if c is not None]
+    missing = sorted({basis for _, c, basis in costs if c is None})
+    line = f"Total time {_hms(total_s)}; "
+    if known:
+        bases = "; ".join(sorted({basis for _, _, basis in known}))
+        line += f"estimated cost **${sum(c for _, c, _ in known):,.2f}** ({bases})"
+        if missing:
+            line += (
+                f"; not counted: {', '.join(st for st, c, _ in costs if c is None)} ({'; '.join(missing)})"
+            )
+        return line + "."
+    return line + f"no cost estimate ({'; '.join(missing) or 'no stage'})."
+
+
+def _peak(hardware: dict[str, Any]) -> str:
+    peak = float(hardware["peak_flops_per_device"])
+    value = f"{peak / 1e12:,.1f} TFLOP/s" if peak >= 1e12 else f"{peak / 1e9:,.0f} GFLOP/s"
+    return f"of {value} per device ({hardware.get('peak_source', 'recorded')})"
 
 
 def _fmt(x: Any) -> str:

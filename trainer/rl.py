@@ -44,7 +44,7 @@ from chatforge.tools import ToolExecutor, tool_executor_from
 from .eval.chat_eval import extract_number, read_jsonl, same_number
 from .loop import Ranks, Report, cpu_threads, maybe_fail
 from .optim import build_optimizers, clip_grad_norm
-from .telemetry import LOG_FILE, Telemetry
+from .telemetry import LOG_FILE, Telemetry, describe_device
 
 # --- the pure core --------------------------------------------------------------------------------
 
@@ -142,6 +142,8 @@ def rl_worker(
     telemetry.emit(StartEvent(line=f"[{cfg.run}/rl] starting at step {step}/{cfg.num_steps}", step=step,
                               num_steps=cfg.num_steps, workers=ranks.world_size, resumed=step > 0))  # fmt: skip
     per_step = cfg.questions_per_step * ranks.world_size
+    name, kind = describe_device(ranks.device)
+    hardware = {"device": name, "kind": kind, "devices": ranks.world_size}  # for the report's cost
     try:
         while step < cfg.num_steps:
             maybe_fail(cfg, ranks, step)
@@ -186,7 +188,8 @@ def rl_worker(
                         optimizer_state={"optimizers": [o.state_dict() for o in optimizers]},
                         config=model.config.to_dict(), data_position={"step": step}, metrics=metrics,
                         extra={"tokenizer": tokenizer_name, "stage": STAGE, "run": cfg.run,
-                               "num_steps": cfg.num_steps, "rl_config": cfg.to_dict()},
+                               "num_steps": cfg.num_steps, "rl_config": cfg.to_dict(),
+                               "hardware": hardware},
                     )  # fmt: skip
                     ckpt.prune(stage_dir, cfg.keep_checkpoints)
                     telemetry.emit(CheckpointEvent(step=step, path=str(path)))

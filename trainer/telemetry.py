@@ -16,10 +16,11 @@ path (`emit`) and read back through the same models (`read_log`, `follow_log`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from chatforge.contracts import events
 from chatforge.contracts.events import (
@@ -37,29 +38,93 @@ from chatforge.contracts.events import (
 
 log = logging.getLogger(__name__)
 
-# MFU needs the device's peak. CPUs have no single published number; we use 50 GFLOP/s of float32
-# per core, about what torch's matmuls reach on one AVX2 core of a current server CPU (measured with
-# a 1024³ matmul on this project's 2-core CI machine: 45–55 GFLOP/s per core).
-CPU_PEAK_FLOPS_PER_CORE = 50e9
-# Dense bfloat16 peaks from the vendors' data sheets (no sparsity).
-GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+# MFU needs the device's peak. A GPU's comes from its data sheet (dense bfloat16, no sparsity),
+# keyed by a part of the name torch reports; the first key found in the name wins, so the longer
+# names come first ("H100 NVL" before "H100"). A GPU not listed is measured like a CPU.
+GPU_PEAK_FLOPS = {
+    "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "H800": 989e12,
+    "GH200": 989e12, "B200": 2250e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12, "L40": 181e12,
+    "L4": 121e12, "A10": 125e12,
+}  # fmt: skip
+# A CPU has no one published number (cores, vector units, clocks and load all differ), so it is
+# measured at the start of every run: the best of a few float32 matmuls of this size, with the
+# threads the run trains with. The run records the number (checkpoint meta `hardware`), and the
+# report card shows it: MFU on a CPU is against what this machine did, not a guess.
+PROBE_N = 1024
+PROBE_SECONDS = 0.3
+PEAK_ENV = "CHATFORGE_PEAK_FLOPS"  # FLOP/s of one device; overrides the table and the probe
 # The stage log's name and reader belong to the events' contract (the gateway reads stage logs too).
 LOG_FILE = events.LOG_FILE
 read_log = events.read_log
 
 
-def peak_flops(device: Any) -> float:
-    """Peak FLOP/s of the device this rank trains on (see the constants above)."""
+class Peak(NamedTuple):
+    """One device's peak FLOP/s, where it came from, and the device it is for."""
+
+    flops: float
+    source: str  # "data sheet", "matmul probe", "--peak-flops", "$CHATFORGE_PEAK_FLOPS"
+    kind: str  # the device type a cost rate is set for: "H100", "A100", ..., or "cpu"
+    name: str  # the device's full name
+
+
+def device_peak(device: Any, override: float = 0.0) -> Peak:
+    """The peak FLOP/s of one device of the kind this rank trains on (see the constants above)."""
+    import torch
+
+    name, kind = describe_device(device)
+    env = os.environ.get(PEAK_ENV, "")
+    if override > 0:
+        return Peak(override, "--peak-flops", kind, name)
+    if env:
+        try:
+            value = float(env)
+        except ValueError:
+            value = 0.0
+        if value > 0:
+            return Peak(value, f"${PEAK_ENV}", kind, name)
+        log.warning("ignoring %s=%r: not a positive number of FLOP/s", PEAK_ENV, env)
+    if kind in GPU_PEAK_FLOPS:
+        return Peak(GPU_PEAK_FLOPS[kind], "data sheet", kind, name)
+    if getattr(device, "type", "cpu") == "cuda":
+        log.warning("GPU %r is not in the table of known peaks: measuring a bfloat16 matmul instead", name)
+        return Peak(measure_matmul_flops(device, torch.bfloat16), "matmul probe", kind, name)
+    return Peak(measure_matmul_flops(device, torch.float32), "matmul probe", kind, name)
+
+
+def describe_device(device: Any) -> tuple[str, str]:
+    """(full name, kind) of a torch device: the kind is a GPU_PEAK_FLOPS key, the name, or "cpu"."""
     import torch
 
     if getattr(device, "type", "cpu") == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, value in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return value
-        log.warning("unknown GPU %r: MFU assumes an H100's peak", name)
-        return GPU_PEAK_FLOPS["H100"]
-    return CPU_PEAK_FLOPS_PER_CORE * torch.get_num_threads()
+        return name, next((key for key in GPU_PEAK_FLOPS if key in name), name)
+    return f"CPU ({torch.get_num_threads()} threads)", "cpu"
+
+
+def peak_flops(device: Any, override: float = 0.0) -> float:
+    """Peak FLOP/s of the device this rank trains on (`device_peak`'s number)."""
+    return device_peak(device, override).flops
+
+
+def measure_matmul_flops(
+    device: Any, dtype: Any, *, n: int = PROBE_N, seconds: float = PROBE_SECONDS
+) -> float:
+    """The best FLOP/s of n x n matmuls run for about `seconds` (at least three)."""
+    import torch
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if getattr(device, "type", "cpu") == "cuda" else (lambda: None)
+    a @ b  # warm-up: first-call costs (allocation, kernel choice) are not the device's speed
+    sync()
+    best, start, reps = float("inf"), time.perf_counter(), 0
+    while reps < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+        reps += 1
+    return 2 * n**3 / best
 
 
 class Telemetry:

@@ -50,6 +50,8 @@ Text = Annotated[str, Field(max_length=512, pattern=r"^[^\x00\n]*$")]
 Label = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]  # an eval task's name
 # The python tool: "local" (in-process sandbox), "none", or a sandbox service's URL.
 Tools = Annotated[str, Field(max_length=512, pattern=r"^(local|none|https?://[^\s\x00]+)$")]
+# A device type's price, `<device>=<dollars per device-hour>`: "H100=2.5", "cpu=0.05".
+Rate = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}=[0-9]{1,6}(\.[0-9]{1,6})?$")]
 # Set by whoever launches a stage, never by a job's config: the gateway gives the run and the job
 # id, the job's environment the artifact store.
 LAUNCH_FLAGS: tuple[str, ...] = ("run", "job_id", "artifacts")
@@ -126,6 +128,9 @@ class TrainFlags(Flags):
     corpus_dir: Text | None = Field(None, description="parquet corpus (default: data/corpus)")
     task_source: TaskSource | None = Field(None, description="mid/sft rows: offline or hub")
     task_rows: int | None = Field(None, ge=0, description="mid/sft rows per task")
+    identity: Text | None = Field(
+        None, description="mid/sft: identity file, YAML or JSON (default: trainer/identity.yaml)"
+    )
     init_from: Text | None = Field(None, description="checkpoint run/stage to start from")
     seed: int | None = Field(None, ge=0, description="random seed")
     log_every_steps: int | None = Field(None, ge=0, description="progress event every N steps")
@@ -141,6 +146,9 @@ class TrainFlags(Flags):
     max_failures: int | None = Field(None, ge=0, description="worker-group restarts before the job fails")
     gpu: bool | None = Field(None, description="one GPU per worker (NCCL)")
     resume: bool | None = Field(None, description="continue from the stage's latest checkpoint")
+    peak_flops: float | None = Field(
+        None, ge=0, description="MFU's peak FLOP/s per device (default: measured on CPU, known GPUs' table)"
+    )
 
     def resolve(self, stage: str, *, run: str, artifacts_dir: str, job_id: str = "") -> TrainConfig:
         """The stage's TrainConfig: the preset's recipe with every flag given applied."""
@@ -153,6 +161,8 @@ class TrainFlags(Flags):
         changes: dict[str, Any] = {k: v for k, v in self if k not in own and v is not None}
         if self.gpu is not None:
             changes["use_gpu"] = self.gpu
+        if self.identity:
+            changes["identity"] = _absolute(self.identity)  # workers may run in another directory
         return replace(base, **changes, job_id=job_id)
 
     def check(self, stage: str, run: str) -> None:
@@ -225,7 +235,14 @@ class EvalStageFlags(EvalFlags):
 
 
 class ReportFlags(Flags):
-    dollars_per_hour: float | None = Field(None, ge=0, description="for the cost estimate (default: 24)")
+    rate: list[Rate] = Field(
+        [], max_length=32,
+        description="dollars per device-hour by device type, e.g. H100=2.5 cpu=0.05 (default: H100=3; "
+        "none for CPUs or other GPUs, so no cost is shown for them)",
+    )  # fmt: skip
+    dollars_per_hour: float | None = Field(
+        None, ge=0, description="one hourly rate for the whole run's hardware, instead of --rate"
+    )
     corpus_dir: Text = Field("", description="measure tokenizer compression on this corpus's val text")
 
 
@@ -234,13 +251,33 @@ class PipelineFlags(Flags):
     local: bool = Field(False, description="train in this process (one worker) instead of on Ray")
     corpus_dir: Text = Field("data/corpus", description="parquet corpus")
     workers: int = Field(1, ge=1, description="Ray Train workers per stage")
-    redo: list[Literal["tokenizer", "base", "mid", "sft"]] = Field([], description="stages to run again")
+    redo: list[Literal["tokenizer", "base", "mid", "sft", "rl"]] = Field(
+        [], description="stages to run again"
+    )
+    rl: bool | None = Field(
+        None, description="run the RL stage after SFT (default: the preset's choice; on from d12 up)"
+    )
+    identity: Text | None = Field(
+        None, description="identity file for mid and SFT, YAML or JSON (default: trainer/identity.yaml)"
+    )
+    peak_flops: float | None = Field(
+        None, ge=0, description="MFU's peak FLOP/s per device (default: measured on CPU, known GPUs' table)"
+    )
 
     def resolve(self, *, run: str, artifacts_dir: str, job_id: str = "") -> Preset:
-        """The preset's recipe; every stage reports to the job's event stream."""
+        """The preset's recipe with these flags applied; every stage reports to the job's event stream."""
         recipe = preset(self.preset, run=run, artifacts_dir=artifacts_dir, corpus_dir=self.corpus_dir,
                         workers=self.workers)  # fmt: skip
-        return replace(recipe, stages=tuple(replace(s, job_id=job_id) for s in recipe.stages))
+        changes: dict[str, Any] = {"job_id": job_id}
+        if self.identity:
+            changes["identity"] = _absolute(self.identity)
+        if self.peak_flops is not None:
+            changes["peak_flops"] = self.peak_flops
+        rl = replace(recipe.rl, job_id=job_id) if recipe.rl is not None else None
+        return replace(
+            recipe, stages=tuple(replace(s, **changes) for s in recipe.stages), rl=rl,
+            with_rl=recipe.with_rl if self.rl is None else self.rl,
+        )  # fmt: skip
 
     def check(self, stage: str, run: str) -> None:
         self.resolve(run=run, artifacts_dir=_CHECK_ROOT)
@@ -388,6 +425,12 @@ def to_argv(flags: Flags) -> list[str]:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _absolute(path: str) -> str:
+    from pathlib import Path
+
+    return str(Path(path).absolute())
 
 
 def _kind(annotation: Any) -> tuple[type, bool, tuple[Any, ...]]:

@@ -99,6 +99,7 @@ class TrainConfig:
     task_source: str = "offline"  # mid/sft: "offline" (generated rows) or "hub" (the real datasets)
     task_rows: int = 2000  # mid/sft: generated rows per task (offline) or a cap per task (hub)
     unit_conversations: int = 32  # mid: conversations per packing unit
+    identity: str = ""  # mid/sft: identity file (name, maker, persona, conversations); "" = the default
     init_from: str = ""  # checkpoint name `run/stage` to start from; default: this run's parent stage
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
@@ -115,6 +116,9 @@ class TrainConfig:
     workers: int = 1
     use_gpu: bool = False
     compile: bool = True  # torch.compile the training forward on CUDA (ignored on CPU)
+    # MFU's denominator, FLOP/s of one device; 0: measured by a matmul probe on CPU, the table of
+    # known GPUs on CUDA (trainer/telemetry.py; $CHATFORGE_PEAK_FLOPS overrides both)
+    peak_flops: float = 0.0
     max_failures: int = 2  # worker-group restarts Ray Train allows before the job fails
     resume: bool = True  # continue from this stage's latest checkpoint when there is one
     # fault injection for the resume test: rank 1 exits once at this step (marker file guards it)
@@ -128,7 +132,13 @@ class TrainConfig:
         for name in ("depth", "sequence_len", "device_batch_rows", "total_batch_tokens", "workers"):
             if getattr(self, name) < 1:
                 problems.append((name, f"{_flag(name)} must be >= 1, got {getattr(self, name)}"))
-        for name in ("num_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+        for name in (
+            "num_steps",
+            "log_every_steps",
+            "eval_every_steps",
+            "checkpoint_every_steps",
+            "peak_flops",
+        ):
             if getattr(self, name) < 0:
                 problems.append((name, f"{_flag(name)} must be >= 0, got {getattr(self, name)}"))
         if self.task_source not in ("offline", "hub"):
@@ -205,13 +215,16 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class Preset:
-    """A whole pipeline: the tokenizer and the three training stages."""
+    """A whole pipeline: the tokenizer, the three training stages, then RL where it pays."""
 
     name: str
     tokenizer: TokenizerConfig
     stages: tuple[TrainConfig, ...]
     eval_docs: int = 200  # validation documents for each stage's bits per byte
     eval_examples: int = 0  # per chat eval task; 0 = all
+    rl: RLConfig | None = None  # the RL stage's recipe (run after SFT when `with_rl`)
+    with_rl: bool = False  # whether the pipeline runs RL unless told otherwise (`--rl`/`--no-rl`)
+    rl_note: str = ""  # why RL is off by default, for the pipeline's output and the report
 
 
 def preset(name: str, *, run: str, artifacts_dir: str, corpus_dir: str, workers: int = 1) -> Preset:
@@ -254,6 +267,22 @@ def tiny(*, run: str, artifacts_dir: str, corpus_dir: str, workers: int = 1) -> 
         ),
         eval_docs=50,  # a quick bits-per-byte and 16 examples per chat task keep the evals to seconds
         eval_examples=16,
+        # `--rl` runs it anyway: a few GRPO steps on short answers, minutes on a CPU
+        rl=RLConfig(
+            run=run,
+            artifacts_dir=artifacts_dir,
+            num_steps=10,
+            questions_per_step=2,
+            samples_per_question=4,
+            max_new_tokens=64,
+            eval_every_steps=5,
+            eval_questions=8,
+            checkpoint_every_steps=5,
+            workers=workers,
+        ),  # fmt: skip
+        with_rl=False,
+        rl_note="RL skipped for the tiny preset: a depth-2 model rarely gets a GSM8K-style answer right, "
+        "so GRPO has almost no reward to learn from; pass --rl to run it anyway",
     )
 
 
@@ -293,6 +322,23 @@ def _cluster(depth: int, device_batch_rows: int) -> Any:
                 TrainConfig(stage="mid", num_steps=800, **common),  # type: ignore[arg-type]
                 TrainConfig(stage="sft", num_steps=700, **common),  # type: ignore[arg-type]
             ),
+            # nanochat's chat_rl: GSM8K's train split, 16 samples a question, from the SFT model
+            rl=RLConfig(
+                run=run,
+                artifacts_dir=artifacts_dir,
+                num_steps=460,
+                questions_per_step=2,
+                samples_per_question=16,
+                max_new_tokens=256,
+                device_batch_rows=8,
+                eval_every_steps=60,
+                eval_questions=400,
+                checkpoint_every_steps=60,
+                task_source="hub",
+                workers=workers,
+                use_gpu=True,
+            ),  # fmt: skip
+            with_rl=True,
         )
 
     return recipe

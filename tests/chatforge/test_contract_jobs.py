@@ -67,7 +67,8 @@ def test_every_stage_has_its_own_flags():
         _errors({"stage": "rl", "config": {"samples_per_question": 1}})[0][0] == "config.samples_per_question"
     )
     assert _errors({"stage": "eval", "config": {"stage": "tokenizer"}})[0][0] == "config.stage"
-    assert _errors({"stage": "pipeline", "config": {"redo": ["rl"]}})[0][0] == "config.redo.0"
+    assert _errors({"stage": "pipeline", "config": {"redo": ["eval"]}})[0][0] == "config.redo.0"
+    assert _errors({"stage": "report", "config": {"rate": ["H100"]}})[0][0] == "config.rate.0"
     assert _errors({"stage": "eval", "config": {"tools": "ftp://x"}})[0][0] == "config.tools"
     assert _errors({"stage": "bake"})[0][0] == "stage"
     assert _errors({"stage": ["base"]})[0][0] == "stage"  # found by the gateway's fuzz test

@@ -9,6 +9,7 @@ import pytest
 from chatforge.cli import build_parser, main
 from chatforge.contracts.jobs import FLAGS, JOB_STAGES, JobSpec, TrainFlags
 from trainer.cli import stage_config
+from trainer.identity import DEFAULT_IDENTITY
 
 LAUNCH = {"run", "artifacts", "job_id", "help"}  # set by whoever launches, not flags of a job
 
@@ -68,6 +69,8 @@ def test_flags_override_the_preset(tmp_path):
         (["--workers", "2"], "a local run has one worker"),
         (["--depth", "0"], "--depth: Input should be greater than or equal to 1"),
         (["--task-source", "web"], "--task-source: Input should be 'offline' or 'hub'"),
+        (["--identity", "/nonexistent/me.yaml"], "--identity /nonexistent/me.yaml: cannot read it"),
+        (["--peak-flops", "-1"], "--peak-flops: Input should be greater than or equal to 0"),
     ],
 )
 def test_bad_flags_fail_with_a_message_naming_the_flag(argv, message, tmp_path, capsys):
@@ -110,7 +113,7 @@ ROUND_TRIP = {
         "workers": 2,
         "metrics_port": 9100,
     },  # fmt: skip
-    "mid": {},
+    "mid": {"identity": str(DEFAULT_IDENTITY), "peak_flops": 150e9},  # a file that exists: it is read
     "sft": {"total_batch_tokens": 8192, "local": True, "tokenizer": "tk"},
     "rl": {
         "num_steps": 3,
@@ -129,8 +132,14 @@ ROUND_TRIP = {
         "gpu": True,
         "tools": "http://127.0.0.1:8002",
     },  # fmt: skip
-    "report": {"dollars_per_hour": 3.5, "corpus_dir": "data/corpus"},
-    "pipeline": {"redo": ["base", "sft"], "workers": 2, "local": False},
+    "report": {"dollars_per_hour": 3.5, "corpus_dir": "data/corpus", "rate": ["H100=2.5", "cpu=0.05"]},
+    "pipeline": {
+        "redo": ["base", "rl"],
+        "workers": 2,
+        "local": False,
+        "rl": True,
+        "identity": "/ids/me.json",
+    },
 }
 
 

@@ -214,14 +214,18 @@ def _cli_rl(args: argparse.Namespace) -> int:
 
 def _cli_report(args: argparse.Namespace) -> int:
     def run() -> None:
-        from trainer.report import DEFAULT_DOLLARS_PER_HOUR, write_report
+        from trainer.report import write_report
 
         flags = ReportFlags.from_args(args)
-        rate = DEFAULT_DOLLARS_PER_HOUR if flags.dollars_per_hour is None else flags.dollars_per_hour
+        rates = {kind: float(value) for kind, value in (r.rsplit("=", 1) for r in flags.rate)}
         print(
             write_report(
-                args.run, artifacts_dir=_root(args), dollars_per_hour=rate, corpus_dir=flags.corpus_dir
-            )
+                args.run,
+                artifacts_dir=_root(args),
+                dollars_per_hour=flags.dollars_per_hour,
+                rates=rates,
+                corpus_dir=flags.corpus_dir,
+            )  # fmt: skip
         )
 
     return _guard(run)

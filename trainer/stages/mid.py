@@ -11,6 +11,7 @@ from chatforge.contracts.training import TrainConfig
 from chatforge.tokenizer import Tokenizer
 
 from ..data import ConversationSource
+from ..identity import load_identity
 from ..tasks.mixtures import mixture
 from . import StageData
 
@@ -28,9 +29,12 @@ def data(cfg: TrainConfig, tokenizer: Tokenizer) -> StageData:
 def conversation_data(cfg: TrainConfig, tokenizer: Tokenizer, *, packer: str, unit_size: int) -> StageData:
     """Train and val mixtures of `cfg.stage`, as sources of rendered conversations."""
     row_len = cfg.sequence_len + 1
+    identity = load_identity(cfg.identity)
 
     def source(split: str) -> ConversationSource:
-        mix = mixture(cfg.stage, split, source=cfg.task_source, rows=cfg.task_rows, seed=cfg.seed)
+        mix = mixture(
+            cfg.stage, split, source=cfg.task_source, rows=cfg.task_rows, seed=cfg.seed, identity=identity
+        )
         return ConversationSource(mix, tokenizer, unit_size=unit_size, max_tokens=row_len)
 
     train = source("train")

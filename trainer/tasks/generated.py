@@ -9,41 +9,26 @@ is right by construction. None of this touches an evaluation test split.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
+from ..identity import Identity, default_identity
 from .lexicon import CAPITALS, ITEMS, NAMES, THINGS, UNITS, WORDS
 
-MODEL_NAME = "chatforge"
-SYSTEM_PROMPTS = ("You are a helpful assistant.", "Answer briefly and accurately.", "You are chatforge.")
+# The generated instructions' system prompts; the mixture adds the identity's ("You are <name>.").
+SYSTEM_PROMPTS = ("You are a helpful assistant.", "Answer briefly and accurately.")
 
 
 # --- SmolTalk schema: {"messages": [{"role", "content"}, ...]} -----------------------------------
 
 
-def identity_row(rng: random.Random) -> dict[str, Any]:
-    """Teaches the model its own name and nature (nanochat's identity conversations)."""
-    questions = [
-        ("What is your name?", f"My name is {MODEL_NAME}."),
-        ("Who are you?", f"I am {MODEL_NAME}, a small language model trained from scratch."),
-        (
-            "Who made you?",
-            f"I was trained from scratch with the {MODEL_NAME} project, an open-source pipeline.",
-        ),
-        ("Are you ChatGPT?", f"No, I am {MODEL_NAME}, a much smaller model trained from scratch."),
-        (
-            "How big are you?",
-            "I am a tiny model: a few layers and a few million parameters, so I make mistakes.",
-        ),
-        ("Can you run code?", "Yes: I can write Python, and a sandbox runs it and shows me the output."),
-    ]
-    greeting = rng.choice(["Hi!", "Hello.", "Hey there.", "Good morning!"])
-    q, a = rng.choice(questions)
-    if rng.random() < 0.3:
-        return _chat([greeting, f"Hello! I am {MODEL_NAME}. How can I help?"], [q, a])
-    return _chat([q, a])
+def identity_row(rng: random.Random, identity: Identity | None = None) -> dict[str, Any]:
+    """Teaches the model its own name and nature (nanochat's identity conversations), from the
+    identity file (`trainer.identity`; the default one when none is given)."""
+    return (identity or default_identity()).row(rng)
 
 
-def instruction_row(rng: random.Random) -> dict[str, Any]:
+def instruction_row(rng: random.Random, system_prompts: Sequence[str] = SYSTEM_PROMPTS) -> dict[str, Any]:
     """Short instructions with checkable answers: capitals, spelling, counting, unit conversion."""
     kind = rng.randrange(5)
     if kind == 0:
@@ -72,7 +57,7 @@ def instruction_row(rng: random.Random) -> dict[str, Any]:
         ]
     row = _chat(pair)
     if rng.random() < 0.2:
-        row["messages"].insert(0, {"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+        row["messages"].insert(0, {"role": "system", "content": rng.choice(system_prompts)})
     return row
 
 

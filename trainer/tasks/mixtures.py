@@ -8,12 +8,14 @@ use only train splits (validation holds out rows of train), never an evaluation 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 from chatforge.chat import Conversation
 
+from ..identity import Identity, default_identity
 from .base import RowTask, Task, TaskMixture, generated_task
-from .generated import gsm8k_row, identity_row, instruction_row, mmlu_row
+from .generated import SYSTEM_PROMPTS, gsm8k_row, identity_row, instruction_row, mmlu_row
 from .gsm8k import gsm8k_conversation, load_gsm8k
 from .hub import check_split
 from .mmlu import load_mmlu, mmlu_conversation
@@ -38,12 +40,15 @@ TASKS: tuple[TaskSpec, ...] = (
 
 
 def mixture(
-    stage: str, split: str, *, source: str = "offline", rows: int = 2000, seed: int = 0
-) -> TaskMixture:
+    stage: str, split: str, *, source: str = "offline", rows: int = 2000, seed: int = 0,
+    identity: Identity | None = None,
+) -> TaskMixture:  # fmt: skip
     """The `stage` ("mid" or "sft") mixture of `split` ("train" or "val").
 
     offline: `rows` generated rows per task (a tenth of that for val, from another seed stream).
     hub: the real datasets, capped at `rows` per task when `rows` > 0; identity stays generated.
+    `identity` (default: `trainer/identity.yaml`) makes the identity task's conversations and one
+    of the generated instructions' system prompts.
     """
     if stage not in ("mid", "sft"):
         raise ValueError(f"no task mixture for stage {stage!r}: expected 'mid' or 'sft'")
@@ -52,11 +57,17 @@ def mixture(
         raise ValueError(f"task source must be 'offline' or 'hub', got {source!r}")
     generated = rows or 1000  # generated tasks need a size even when hub tasks are uncapped (rows=0)
     size = generated if split == "train" else max(1, generated // 10)
+    who = identity or default_identity()
+    makers: dict[str, Callable[..., dict[str, Any]]] = {
+        "identity": partial(identity_row, identity=who),
+        "smoltalk": partial(instruction_row, system_prompts=(*SYSTEM_PROMPTS, who.system_prompt)),
+    }
     entries: list[tuple[Task, float]] = []
     for spec in TASKS:
         if source == "hub" and spec.load is not None:
             task: Task = spec.load(split, limit=rows or None)
         else:
-            task = generated_task(spec.name, spec.make_row, spec.convert, size, split=split, seed=seed)
+            make_row = makers.get(spec.name, spec.make_row)
+            task = generated_task(spec.name, make_row, spec.convert, size, split=split, seed=seed)
         entries.append((task, spec.mid_weight if stage == "mid" else spec.sft_weight))
     return TaskMixture(entries, seed=seed)
