@@ -18,9 +18,10 @@ config has a field the modeling file does not know, instead of writing a model t
 something else.
 
 One difference is inherent to `transformers` tokenizers: the special tokens are "added tokens",
-matched inside any text given to `encode` (how the chat template reaches them), whereas chatforge's
-`Tokenizer.encode` never produces a special id. `tokenizer(text, split_special_tokens=True)` gives
-chatforge's ids for text that merely contains a special token's name.
+matched inside any text given to `encode` (how the chat template, which renders text, reaches them),
+whereas chatforge's `Tokenizer.encode` never produces a special id. So a message that contains a
+special token's name renders as that token through the template; `tokenizer(text,
+split_special_tokens=True)` gives chatforge's ids for such text.
 """
 
 from __future__ import annotations

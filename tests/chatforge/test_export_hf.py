@@ -303,6 +303,7 @@ def test_cli_exports_and_imports_in_a_real_process(exported, store, tmp_path):
 
 def test_cli_bad_input_is_one_line(exported, store, tmp_path, capsys):
     exported("gqa")
+    capsys.readouterr()  # transformers' loading bar
     art = ["--artifacts", str(store.root)]
 
     def fails(*argv: str) -> str:
@@ -334,3 +335,12 @@ def test_cli_bad_input_is_one_line(exported, store, tmp_path, capsys):
     for name in ("config.json", "tokenizer.json"):
         (broken / name).write_bytes((full / name).read_bytes())
     assert "model.safetensors is missing" in fails("import", "hf", str(broken), "x/sft")
+    doc = json.loads((full / "tokenizer.json").read_text())
+    doc["added_tokens"] = doc["added_tokens"][:-1]  # <|output_end|> gone
+    (broken / "tokenizer.json").write_text(json.dumps(doc))
+    assert "chatforge's special tokens are" in fails("import", "hf", str(broken), "x/sft")
+    doc = json.loads((full / "tokenizer.json").read_text())
+    doc["pre_tokenizer"] = None  # a BPE without chatforge's split pattern
+    (broken / "tokenizer.json").write_text(json.dumps(doc))
+    assert "not a chatforge tokenizer" in fails("import", "hf", str(broken), "x/sft")
+    assert not store.stage_dir("x", "sft").exists()  # nothing written on the way to an error
