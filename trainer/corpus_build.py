@@ -160,7 +160,9 @@ def build_corpus(
     documents: list[Document] = []
     reports: list[dict] = []
     failed: list[str] = []
-    for source in chosen:
+    from .telemetry import progress_bar
+
+    for source in progress_bar(chosen, desc="corpus: sources", unit="source"):
         try:
             artifact = download(source, cache, log=log)
             docs, n_files = _timed_documents(source, artifact, log)
@@ -802,7 +804,9 @@ def write_shards(
         raise CorpusError(f"{len(documents)} documents cannot fill {n} shards ({val_shards} for validation)")
     groups = _balanced_split(documents, n)
     entries = []
-    for k, group in enumerate(groups):
+    from .telemetry import progress_bar
+
+    for k, group in enumerate(progress_bar(groups, desc="corpus: writing", unit="shard")):
         is_val = k >= n - val_shards
         name = shard_name("val", k - (n - val_shards)) if is_val else shard_name("train", k)
         t0 = time.monotonic()

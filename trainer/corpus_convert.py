@@ -62,9 +62,9 @@ def convert_corpus(
     sources = find_inputs(inputs)
     t0 = time.monotonic()
     docs: list[dict[str, Any]] = []
-    from tqdm import tqdm
+    from .telemetry import progress_bar
 
-    for path in tqdm(sources, desc="reading", unit="file", disable=None):
+    for path in progress_bar(sources, desc="corpus: reading", unit="file"):
         docs.extend(d for d in read_documents(path) if len(d["text"].strip()) >= min_chars)
     if len(docs) < 2:
         raise ConvertError(
@@ -232,15 +232,16 @@ def _write_split(
 ) -> list[dict[str, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
     from chatforge.corpus import SCHEMA, shard_name
+
+    from .telemetry import progress_bar
 
     total = sum(len(d["text"].encode("utf-8")) for d in docs)
     n = max(1, min(len(docs), math.ceil(total / shard_bytes)))
     size = math.ceil(len(docs) / n)
     entries = []
-    for k in tqdm(range(n), desc=f"writing {split}", unit="shard", disable=None):
+    for k in progress_bar(range(n), desc=f"corpus: writing {split}", unit="shard"):
         group = docs[k * size : (k + 1) * size]
         if not group:
             break

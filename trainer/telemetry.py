@@ -53,6 +53,9 @@ GPU_PEAK_FLOPS = {
 PROBE_N = 1024
 PROBE_SECONDS = 0.3
 PEAK_ENV = "CHATFORGE_PEAK_FLOPS"  # FLOP/s of one device; overrides the table and the probe
+# Progress bars for long work besides training steps (tokenizer, corpus, evals): "1" always, "0"
+# never; unset, a bar is drawn when stderr is a terminal (logs and CI stay line-based).
+PROGRESS_ENV = "CHATFORGE_PROGRESS"
 # The stage log's name and reader belong to the events' contract (the gateway reads stage logs too).
 LOG_FILE = events.LOG_FILE
 read_log = events.read_log
@@ -125,6 +128,17 @@ def measure_matmul_flops(
         best = min(best, time.perf_counter() - t0)
         reps += 1
     return 2 * n**3 / best
+
+
+def progress_bar(
+    iterable: Any = None, *, desc: str, total: float | None = None, unit: str = "it", unit_scale: bool = False
+) -> Any:
+    """A tqdm bar on stderr (count, rate and ETA) for long work, on or off as PROGRESS_ENV says."""
+    from tqdm import tqdm
+
+    disable = {"1": False, "0": True}.get(os.environ.get(PROGRESS_ENV, ""))  # None: tqdm asks isatty
+    return tqdm(iterable, desc=desc, total=total, unit=unit, unit_scale=unit_scale, disable=disable,
+                dynamic_ncols=True, file=sys.stderr)  # fmt: skip
 
 
 class Telemetry:

@@ -54,14 +54,17 @@ def test_every_input_kind_becomes_one_corpus(tmp_path):
     assert not any(i.endswith(("skip.pdf", ".arrow")) for i in manifest["inputs"])
 
 
-def test_the_converted_corpus_feeds_the_tokenizer_and_base_stages(tmp_path, capsys):
+def test_the_converted_corpus_feeds_the_tokenizer_and_base_stages(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHATFORGE_PROGRESS", "1")
     src = _inputs(tmp_path / "in")
     out = tmp_path / "corpus"
     assert (
         main(["data", "convert", "--in", str(src / "notes"), str(src / "lines.jsonl"), "--out", str(out)])
         == 0
     )
-    assert "4 documents (3 train, 1 validation)" in capsys.readouterr().out
+    out_err = capsys.readouterr()
+    assert "4 documents (3 train, 1 validation)" in out_err.out
+    assert "corpus: reading: 100%" in out_err.err and "file/s" in out_err.err  # a bar with its rate
     assert main(["train", "tokenizer", "--artifacts", str(tmp_path / "a"), "--run", "mine",
                  "--corpus-dir", str(out), "--vocab-size", "300"]) == 0  # fmt: skip
     assert (tmp_path / "a" / "tokenizers" / "mine" / "tokenizer.json").is_file()

@@ -129,8 +129,9 @@ def test_pipeline_runs_rl_when_asked_and_records_every_stage(tmp_path, corpus_di
     assert again["rl"]["seconds"] == next(s for s in record["stages"] if s["stage"] == "rl")["seconds"]
 
 
-def test_pipeline_without_rl_says_why(tmp_path, corpus_dir):
-    """The tiny preset's recipe skips RL with its reason, in the output and in the report card."""
+def test_pipeline_without_rl_says_why(tmp_path, corpus_dir, monkeypatch, capsys):
+    """The tiny preset's recipe skips RL with its reason, in the output and in the report card; the
+    long steps besides training (tokenizer, evals) draw progress bars with their rate and ETA."""
     from dataclasses import replace
 
     from chatforge.contracts.training import preset
@@ -148,7 +149,12 @@ def test_pipeline_without_rl_says_why(tmp_path, corpus_dir):
         eval_examples=1,
     )
     lines: list[str] = []
+    monkeypatch.setenv("CHATFORGE_PROGRESS", "1")  # bars even though stderr is not a terminal here
     assert list(run_pipeline(recipe, local=True, log=lines.append)) == ["base", "mid", "sft"]
+    err = capsys.readouterr().err
+    for bar, unit in (("[t/tokenizer] reading", "doc/s"), ("[r/base] eval bpb", "batch/s"),
+                      ("[r/sft] eval chat", "task/s")):  # fmt: skip
+        assert any(bar in line and unit in line and "100%" in line for line in err.split("\r")), bar
     assert f"[r/rl] {tiny.rl_note}" in lines
     text = (ArtifactStore(Path(root)).run_dir("r") / "report" / "report.md").read_text()
     assert f"| rl | skipped | — | {tiny.rl_note} |" in text

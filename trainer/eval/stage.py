@@ -65,7 +65,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     from chatforge.loading import load_model
     from chatforge.tools import tool_executor_from
 
-    from ..telemetry import LOG_FILE, Telemetry
+    from ..telemetry import LOG_FILE, Telemetry, progress_bar
     from .chat_eval import CHAT_TASKS, chatcore, evaluate_chat_task, load_chat_tasks
     from .core import core_score
 
@@ -79,8 +79,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         "checkpoint": f"{path.parent.parent.name}/{path.parent.name}/{path.name}",
         "stage": stage, "step": int(meta["step"]), "time": time.time(), "params": model.num_params(),
     }  # fmt: skip
+    label = f"[{cfg.checkpoint}] eval"
     if cfg.corpus_dir:
-        results["bpb"] = corpus_bpb(model, tokenizer, cfg.corpus_dir, cfg.bpb_docs, cfg.batch_rows)
+        results["bpb"] = corpus_bpb(
+            model, tokenizer, cfg.corpus_dir, cfg.bpb_docs, cfg.batch_rows, label=label
+        )
     if cfg.core_bundle:
         from .core_data import load_bundle
 
@@ -94,7 +97,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
             core = [
                 evaluate_task(model, tokenizer, t, batch_rows=cfg.batch_rows, max_examples=limit)
-                for t in tasks
+                for t in progress_bar(tasks, desc=f"{label} CORE", unit="task")
             ]
         results["core"] = {"score": core_score(core), "tasks": {r.label: r.to_dict() for r in core}}
     names = list(cfg.chat_tasks)
@@ -112,7 +115,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         generator = EngineDriver.for_model(model, tokenizer, tool_executor=executor)
         try:
             chat = [evaluate_chat_task(model, tokenizer, t, generator=generator, batch_rows=cfg.batch_rows,
-                                       max_examples=limit) for t in tasks_chat]  # fmt: skip
+                                       max_examples=limit)
+                    for t in progress_bar(tasks_chat, desc=f"{label} chat", unit="task")]  # fmt: skip
         finally:
             generator.close()
         results["chat"] = {
@@ -149,12 +153,15 @@ def summary_line(results: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def corpus_bpb(model: Any, tokenizer: Any, corpus_dir: str, docs: int, batch_rows: int) -> float:
+def corpus_bpb(
+    model: Any, tokenizer: Any, corpus_dir: str, docs: int, batch_rows: int, *, label: str = "eval"
+) -> float:
     """Bits per byte on the first `docs` documents of the corpus's validation shards."""
     from itertools import islice
 
     from chatforge.corpus import iter_texts, val_shards
 
+    from ..telemetry import progress_bar
     from .bpb import bits_per_byte, text_batches
 
     shards = val_shards(corpus_dir)
@@ -165,7 +172,8 @@ def corpus_bpb(model: Any, tokenizer: Any, corpus_dir: str, docs: int, batch_row
     texts = list(islice(iter_texts(shards), docs))
     batches = text_batches(tokenizer.encode_batch(texts), bos_id=tokenizer.bos_id,
                            sequence_len=model.config.sequence_len, batch_rows=batch_rows)  # fmt: skip
-    return bits_per_byte(model, batches, tokenizer.token_bytes())
+    with progress_bar(batches, desc=f"{label} bpb", unit="batch") as bar:
+        return bits_per_byte(model, bar, tokenizer.token_bytes())
 
 
 def evaluate_core_on_ray(

@@ -7,7 +7,7 @@ rather than as a Ray Train job.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from chatforge.artifacts import ArtifactStore
@@ -16,6 +16,7 @@ from chatforge.corpus import iter_texts, train_shards
 from chatforge.tokenizer import Tokenizer
 
 from ..data import DataError
+from ..telemetry import progress_bar
 
 
 def train_tokenizer(cfg: TokenizerConfig, *, redo: bool = False, log: Callable[[str], None] = print) -> Path:
@@ -33,7 +34,7 @@ def train_tokenizer(cfg: TokenizerConfig, *, redo: bool = False, log: Callable[[
         )
     t0 = time.perf_counter()
     tok = Tokenizer.train(
-        iter_texts(shards),
+        _counted(shards, cfg),
         cfg.vocab_size,
         doc_cap_chars=cfg.doc_cap_chars,
         max_chars=cfg.max_chars,
@@ -47,3 +48,19 @@ def train_tokenizer(cfg: TokenizerConfig, *, redo: bool = False, log: Callable[[
         f"({ratio:.2f} bytes/token on a sample) -> {path}"
     )
     return path
+
+
+def _counted(shards: list[Path], cfg: TokenizerConfig) -> Iterator[str]:
+    """The shards' texts, with a bar of documents read (rate, ETA) and characters taken so far;
+    the trainer stops pulling once it has `max_chars`."""
+    import pyarrow.parquet as pq
+
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in shards)  # footers only: cheap
+    chars = 0
+    with progress_bar(desc=f"[{cfg.name}/tokenizer] reading", total=total, unit="doc") as bar:
+        for text in iter_texts(shards):
+            yield text
+            chars += min(len(text), cfg.doc_cap_chars)
+            bar.update(1)
+            if bar.n % 1000 == 0:
+                bar.set_postfix(chars=f"{chars / 1e6:.1f}M", refresh=False)
