@@ -22,6 +22,9 @@ the summary is written whatever happens, and the last line is the headline.
               (unloaded TTFT); bench/serving.py's code
   real_run    a tokenizer trained here, then d12 on the bundled corpus through train_worker, as
               `chatforge train base --local` runs it (no Ray): the loss must fall
+  quality     bench/quality.py at d12: the baseline, each architecture option (docs/model.md) and
+              all of them, trained for the same tokens; validation bits per byte as ratios to the
+              baseline (every variant must train, none may be more than 10% worse)
 
 Files in --out: gpu_check.json, gpu_check.md, gpu_check.log (everything printed), gpu_tests.junit.xml.
 """
@@ -70,7 +73,7 @@ REQUIRED = (
     "transformers",
     "pytest",
 )
-PHASE_NAMES = ("env", "golden", "tests", "throughput", "serving", "real_run")
+PHASE_NAMES = ("env", "golden", "tests", "throughput", "serving", "real_run", "quality")
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Sizes:
     real_steps: int
     real_log_every: int
     real_min_drop_nats: float  # below ln(vocab), the untrained model's loss, by the last logged step
+    quality: dict[str, int]  # bench/quality.py's Sizes fields
 
 
 GPU = Sizes(
@@ -110,9 +114,10 @@ GPU = Sizes(
         "env": 40,
         "golden": 40,
         "tests": 150,
-        "throughput": 170,
-        "serving": 150,
-        "real_run": 130,
+        "throughput": 150,
+        "serving": 120,
+        "real_run": 100,
+        "quality": 120,
     },
     matmul_n=8192,
     matmul_dtype="bfloat16",
@@ -139,16 +144,36 @@ GPU = Sizes(
     real_depth=12,
     real_seq=2048,
     real_rows=32,
-    real_steps=200,
+    real_steps=150,
     real_log_every=10,
     # ln(65536) = 11.09 -> 7.09: under the 7.36 nats that token frequencies alone give (a unigram
     # model, measured on the bundled validation shard with this tokenizer), so reaching it takes
-    # context. The run sees 13M tokens (about 3 passes over the corpus).
+    # context. The run sees 10M tokens (about 2 passes over the corpus).
     real_min_drop_nats=4.0,
+    # Five d12 runs of 2.6M tokens each, eager (five compiles would not fit): with an 8k vocabulary
+    # the tokenizer trains in seconds. A first look at the options at depth; the numbers that decide
+    # defaults need longer runs (`bench/quality.py --device cuda`, docs/model.md).
+    quality=dict(
+        depth=12,
+        vocab_size=8192,
+        sequence_len=1024,
+        rows=32,
+        steps=80,
+        eval_batches=8,
+        tokenizer_chars=5_000_000,
+    ),
 )
 QUICK_CPU = Sizes(
     budget_s=420,
-    phase_budget_s={"env": 60, "golden": 60, "tests": 150, "throughput": 90, "serving": 90, "real_run": 120},
+    phase_budget_s={
+        "env": 60,
+        "golden": 60,
+        "tests": 150,
+        "throughput": 90,
+        "serving": 90,
+        "real_run": 120,
+        "quality": 90,
+    },
     matmul_n=512,
     matmul_dtype="float32",
     throughput_runs=(("d2", 2, False), ("d3", 3, False)),
@@ -177,6 +202,9 @@ QUICK_CPU = Sizes(
     # ln(512) = 6.24 -> 4.74, under the unigram model's 5.36 (measured as above); this run reached
     # 4.24 in 40 steps of 1,024 tokens on 2 CPU cores
     real_min_drop_nats=1.5,
+    quality=dict(
+        depth=2, vocab_size=512, sequence_len=128, rows=8, steps=20, eval_batches=2, tokenizer_chars=1_000_000
+    ),
 )
 
 
@@ -192,6 +220,7 @@ def sizes_for(device_type: str, quick: bool) -> Sizes:
             serving_concurrency=(1, 32),
             real_steps=50,
             real_min_drop_nats=2.0,  # 3M tokens: below ln(65536) = 11.09 by 2, not yet under the unigram's 7.36
+            quality={**GPU.quality, "steps": 30},
         )
     return QUICK_CPU
 
@@ -510,6 +539,10 @@ def headline(summary: dict[str, Any]) -> str:
             f"gpu_check_mfu: {100 * big['mfu_datasheet']:.1f} % MFU at {big['label']} "
             f"({big['mfu_datasheet']:.2f}x vs the {big['peak_datasheet_tflops']:.4g} TFLOP/s peak; goal >= 0.50x at d20)"
         )
+    quality = phases.get("quality", {}).get("results")
+    if quality:
+        lines += [line for line in _quality_module().headline_lines(quality) if not line.startswith("[")]
+        lines[-1] = lines[-1].replace("quality_bpb:", "gpu_check_quality:", 1)
     serving = [r for r in phases.get("serving", {}).get("runs", []) if r.get("vs_padded") is not None]
     if serving:
         mid = next((r for r in serving if r["n"] == 128), serving[-1])
@@ -968,6 +1001,30 @@ def phase_real_run(rec: Record, s: Sizes, device: Any, work: Path, out: Path) ->
     )
 
 
+def phase_quality(rec: Record, s: Sizes, device: Any, work: Path, out: Path) -> None:
+    if not (CORPUS / "val_00000.parquet").is_file():
+        raise FileNotFoundError(f"no bundled corpus in {CORPUS}: `make data` here, and carry data/corpus")
+    quality = _quality_module()
+    sizes = quality.Sizes(**s.quality)
+    results = quality.run_quality(
+        sizes, list(quality.VARIANTS), device=device.type, corpus_dir=str(CORPUS), work=work / "quality"
+    )
+    rec.set(results=results)
+    variants = results["variants"]
+    rec.check(
+        "every variant trained",
+        set(variants) == set(quality.VARIANTS)
+        and all(math.isfinite(v["val_bpb"]) for v in variants.values()),
+        ", ".join(f"{n} {v['val_bpb']:.4f} bpb" for n, v in variants.items()),
+    )
+    worst = max(variants.values(), key=lambda v: v["ratio"])
+    rec.check(
+        "no option more than 10% worse than the baseline",
+        worst["ratio"] <= 1.10,
+        ", ".join(f"{n} {v['ratio']:.3f}x" for n, v in variants.items() if n != "baseline"),
+    )
+
+
 PHASES: dict[str, Callable[..., None]] = {
     "env": phase_env,
     "golden": phase_golden,
@@ -975,6 +1032,7 @@ PHASES: dict[str, Callable[..., None]] = {
     "throughput": phase_throughput,
     "serving": phase_serving,
     "real_run": phase_real_run,
+    "quality": phase_quality,
 }
 
 
@@ -1079,10 +1137,39 @@ def markdown(summary: dict[str, Any]) -> str:
             f"val bpb {rr.get('val_bpb')}; steady {rr.get('steady_tokens_per_s', 0):,.0f} tokens/s, "
             f"MFU {rr.get('steady_mfu', 0):.1%}; tokenizer {rr.get('tokenizer_s')} s, training {rr.get('train_s')} s.",
         ]
+    q = phases.get("quality", {}).get("results")
+    if q:
+        qs = q["sizes"]
+        lines += [
+            "",
+            "## Quality (bench/quality.py: the architecture options, equal tokens)",
+            "",
+            f"d{qs['depth']}, {qs['steps']} steps of {qs['rows']}x{qs['sequence_len']} tokens, vocab "
+            f"{qs['vocab_size']}, eager.",
+            "",
+            "| variant | options | val bpb | vs baseline | seconds |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, v in q["variants"].items():
+            lines.append(
+                f"| {name} | {v['options'] or '-'} | {v['val_bpb']:.4f} | {v['ratio']:.3f}x | {v['seconds']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _quality_module() -> Any:
+    """bench/quality.py (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_quality", module)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _phase_budgets(items: list[str]) -> dict[str, float]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PHASES = ("env", "golden", "tests", "throughput", "serving", "real_run")
+PHASES = ("env", "golden", "tests", "throughput", "serving", "real_run", "quality")
 
 
 @pytest.mark.slow
@@ -27,7 +27,10 @@ def test_quick_cpu_check_runs_every_phase_and_writes_both_summaries(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     last = done.stdout.strip().splitlines()
-    assert "gpu_check_phases: 6/6 phases passed on cpu" in done.stdout
+    assert "gpu_check_phases: 7/7 phases passed on cpu" in done.stdout
+    assert re.search(
+        r"^gpu_check_quality: [\d.]+ bpb \([\d.]+x vs baseline; goal <=1\.0x\)$", done.stdout, re.M
+    )
     # the bench/ headline format, last: `<name>: <value> <unit> (<ratio>x vs <reference>; goal <goal>)`
     assert re.fullmatch(r"gpu_check: [\d,]+ tok/s serving \d+ requests \([\d.]+x vs .+; goal .+\)", last[-1])
 
@@ -51,11 +54,14 @@ def test_quick_cpu_check_runs_every_phase_and_writes_both_summaries(tmp_path):
     assert all(r["vs_padded"] > 0 for r in serving[1:]) and serving[0]["ttft_p50_ms"] > 0
     assert phases["serving"]["default_config"]["tok_s"] > 0  # EngineConfig() as it is, once
     assert phases["real_run"]["curve"] and phases["real_run"]["val_bpb"] > 0
+    quality = phases["quality"]["results"]["variants"]
+    assert list(quality) == ["baseline", "window", "value_embeds", "gqa", "all"]
+    assert quality["baseline"]["ratio"] == 1.0 and all(v["val_bpb"] > 0 for v in quality.values())
     assert summary["headline"] and summary["wall_s"] < summary["budget_s"]
 
     markdown = (out / "gpu_check.md").read_text()
     for section in ("# GPU check", "## Golden", "## GPU tests", "## Training throughput", "## Serving",
-                    "## Real run"):  # fmt: skip
+                    "## Real run", "## Quality"):  # fmt: skip
         assert section in markdown
     for name in PHASES:
         assert f"| {name} | passed |" in markdown
