@@ -55,11 +55,12 @@ def step_inputs(specs, head_dim: int, dtype: torch.dtype, device: torch.device, 
     return chunks, counts, *(t.to(device, dtype) for t in (q, k, v))
 
 
-def assert_flex_equals_portable(flex, cache, specs, head_dim, dtype, device, seed):
+def assert_flex_equals_portable(flex, cache, specs, head_dim, dtype, device, seed, window=None):
     chunks, counts, q, k, v = step_inputs(specs, head_dim, dtype, device, seed)
     # each backend gets its own metadata: flex keeps its block mask in it
-    want = PortableAttention(cache).bind(build_metadata(chunks, counts, BLOCK, device)).attend(0, q, k, v)
-    got = flex.bind(build_metadata(chunks, counts, BLOCK, device)).attend(0, q, k, v)
+    portable = PortableAttention(cache).bind(build_metadata(chunks, counts, BLOCK, device))
+    want = portable.attend(0, q, k, v, window=window)
+    got = flex.bind(build_metadata(chunks, counts, BLOCK, device)).attend(0, q, k, v, window=window)
     assert got.shape == want.shape and got.dtype == want.dtype
     tol = TOLERANCE[dtype]
     torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
@@ -73,6 +74,15 @@ def test_flex_equals_the_portable_path(device, step, head_dim, dtype):
     flex = make_backend(cache, "flex", device)  # compiled on CUDA, as the engine builds it
     assert flex.name == "flex"
     assert_flex_equals_portable(flex, cache, STEPS[step], head_dim, dtype, device, seed=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_flex_equals_the_portable_path_in_a_sliding_window_layer(device, dtype):
+    """A layer that sees its last 24 positions (docs/model.md): shorter than most contexts of the
+    mixed step, decodes and chunked prefills alike, so the compiled mask must apply it."""
+    cache = make_cache(64, dtype, device)
+    flex = make_backend(cache, "flex", device)
+    assert_flex_equals_portable(flex, cache, STEPS["mixed"], 64, dtype, device, seed=2, window=24)
 
 
 def test_one_flex_backend_serves_steps_of_changing_shapes(device):
