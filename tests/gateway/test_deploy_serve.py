@@ -62,7 +62,12 @@ def wait_running(dashboard: str, timeout_s: float = 300.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     app: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        app = httpx.get(f"{dashboard}/api/serve/applications/", timeout=10, headers=ray_auth_headers()).json()["applications"].get(APP) or {}
+        app = (
+            httpx.get(f"{dashboard}/api/serve/applications/", timeout=10, headers=ray_auth_headers())
+            .json()["applications"]
+            .get(APP)
+            or {}
+        )
         if app.get("status") == "RUNNING":
             return app
         assert app.get("status") not in ("DEPLOY_FAILED", "UNHEALTHY"), app
@@ -85,7 +90,12 @@ def serve_cluster(tmp_path_factory, tiny_tokenizer) -> Iterator[dict[str, Any]]:
         config["applications"][0]["name"] = APP
         port = _free_port()
         config["http_options"] = {"host": "127.0.0.1", "port": port}
-        r = httpx.put(f"{head.dashboard_url}/api/serve/applications/", json=config, timeout=60, headers=ray_auth_headers())
+        r = httpx.put(
+            f"{head.dashboard_url}/api/serve/applications/",
+            json=config,
+            timeout=60,
+            headers=ray_auth_headers(),
+        )
         assert r.status_code == 200, r.text
         wait_running(head.dashboard_url)
         with pytest.MonkeyPatch.context() as env:
@@ -165,12 +175,16 @@ def test_a_failed_health_check_rolls_every_replica_back(served_gateway, serve_cl
     assert any(m.startswith("writing checkpoint broken/sft") for m in seen), seen
     assert every_replica() == ["tiny/mid/step_000001"] * REPLICAS
     app = wait_running(serve_cluster["dashboard"])
-    assert app["deployed_app_config"]["deployments"][0]["user_config"] == {"checkpoint": "tiny/mid/step_000001"}
+    assert app["deployed_app_config"]["deployments"][0]["user_config"] == {
+        "checkpoint": "tiny/mid/step_000001"
+    }
     answer = chat(served_gateway)
     assert answer.status_code == 200, answer.text
 
     # The same failure when waiting: a 503 that says what is served now.
-    waited = httpx.post(served_gateway.url + "/v1/deployments", json={"checkpoint": "broken/sft"}, timeout=400)
+    waited = httpx.post(
+        served_gateway.url + "/v1/deployments", json={"checkpoint": "broken/sft"}, timeout=400
+    )
     assert waited.status_code == 503 and "rolled back" in waited.json()["error"]["message"], waited.text
 
 

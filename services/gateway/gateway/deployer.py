@@ -273,7 +273,9 @@ def _kube_reason(e: Exception) -> str:
     return f"HTTP {status}: {str(body)[:300]}" if status else str(e)
 
 
-async def _wait(switch: ServeSwitch, token: Any, progress: Progress, timeout_s: float, poll_s: float) -> Rollout:
+async def _wait(
+    switch: ServeSwitch, token: Any, progress: Progress, timeout_s: float, poll_s: float
+) -> Rollout:
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:
@@ -285,7 +287,9 @@ async def _wait(switch: ServeSwitch, token: Any, progress: Progress, timeout_s: 
             progress(f"replicas loading: {line}")
             last = line
         if time.monotonic() > deadline:
-            return Rollout("failed", f"not every replica serves it after {timeout_s:.0f} s ({rollout.message})")
+            return Rollout(
+                "failed", f"not every replica serves it after {timeout_s:.0f} s ({rollout.message})"
+            )
         await asyncio.sleep(poll_s)
 
 
