@@ -263,7 +263,7 @@ class Stack:
             **env,
             "CHATFORGE_GATEWAY_TOKENIZER_TARGET": f"{HOST}:{port['tokenizer']}",
             "CHATFORGE_GATEWAY_INFERENCE_URL": inference_url,
-            "CHATFORGE_GATEWAY_SERVE_RAY_ADDRESS": self.head.gcs_address,
+            "CHATFORGE_GATEWAY_SERVE_ADMIN_URL": self.head.dashboard_url,  # deployments: Serve's REST API
             # the jobs' command, whatever PATH holds: this interpreter's chatforge
             "CHATFORGE_GATEWAY_JOB_COMMAND": f"{sys.executable} -m chatforge.cli train",
         }

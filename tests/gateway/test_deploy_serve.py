@@ -31,6 +31,7 @@ from tests.gateway.conftest import make_model
 
 APP, DEPLOYMENT = "chatforge", "inference"  # the chart's names (templates/rayservice.yaml)
 REPLICAS = 2
+pytestmark = pytest.mark.slow  # a Ray head with its dashboard and two engine replicas: about 40 s
 
 
 def _free_port() -> int:
