@@ -203,7 +203,11 @@ def causal_attention(
     if mask is None:
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     else:
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        if gqa:  # SDPA's GQA runs on its flash and math kernels only, and flash takes no mask: the
+            # math kernel would hold (batch, heads, T, T) scores; repeated heads keep the
+            # memory-efficient kernel (each key/value head serves n_head / n_kv_head query heads)
+            k, v = (t.repeat_interleave(q.size(1) // t.size(1), dim=1) for t in (k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return y.transpose(1, 2)
 
 
