@@ -38,6 +38,10 @@ CONFIGS = {
     "mha": {},
     "gqa": {"n_kv_head": 2},
     "mqa": {"n_kv_head": 1},
+    # sliding windows: layer 0 sees 8 positions; prompts and generations below run far past that
+    "window": {"window_pattern": "SL", "short_window": 8},
+    "value-embeds": {"value_embeds": True},  # layers 0 and 2
+    "all-options": {"n_kv_head": 2, "window_pattern": "SSL", "short_window": 6, "value_embeds": True},
 }
 PROMPT = "The model learns to predict the next token: 12345 + 678, naïve café, 東京 😀"
 
@@ -123,14 +127,14 @@ def test_greedy_generate_equals_chatforges(exported, name):
     """`transformers` decodes with its KV cache, one token a step; chatforge recomputes everything."""
     e = exported(name)
     ids = [e.tokenizer.bos_id, *e.tokenizer.encode(PROMPT)]
-    assert len(ids) + 40 <= BASE["sequence_len"]  # chatforge crops the context past it; HF does not
-    ours = list(e.model.generate(ids, 40, temperature=0.0, stop_ids=reply_stop_ids(e.tokenizer)))
-    out = e.hf.generate(torch.tensor([ids]), max_new_tokens=40, do_sample=False)
+    assert len(ids) + 24 <= BASE["sequence_len"]  # chatforge crops the context past it; HF does not
+    ours = list(e.model.generate(ids, 24, temperature=0.0, stop_ids=reply_stop_ids(e.tokenizer)))
+    out = e.hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)
     assert out[0, len(ids) :].tolist() == ours
     assert len(ours) > 10
 
 
-@pytest.mark.parametrize("name", ["gqa"])
+@pytest.mark.parametrize("name", ["gqa", "all-options"])
 def test_a_left_padded_batch_generates_as_each_prompt_alone(exported, name):
     e = exported(name)
     tok = e.hf_tokenizer
