@@ -56,14 +56,15 @@ class GPTConfig:
     window_pattern: str = "L"
     short_window: int = 0  # tokens an "S" layer sees; 0 = sequence_len / SHORT_WINDOW_FRACTION,
     # fixed when the config is built and saved as a number, so a later stage that trains at another
-    # context length (loading.load_model's `sequence_len`) keeps the windows the model learnt.
+    # context length (loading.load_model's `sequence_len`) keeps the windows the model learnt; it
+    # stays 0 when no layer is short.
     # Value embeddings (ResFormer-style, as nanochat): alternate layers, the last one included, get
     # a token embedding of their own added to the attention values, scaled per key/value head by a
     # gate in (0, 3) computed from the layer's input.
     value_embeds: bool = False
 
     def __post_init__(self) -> None:
-        if self.short_window == 0 and self.sequence_len >= 1:
+        if self.short_window == 0 and self.sequence_len >= 1 and "S" in self.window_pattern.upper():
             short = max(1, -(-self.sequence_len // SHORT_WINDOW_FRACTION))
             object.__setattr__(self, "short_window", short)
         problems = []

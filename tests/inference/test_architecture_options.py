@@ -67,6 +67,7 @@ def test_config_lists_each_layers_window_and_value_embedding():
     assert replace(c, n_layer=5).layer_windows()[-1] is None  # the last layer always sees everything
     assert GPTConfig.from_dict(c.to_dict()) == c
     assert GPTConfig.from_dict(replace(c, sequence_len=1024).to_dict()).short_window == 64
+    assert BASE.short_window == 0 and BASE.layer_windows() == [None, None, None]  # no short layer
     for bad in ("", "SXL", "S" * 65):
         with pytest.raises(ValueError, match="window_pattern"):
             replace(BASE, window_pattern=bad)
