@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from chatforge.chat import render_conversation, render_for_completion, reply_sto
 from chatforge.cli import main
 from chatforge.contracts.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 from chatforge.contracts.tokens import SPECIAL_TOKENS
-from chatforge.export.hf import export_hf, import_hf
+from chatforge.export.hf import EXPORTED_FIELDS, export_hf, import_hf
 from chatforge.loading import load_model
 from chatforge.model import GPT, GPTConfig
 from chatforge.tokenizer import Tokenizer
@@ -120,6 +121,24 @@ def test_logits_equal_chatforges(exported, name):
         assert theirs.shape == ours.shape == (1, x.size(1), e.tokenizer.vocab_size)
         assert ours.std() > 1.0  # the logits are far apart: agreement means something
         torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_every_model_option_is_exported():
+    """A new GPTConfig field needs modeling_chatforge.py to compute it and EXPORTED_FIELDS to list it
+    (export refuses a checkpoint with a field it does not know), and a configuration above."""
+    assert {f.name for f in fields(GPTConfig)} <= EXPORTED_FIELDS
+    tested = {key for options in CONFIGS.values() for key in options}
+    assert tested >= {"n_kv_head", "window_pattern", "short_window", "value_embeds"}
+
+
+def test_training_loss_equals_chatforges(exported):
+    """`labels` give the next-token loss chatforge trains on (fine-tuning in transformers)."""
+    e = exported("all-options")
+    x = torch.tensor([[e.tokenizer.bos_id, *e.tokenizer.encode(PROMPT)]])
+    with torch.no_grad():
+        ours = e.model(x[:, :-1], targets=x[:, 1:])
+        theirs = e.hf(x, labels=x).loss
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
