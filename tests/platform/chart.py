@@ -24,6 +24,9 @@ FULL_VALUES = CHART / "ci" / "full-values.yaml"
 SCHEMAS = ROOT.parent / "shared" / "schemas"
 RELEASE = "cf"
 NAMESPACE = "chatforge"
+# The oldest Kubernetes the chart's defaults run on: the sandbox's pod user namespace
+# (hostUsers: false) and procMount: Unmasked are on by default from 1.33.
+KUBE_VERSION = "1.33.0"
 
 
 def helm_binary() -> str:
@@ -40,7 +43,10 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def template(*args: str) -> subprocess.CompletedProcess[str]:
-    return helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+    """`helm template` of the chart; for a cluster of KUBE_VERSION unless the args name another
+    (helm's own default is older than what the sandbox's defaults need)."""
+    version = () if "--kube-version" in args else ("--kube-version", KUBE_VERSION)
+    return helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *version, *args)
 
 
 @functools.cache

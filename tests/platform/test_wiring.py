@@ -3,6 +3,8 @@ gives it, and every command a pod runs is a real `chatforge` subcommand with rea
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -21,13 +23,15 @@ SECRET_VALUE = "a-pepper-from-the-secret"
 
 
 def container_env(objects: tuple[dict[str, Any], ...], container: dict[str, Any]) -> dict[str, str]:
-    """What the container's process sees: envFrom ConfigMaps, then env (Secrets read as a fixed value)."""
+    """What the container's process sees: envFrom ConfigMaps, then env (Secrets read as a fixed
+    value), with `$(VAR)` expanded from the variables before it, as the kubelet does."""
     maps = {c["metadata"]["name"]: c["data"] for c in by_kind(objects, "ConfigMap")}
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(maps[source["configMapRef"]["name"]])
     for var in container.get("env", []):
-        env[var["name"]] = var["value"] if "value" in var else SECRET_VALUE
+        value = var["value"] if "value" in var else SECRET_VALUE
+        env[var["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), value)
     return env
 
 
@@ -57,7 +61,8 @@ def test_gateway_settings_load_from_the_chart_environment(
     settings = load_settings()
     assert (settings.host, settings.port, settings.mode) == ("0.0.0.0", 8000, "remote")
     assert settings.auth_required and settings.key_pepper == SECRET_VALUE
-    assert settings.redis_url == f"redis://{RELEASE}-chatforge-redis:6379/0"
+    # the password from the Secret, put into the URL by the kubelet
+    assert settings.redis_url == f"redis://:{SECRET_VALUE}@{RELEASE}-chatforge-redis:6379/0"
     assert settings.tokenizer_target == f"{RELEASE}-chatforge-tokenizer:50051"
     assert settings.inference_url == f"http://{RELEASE}-chatforge-inference-serve-svc:8000"
     assert settings.artifacts_root == "/artifacts"
@@ -137,39 +142,88 @@ def test_training_example_runs_one_worker_per_gpu() -> None:
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
 
 
-def test_gateway_rayjobs_fit_the_chart(clean_env: Callable[[dict[str, str]], None]) -> None:
-    """The RayJob the gateway creates under the chart's settings: valid for KubeRay's CRD, running
-    the chart's trainer image, and labelled so the chart's NetworkPolicies and PodMonitor find it."""
-    from gateway.jobs.kuberay import rayjob_manifest
+@pytest.mark.parametrize("values", [(), FULL], ids=["default", "full"])
+def test_gateway_rayjobs_fit_the_chart(
+    values: tuple[str, ...], clean_env: Callable[[dict[str, str]], None]
+) -> None:
+    """The RayJobs the gateway creates under the chart's settings and job clusters file, for every
+    stage and preset: valid for KubeRay's CRD (strict), the chart's trainer image, workers on the GPU
+    pool with one Ray Train worker per GPU, restricted pods, Redis's password from its Secret only,
+    and labelled so the chart's NetworkPolicies and PodMonitor find them."""
+    from gateway.jobs.job_clusters import JobClusters
+    from gateway.jobs.kuberay import MAX_RAYJOB_NAME, fit_spec, rayjob_manifest
     from gateway.jobs.service import JobEnv
-    from gateway.jobs.spec import JobRecord
+    from gateway.jobs.spec import JobRecord, entrypoint
     from gateway.settings import load_settings
 
-    objects = render(*FULL)
-    clean_env(container_env(objects, deployment_container(objects, "gateway")))
+    from chatforge.contracts.jobs import JobSpec
+
+    objects = render(*values)
+    gateway = deployment_container(objects, "gateway")
+    env = container_env(objects, gateway)
+    clean_env(env)
     settings = load_settings()
-    record = JobRecord(
-        id="j1",
-        stage="base",
-        run="r1",
-        config={},
-        backend="kuberay",
-        entrypoint="chatforge train base",
-        owner="k",
-    )
-    job = rayjob_manifest(record, JobEnv(settings.redis_url, settings.artifacts_root).as_dict(), settings)
-    errors = list(jsonschema.Draft7Validator(crd_schema(job["apiVersion"], job["kind"])).iter_errors(job))
-    assert not errors, [e.message for e in errors[:3]]
+    (clusters_map,) = [
+        c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-job-clusters")
+    ]
+    mount = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}["job-clusters"]
+    (name,) = clusters_map["data"]
+    assert settings.kube_clusters_file == f"{mount}/{name}"
+    clusters = JobClusters.model_validate(yaml.safe_load(clusters_map["data"][name]))
     policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(objects, "NetworkPolicy")}
-    selector = policies[f"{RELEASE}-chatforge-training-ray"]["podSelector"]["matchLabels"]
-    for template in pod_templates(job):
-        assert selector.items() <= template["metadata"]["labels"].items()
-        (container,) = template["spec"]["containers"]
-        assert container["image"] == "registry.example.com/chatforge/trainer:0.1.0"
-        env = {e["name"]: e["value"] for e in container["env"]}
-        assert env["CHATFORGE_ARTIFACTS"] == "/artifacts"
-        assert env["REDIS_URL"] == f"redis://{RELEASE}-chatforge-redis:6379/0"
-    assert job["metadata"]["namespace"] == "chatforge"
+    training = policies[f"{RELEASE}-chatforge-training-ray"]["podSelector"]["matchLabels"]
+    submitter = policies[f"{RELEASE}-chatforge-training-submitter"]["podSelector"]["matchLabels"]
+    schema = crd_schema("ray.io/v1", "RayJob")
+    for stage, config, gpus in (
+        ("base", {"preset": "d20"}, 8),
+        ("sft", {"preset": "d26"}, 16),
+        ("base", {"preset": "d12"}, 1),
+        ("pipeline", {"preset": "tiny"}, 0),
+        ("rl", {}, 1),
+        ("tokenizer", {"preset": "d20"}, 0),
+    ):
+        spec = fit_spec(JobSpec.model_validate({"stage": stage, "run": "r1", "config": config}), clusters)
+        record = JobRecord(
+            id="job-0123456789ab", stage=stage, run="r1", backend="kuberay", owner="k",
+            config=spec.config.model_dump(mode="json", exclude_unset=True),
+            entrypoint=entrypoint(settings.job_command, spec, "job-0123456789ab"),
+        )  # fmt: skip
+        job = rayjob_manifest(
+            record, JobEnv(settings.redis_url, settings.artifacts_root).as_dict(), settings, clusters
+        )
+        errors = list(jsonschema.Draft7Validator(schema).iter_errors(job))
+        assert not errors, [f"{list(e.path)}: {e.message[:200]}" for e in errors[:3]]
+        assert SECRET_VALUE not in json.dumps(job), "a secret was written into the RayJob"
+        assert len(job["metadata"]["name"]) <= MAX_RAYJOB_NAME
+        argv = shlex.split(record.entrypoint)
+        if gpus:
+            assert argv[argv.index("--workers") + 1] == str(gpus), argv
+            assert stage == "pipeline" or "--gpu" in argv
+        cluster = job["spec"]["rayClusterSpec"]
+        assert (
+            sum(
+                int(g["replicas"])
+                * int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
+                for g in cluster.get("workerGroupSpecs", [])
+            )
+            == gpus
+        )
+        for group in cluster.get("workerGroupSpecs", []):
+            pod = group["template"]["spec"]
+            if gpus:
+                assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+                assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+        for template in pod_templates(job):
+            assert training.items() <= template["metadata"]["labels"].items()
+            (container,) = template["spec"]["containers"]
+            assert container["image"] == settings.kube_image
+            seen = container_env(objects, container)
+            assert seen["CHATFORGE_ARTIFACTS"] == "/artifacts"
+            assert seen["REDIS_URL"] == settings.redis_url  # the same Redis, password from the same Secret
+            assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+        sub = job["spec"]["submitterPodTemplate"]
+        assert submitter.items() <= sub["metadata"]["labels"].items()
+        assert job["metadata"]["namespace"] == "chatforge"
 
 
 def test_rayservice_args_are_valid_inference_settings(clean_env: Callable[[dict[str, str]], None]) -> None:

@@ -21,6 +21,24 @@ an environment variable is written once.
 {{- end }}
 {{- end }}
 
+{{/*
+The name of a KubeRay object (RayService, RayJob): KubeRay refuses names over 47 characters (its
+RayCluster appends 6, its Services a suffix) and names that do not start with a letter (they become
+Service names, DNS-1035 labels). A longer name keeps its first 38 characters and ends in 8 of its
+own SHA-256, so it stays unique and the same on every render. The gateway names its RayJobs by the
+same rule (services/gateway/gateway/jobs/kuberay.py: object_name).
+*/}}
+{{- define "chatforge.kuberayName" -}}
+{{- $name := . }}
+{{- if not (regexMatch "^[a-z]" $name) }}
+{{- $name = printf "r%s" $name }}
+{{- end }}
+{{- if gt (len $name) 47 }}
+{{- $name = printf "%s-%s" ($name | trunc 38 | trimSuffix "-") (sha256sum $name | trunc 8) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
 {{/* The name of one component's objects: fullname-component, at most 63 characters. */}}
 {{- define "chatforge.componentName" -}}
 {{- printf "%s-%s" (include "chatforge.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
@@ -75,7 +93,11 @@ imagePullSecrets:
 {{- define "chatforge.tokenizerName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "tokenizer") }}{{- end }}
 {{- define "chatforge.sandboxName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "sandbox") }}{{- end }}
 {{- define "chatforge.redisName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "redis") }}{{- end }}
-{{- define "chatforge.inferenceName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "inference") }}{{- end }}
+{{- define "chatforge.inferenceName" -}}{{ include "chatforge.kuberayName" (include "chatforge.componentName" (dict "root" . "component" "inference")) }}{{- end }}
+{{- define "chatforge.jobClustersName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "job-clusters") }}{{- end }}
+{{- define "chatforge.redisSecretName" -}}
+{{- .Values.redis.auth.existingSecret | default (include "chatforge.componentName" (dict "root" . "component" "redis")) }}
+{{- end }}
 {{- define "chatforge.settingsName" -}}{{ include "chatforge.componentName" (dict "root" . "component" "settings") }}{{- end }}
 {{- define "chatforge.artifactsClaimName" -}}
 {{- .Values.artifacts.persistence.existingClaim | default (include "chatforge.componentName" (dict "root" . "component" "artifacts")) }}
@@ -84,12 +106,51 @@ imagePullSecrets:
 {{- .Values.gateway.keyPepper.existingSecret | default (include "chatforge.componentName" (dict "root" . "component" "gateway-pepper")) }}
 {{- end }}
 
-{{/* Where every chatforge process finds Redis. */}}
+{{/* Where every chatforge process finds Redis, without its password. */}}
 {{- define "chatforge.redisUrl" -}}
 {{- if .Values.redis.enabled }}
 {{- printf "redis://%s:%d/0" (include "chatforge.redisName" .) (int .Values.redis.port) }}
 {{- else }}
 {{- .Values.redis.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+REDIS_URL for a container, its password read from the Secret (secretKeyRef) and put into the URL by
+the kubelet ($(REDIS_PASSWORD) expands variables defined before it): the password is in no
+ConfigMap, no pod spec and no custom resource.
+*/}}
+{{- define "chatforge.redisEnv" -}}
+{{- if .Values.redis.auth.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chatforge.redisSecretName" . }}
+      key: {{ .Values.redis.auth.passwordKey }}
+- name: REDIS_URL
+  value: {{ regexReplaceAll "^([a-z]+://)" (include "chatforge.redisUrl" .) "${1}:$(REDIS_PASSWORD)@" | quote }}
+{{- else }}
+- name: REDIS_URL
+  value: {{ include "chatforge.redisUrl" . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+A generated secret value that survives upgrades: (dict "root" $ "name" <Secret> "key" <key> "length" N).
+Read back with `lookup` when the cluster is reachable; a new random value only when the Secret does
+not exist yet. Offline (`helm template`, GitOps renderers, --dry-run=client) `lookup` sees nothing,
+and a value made there would change on every render and invalidate what depends on it, so it
+returns "" and the caller renders no Secret: the pods then need one created once (see the README).
+*/}}
+{{- define "chatforge.persistentSecret" -}}
+{{- $secrets := lookup "v1" "Secret" .root.Release.Namespace "" }}
+{{- if $secrets }}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- if and $existing (hasKey ($existing.data | default dict) .key) }}
+{{- index $existing.data .key }}
+{{- else }}
+{{- randAlphaNum (int .length) | b64enc }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -129,13 +190,26 @@ app.kubernetes.io/part-of: chatforge
 {{- end }}
 
 {{/*
-The pods of training jobs. The gateway labels the RayJobs it creates with exactly these two
-(services/gateway/gateway/jobs/kuberay.py), without the release label, so policies and monitors
-select training pods by them alone.
+The pods of training jobs: the example RayJob's and those the gateway creates, which it labels with
+exactly these (the job clusters file, job-clusters.yaml), so policies and monitors select them all.
 */}}
 {{- define "chatforge.trainingSelector" -}}
-app.kubernetes.io/name: chatforge
-app.kubernetes.io/component: training
+{{ include "chatforge.selectorLabels" (dict "root" . "component" "training") }}
+{{- end }}
+
+{{/* The submitter pod KubeRay starts for each training RayJob: the one pod besides the operator that may reach a training cluster's dashboard. */}}
+{{- define "chatforge.submitterSelector" -}}
+{{ include "chatforge.selectorLabels" (dict "root" . "component" "training-submitter") }}
+{{- end }}
+
+{{/* Security contexts of every Ray pod and container (restricted Pod Security Standard). */}}
+{{- define "chatforge.rayPodSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.ray.podSecurityContext | nindent 2 }}
+{{- end }}
+{{- define "chatforge.rayContainerSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.ray.containerSecurityContext | nindent 2 }}
 {{- end }}
 
 {{/*
@@ -145,6 +219,9 @@ ConfigMap, so `helm template` and `helm install` both stop with the message.
 {{- define "chatforge.validate" -}}
 {{- if and (not .Values.redis.enabled) (not .Values.redis.url) }}
 {{- fail "redis: set redis.enabled=true or give an external redis.url (redis://host:6379/0)" }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.redis.auth.enabled (not .Values.redis.auth.existingSecret) }}
+{{- fail "redis: an external Redis's password comes from a Secret: set redis.auth.existingSecret (and redis.auth.passwordKey), or redis.auth.enabled=false for a Redis without auth" }}
 {{- end }}
 {{- if and .Values.redis.enabled .Values.redis.url }}
 {{- fail "redis: redis.url is only for an external Redis; unset it or set redis.enabled=false" }}
@@ -157,6 +234,9 @@ ConfigMap, so `helm template` and `helm install` both stop with the message.
 {{- end }}
 {{- if and (not .Values.sandbox.hostUsers) (ge (add (int .Values.sandbox.uidBase) (int .Values.sandbox.maxConcurrent)) 65536) }}
 {{- fail (printf "sandbox.uidBase (%d) + sandbox.maxConcurrent must stay below 65536 when sandbox.hostUsers is false: the pod's user namespace maps only uids 0-65535" (int .Values.sandbox.uidBase)) }}
+{{- end }}
+{{- if and (not .Values.sandbox.hostUsers) (semverCompare "<1.33.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "sandbox.hostUsers=false needs Kubernetes >= 1.33, where pod user namespaces (hostUsers: false) and procMount: Unmasked are on by default; this is %s: upgrade, enable the UserNamespacesSupport and ProcMountType feature gates and render with --kube-version 1.33.0, or set sandbox.hostUsers=true on dedicated nodes (see the chart README)" .Capabilities.KubeVersion.Version) }}
 {{- end }}
 {{- if and .Values.inference.enabled (not .Values.inference.checkpoint) }}
 {{- fail "inference.enabled needs inference.checkpoint (run/stage in the artifact store): train one first with POST /v1/jobs" }}
@@ -172,12 +252,10 @@ ConfigMap, so `helm template` and `helm install` both stop with the message.
 {{- end }}
 {{- end }}
 
-{{/* What every Ray container of the release (inference and training) needs to find the rest. */}}
+{{/* What every Ray container of the release needs to find the rest (training adds chatforge.redisEnv). */}}
 {{- define "chatforge.rayEnv" -}}
 - name: CHATFORGE_ARTIFACTS
   value: {{ .Values.artifacts.mountPath | quote }}
-- name: REDIS_URL
-  value: {{ include "chatforge.redisUrl" . | quote }}
 {{- end }}
 
 {{/*
