@@ -17,6 +17,10 @@ const FIELDS = [
   { name: "num_steps", label: "Steps", kind: "number" },
   { name: "workers", label: "Workers", kind: "number" },
   { name: "gpu", label: "Use GPUs", kind: "checkbox" },
+  // The pipeline's RL stage: the preset decides (on from d12 up) unless this says otherwise.
+  { name: "rl", label: "Reinforcement learning", kind: "tristate", choices: [["", "(preset default)"], ["true", "run RL"], ["false", "skip RL"]] },
+  // mid, sft and the pipeline: who the model says it is (trainer/identity.yaml by default).
+  { name: "identity", label: "Identity file", kind: "text", placeholder: "trainer/identity.yaml" },
 ];
 
 /**
@@ -83,6 +87,8 @@ export function jobForm({ prefix = "job", spec = null, label = "Submit a job", s
 function fieldInput(field, id) {
   if (field.kind === "select") return h("select", { id, name: field.name }, h("option", { value: "" }, "(stage default)"), PRESETS.map((p) => h("option", { value: p }, p)));
   if (field.kind === "checkbox") return h("input", { id, name: field.name, type: "checkbox" });
+  if (field.kind === "tristate") return h("select", { id, name: field.name }, field.choices.map(([value, label]) => h("option", { value }, label)));
+  if (field.kind === "text") return h("input", { id, name: field.name, type: "text", placeholder: field.placeholder, autocomplete: "off", spellcheck: false });
   return h("input", { id, name: field.name, type: "number", min: 1, step: 1, inputmode: "numeric" });
 }
 
@@ -168,7 +174,7 @@ function jobConfig(inputs) {
     if (field.kind === "checkbox") {
       if (input.checked) config[field.name] = true;
     } else if (input.value !== "") {
-      config[field.name] = field.kind === "number" ? Number(input.value) : input.value;
+      config[field.name] = field.kind === "number" ? Number(input.value) : field.kind === "tristate" ? input.value === "true" : input.value;
     }
   }
   return { ...config, ...extra };
