@@ -292,6 +292,13 @@ def _ordinary_tokenizer_json(path: Path) -> str:
     if found != expected:
         raise ExportError(f"{path} adds tokens {found[:12]}; chatforge's special tokens are {expected}")
     doc["added_tokens"] = []
+    # `transformers` writes an identity post-processor when it saves a tokenizer (a model
+    # fine-tuned there and saved with save_pretrained): one that adds no token is chatforge's none.
+    post = doc.get("post_processor")
+    if isinstance(post, dict) and post.get("type") == "TemplateProcessing" and not post.get("special_tokens"):
+        single = [next(iter(piece)) for piece in post.get("single", [])]
+        if single == ["Sequence"]:
+            doc["post_processor"] = None
     return json.dumps(doc)
 
 

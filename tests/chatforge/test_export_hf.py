@@ -300,6 +300,28 @@ def test_import_round_trips_weights_and_tokenizer(exported, store, tiny_tokenize
         import_hf(e.dir, "third/sft", store=store, tokenizer_name="taken")
 
 
+def test_a_model_fine_tuned_in_transformers_comes_back(exported, store, tmp_path):
+    """Export, one training step in `transformers`, `save_pretrained`, import: chatforge then computes
+    what the fine-tuned model computes."""
+    e = exported("all-options")
+    model = AutoModelForCausalLM.from_pretrained(e.dir, trust_remote_code=True)
+    x = torch.tensor([[e.tokenizer.bos_id, *e.tokenizer.encode(PROMPT)]])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(x, labels=x).loss.backward()
+    optimizer.step()
+    saved = tmp_path / "fine-tuned"
+    model.save_pretrained(saved)
+    e.hf_tokenizer.save_pretrained(saved)
+    path = import_hf(saved, "tuned/sft", store=store)
+    loaded = load_model("tuned/sft", store, device="cpu")
+    assert loaded.path == path and loaded.tokenizer is not None
+    assert loaded.tokenizer.fingerprint() == e.tokenizer.fingerprint()
+    with torch.no_grad():
+        tuned, ours, before = model.eval()(x).logits, loaded.model(x), e.model(x)
+    torch.testing.assert_close(ours, tuned, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours, before, atol=1e-2)  # the step changed the model
+
+
 # --- the command line -----------------------------------------------------------------------
 
 
