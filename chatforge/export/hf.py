@@ -8,6 +8,7 @@
         tokenizer.json             the byte-level BPE with the special tokens as added tokens
         tokenizer_config.json      special tokens and the chat template
         generation_config.json     stop at the reply's end; chatforge's sampling defaults
+        README.md                  a model card: provenance, architecture, how to load it
     chatforge import hf out/my-model run2/sft      ->  a checkpoint and a tokenizer in the store
 
 The exported model computes what `chatforge.model.GPT` computes (tests/chatforge/test_export_hf.py
@@ -49,6 +50,7 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
+README_FILE = "README.md"  # the model card: where the weights come from and how to load them
 # The architecture, copied verbatim from this package into every export.
 REMOTE_CODE_FILES: tuple[str, ...] = ("configuration_chatforge.py", "modeling_chatforge.py")
 AUTO_MAP = {
@@ -166,6 +168,7 @@ def export_hf(
             "top_p": DEFAULT_TOP_P,
             "max_new_tokens": DEFAULT_MAX_TOKENS,
         })  # fmt: skip
+        (tmp / README_FILE).write_text(_model_card(origin, config), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
@@ -376,6 +379,45 @@ def _read_export_config(src: Path) -> dict[str, Any]:
         got = doc.get("model_type") if isinstance(doc, dict) else None
         raise ExportError(f"{src} is not a chatforge export: {CONFIG_FILE} has model_type {got!r}")
     return doc
+
+
+def _model_card(origin: dict[str, Any], config: dict[str, Any]) -> str:
+    options = [f"{config['n_kv_head']} key/value heads for {config['n_head']} query heads"]
+    if "S" in str(config.get("window_pattern", "L")).upper():
+        options.append(
+            f"sliding-window pattern {config['window_pattern']} (short window {config['short_window']})"
+        )
+    if config.get("value_embeds"):
+        options.append("value embeddings")
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+---
+
+# {origin["run"] or "chatforge"} ({origin["stage"] or "model"}, step {origin["step"]})
+
+A GPT trained from scratch with chatforge, exported from checkpoint `{origin["checkpoint"]}` (code
+version `{origin["code_version"]}`): {config["n_layer"]} layers, width {config["n_embd"]},
+{", ".join(options)}, a context of {config["sequence_len"]} tokens and a vocabulary of
+{config["vocab_size"]}. Rotary positions, QK-norm, RMSNorm without learnable scale, a ReLU² MLP, no
+biases, an untied head and a logit softcap of {config["logit_softcap"]}: not a Llama, so loading
+runs the architecture in `modeling_chatforge.py` (torch and `transformers` only).
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained(".", trust_remote_code=True)
+tok = AutoTokenizer.from_pretrained(".", trust_remote_code=True)
+inputs = tok.apply_chat_template([{{"role": "user", "content": "Hello!"}}],
+                                 add_generation_prompt=True, return_tensors="pt", return_dict=True)
+reply = model.generate(**inputs)[0, inputs["input_ids"].shape[1]:]
+print(tok.decode(reply, skip_special_tokens=True))
+```
+
+The chat template renders exactly the token ids chatforge trained on. Special token names typed
+into a message become special tokens (chatforge itself never does that): strip them from untrusted
+text. `chatforge import hf <this directory> <run/stage>` brings the model back into chatforge.
+"""
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -337,7 +337,8 @@ def test_cli_exports_and_imports_in_a_real_process(exported, store, tmp_path):
     assert f"exported gqa/sft to {out}" in done.stdout
     files = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "configuration_chatforge.py", "modeling_chatforge.py",
-            "tokenizer.json", "tokenizer_config.json", "generation_config.json"} <= files  # fmt: skip
+            "tokenizer.json", "tokenizer_config.json", "generation_config.json", "README.md"} <= files  # fmt: skip
+    assert "exported from checkpoint `gqa/sft`" in (out / "README.md").read_text()
     done = subprocess.run(
         [sys.executable, "-m", "chatforge.cli", "import", "hf", str(out), "cli/sft", "--tokenizer-name", "tiny"],
         capture_output=True, text=True, timeout=300, env=env,
