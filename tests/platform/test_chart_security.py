@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT: tuple[str, ...] = ()
 FULL = ("-f", str(FULL_VALUES))
 NAME_OVERRIDE = ("-f", str(FULL_VALUES), "--set", "nameOverride=llm")
+SANDBOX_NS = "cf-sandbox"
+OWN_SANDBOX_NS = ("-f", str(FULL_VALUES), "--set", f"sandbox.namespace={SANDBOX_NS}")
 SERVE_PORT, DASHBOARD_PORT, GCS_PORT = 8000, 8265, 6379
 OPERATOR_NS, MONITORING_NS = "kuberay-system", "monitoring"
 
@@ -77,7 +79,8 @@ def release_pods(objects: tuple[dict[str, Any], ...]) -> list[Pod]:
         name = obj["metadata"]["name"]
         if obj["kind"] in ("Deployment", "StatefulSet"):
             tmpl = obj["spec"]["template"]
-            pods.append(Pod(name, NAMESPACE, tmpl["metadata"]["labels"], _ports(tmpl["spec"])))
+            namespace = obj["metadata"].get("namespace", NAMESPACE)
+            pods.append(Pod(name, namespace, tmpl["metadata"]["labels"], _ports(tmpl["spec"])))
         elif obj["kind"] == "Pod":
             pods.append(Pod(name, NAMESPACE, obj["metadata"]["labels"], _ports(obj["spec"])))
         elif obj["kind"] in ("RayService", "RayJob"):
@@ -108,11 +111,11 @@ OUTSIDERS = [
 
 def cluster_of(objects: tuple[dict[str, Any], ...]) -> Cluster:
     policies = [
-        {**p, "metadata": {**p["metadata"], "namespace": NAMESPACE}}
+        {**p, "metadata": {**p["metadata"], "namespace": p["metadata"].get("namespace", NAMESPACE)}}
         for p in by_kind(objects, "NetworkPolicy")
     ]
     namespaces = {ns: {"kubernetes.io/metadata.name": ns}
-                  for ns in (NAMESPACE, OPERATOR_NS, MONITORING_NS, "tenant", "ingress-nginx", "kube-system")}  # fmt: skip
+                  for ns in (NAMESPACE, SANDBOX_NS, OPERATOR_NS, MONITORING_NS, "tenant", "ingress-nginx", "kube-system")}  # fmt: skip
     return Cluster(policies, namespaces)
 
 
@@ -123,7 +126,11 @@ def component(pod: Pod) -> str:
 # --- NetworkPolicies ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [DEFAULT, FULL, NAME_OVERRIDE], ids=["default", "full", "nameOverride"])
+@pytest.mark.parametrize(
+    "values",
+    [DEFAULT, FULL, NAME_OVERRIDE, OWN_SANDBOX_NS],
+    ids=["default", "full", "nameOverride", "sandbox-ns"],
+)
 def test_only_the_intended_pods_reach_serve_the_dashboards_and_the_sandbox(values: tuple[str, ...]) -> None:
     objects = render(*values)
     cluster = cluster_of(objects)
@@ -315,7 +322,9 @@ def test_no_secret_in_configmaps_pod_specs_or_custom_resources(values: tuple[str
         assert not re.search(r"rediss?://[^\"@/]*:[^\"@$/]+@", text), (
             f"{obj['kind']} {obj['metadata']['name']}"
         )
-        for match in re.finditer(r'\{"name": "(REDIS_PASSWORD|CHATFORGE_GATEWAY_KEY_PEPPER)", "value": ', text):
+        for match in re.finditer(
+            r'\{"name": "(REDIS_PASSWORD|CHATFORGE_GATEWAY_KEY_PEPPER)", "value": ', text
+        ):
             pytest.fail(f"{obj['kind']} {obj['metadata']['name']} sets {match[1]} as a plain value")
     (cm,) = [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].endswith("-settings")]
     assert not any(k.startswith("REDIS") for k in cm["data"])
@@ -492,3 +501,36 @@ def test_kuberay_objects_keep_kuberays_name_rules(release: str) -> None:
     assert settings["data"]["CHATFORGE_GATEWAY_INFERENCE_URL"].startswith(
         f"http://{service['metadata']['name']}-serve-svc:"
     )
+
+
+def test_the_sandbox_may_live_in_a_namespace_of_its_own() -> None:
+    """So the release's namespace can enforce `restricted`: everything else meets it (above)."""
+    objects = render(*OWN_SANDBOX_NS)
+    placed = {
+        (o["kind"], o["metadata"].get("namespace", NAMESPACE))
+        for o in objects
+        if o["metadata"]["name"].endswith("-sandbox")
+    }
+    assert placed == {("Deployment", SANDBOX_NS), ("Service", SANDBOX_NS), ("NetworkPolicy", SANDBOX_NS),
+                      ("ServiceMonitor", NAMESPACE)}  # fmt: skip
+    others = [o for o in objects if not o["metadata"]["name"].endswith("-sandbox")]
+    assert all(o["metadata"].get("namespace", NAMESPACE) == NAMESPACE for o in others)
+    (service,) = by_kind(objects, "RayService")
+    assert f"http://{RELEASE}-chatforge-sandbox.{SANDBOX_NS}.svc:8092" in service["spec"]["serveConfigV2"]
+    (monitor,) = [m for m in by_kind(objects, "ServiceMonitor") if m["metadata"]["name"].endswith("-sandbox")]
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [SANDBOX_NS]
+
+
+def test_notes_say_which_secrets_to_create_when_none_was_rendered(tmp_path: Path) -> None:
+    from .test_chart import render_notes
+
+    notes = render_notes(tmp_path)
+    for name, key in (
+        (f"{RELEASE}-chatforge-gateway-pepper", "key-pepper"),
+        (f"{RELEASE}-chatforge-redis", "password"),
+    ):
+        assert f"create secret generic {name} --from-literal={key}=" in notes
+    assert "kuberay-system" in notes and "sandbox.namespace" in notes
+    given = render_notes(tmp_path / "given", "--set", "gateway.keyPepper.existingSecret=p",
+                         "--set", "redis.auth.existingSecret=r", "--set", "sandbox.namespace=sbx")  # fmt: skip
+    assert "create secret" not in given and "namespace sbx" in given

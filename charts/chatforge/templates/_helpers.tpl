@@ -121,7 +121,7 @@ the kubelet ($(REDIS_PASSWORD) expands variables defined before it): the passwor
 ConfigMap, no pod spec and no custom resource.
 */}}
 {{- define "chatforge.redisEnv" -}}
-{{- if .Values.redis.auth.enabled }}
+{{- if .Values.redis.auth.enabled -}}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -129,7 +129,7 @@ ConfigMap, no pod spec and no custom resource.
       key: {{ .Values.redis.auth.passwordKey }}
 - name: REDIS_URL
   value: {{ regexReplaceAll "^([a-z]+://)" (include "chatforge.redisUrl" .) "${1}:$(REDIS_PASSWORD)@" | quote }}
-{{- else }}
+{{- else -}}
 - name: REDIS_URL
   value: {{ include "chatforge.redisUrl" . | quote }}
 {{- end }}
@@ -163,8 +163,20 @@ returns "" and the caller renders no Secret: the pods then need one created once
 {{- printf "%s:%d" (include "chatforge.tokenizerName" .) (int .Values.tokenizer.port) }}
 {{- end }}
 
+{{/*
+The sandbox's namespace: the release's, or its own (sandbox.namespace) so that the release's
+namespace can enforce the restricted Pod Security Standard (the sandbox needs privileged).
+*/}}
+{{- define "chatforge.sandboxNamespace" -}}
+{{- .Values.sandbox.namespace | default .Release.Namespace }}
+{{- end }}
+
 {{- define "chatforge.sandboxUrl" -}}
+{{- if .Values.sandbox.namespace }}
+{{- printf "http://%s.%s.svc:%d" (include "chatforge.sandboxName" .) .Values.sandbox.namespace (int .Values.sandbox.port) }}
+{{- else }}
 {{- printf "http://%s:%d" (include "chatforge.sandboxName" .) (int .Values.sandbox.port) }}
+{{- end }}
 {{- end }}
 
 {{/* The artifact store volume and its mount, the same in every pod. */}}
