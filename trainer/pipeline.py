@@ -68,7 +68,7 @@ def run_pipeline(
             record.keep(cfg.stage)
         else:
             todo.append(cfg)  # new, or resumed from its latest checkpoint
-    rl = _rl_todo(recipe, redo, todo, record, log)
+    rl, rl_status, rl_line = _rl_todo(recipe, redo, todo)
     if todo or rl is not None:
         with _maybe_ray(store.run_dir(first.run), local):
             for cfg in todo:
@@ -79,6 +79,12 @@ def run_pipeline(
                 start = time.perf_counter()
                 results[RL_STAGE] = _run_rl(rl, local=local)
                 record.stage(RL_STAGE, time.perf_counter() - start, _rl_result(results[RL_STAGE]))
+    if rl is None:  # said after the stages before it, in the order they run
+        log(rl_line)
+        if rl_status == "off":
+            record.skip(RL_STAGE, rl_line.split("] ", 1)[1])
+        else:
+            record.keep(RL_STAGE)
     redone = {cfg.stage for cfg in todo} | ({RL_STAGE} if rl is not None else set())
 
     start = time.perf_counter()
@@ -181,25 +187,20 @@ def read_pipeline(run_dir: Path) -> dict[str, Any]:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _rl_todo(
-    recipe: Preset, redo: set[str], todo: list[Any], record: PipelineRecord, log: Callable[[str], None]
-) -> RLConfig | None:
-    """The RL stage's config when it is to run now; None when it is off or finished."""
+def _rl_todo(recipe: Preset, redo: set[str], todo: list[Any]) -> tuple[RLConfig | None, str, str]:
+    """(the RL stage's config when it is to run now, else None; "off" or "finished" when not;
+    the line that says why)."""
     first = recipe.stages[0]
     if not recipe.with_rl or recipe.rl is None:
         reason = recipe.rl_note or f"RL is off for preset {recipe.name} (pass --rl to run it)"
-        log(f"[{first.run}/rl] {reason}")
-        record.skip(RL_STAGE, reason)
-        return None
+        return None, "off", f"[{first.run}/rl] {reason}"
     rl = recipe.rl
     if redo & {"tokenizer", "rl", *(s.stage for s in recipe.stages)} or todo:
-        return replace(rl, resume=False)  # trained from a new SFT model
+        return replace(rl, resume=False), "", ""  # trained from a new SFT model
     latest = ckpt.latest(ArtifactStore(Path(rl.artifacts_dir)).stage_dir(rl.run, RL_STAGE))
     if latest is not None and int(ckpt.read_meta(latest)["step"]) >= rl.num_steps:
-        log(f"[{rl.run}/rl] finished earlier; skipping (pass --redo rl to retrain)")
-        record.keep(RL_STAGE)
-        return None
-    return rl  # new, or resumed from its latest checkpoint
+        return None, "finished", f"[{rl.run}/rl] finished earlier; skipping (pass --redo rl to retrain)"
+    return rl, "", ""  # new, or resumed from its latest checkpoint
 
 
 def _run_rl(rl: RLConfig, *, local: bool) -> dict[str, Any]:

@@ -156,5 +156,10 @@ def test_pipeline_without_rl_says_why(tmp_path, corpus_dir, monkeypatch, capsys)
                       ("[r/sft] eval chat", "task/s")):  # fmt: skip
         assert any(bar in line and unit in line and "100%" in line for line in err.split("\r")), bar
     assert f"[r/rl] {tiny.rl_note}" in lines
+    assert lines.index(f"[r/rl] {tiny.rl_note}") < min(i for i, line in enumerate(lines) if "] eval" in line)
+    from trainer.pipeline import read_pipeline
+
+    order = [s["stage"] for s in read_pipeline(ArtifactStore(Path(root)).run_dir("r"))["stages"]]
+    assert order == ["tokenizer", "base", "mid", "sft", "rl", "eval", "report"]
     text = (ArtifactStore(Path(root)).run_dir("r") / "report" / "report.md").read_text()
     assert f"| rl | skipped | — | {tiny.rl_note} |" in text
