@@ -85,7 +85,8 @@ def stage_done(cfg: TrainConfig) -> bool:
 @contextmanager
 def ray_session(run_dir: Path, *, address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
     """A local Ray on loopback for the block, its temp dir under `run_dir` when the path is short
-    enough for Ray's socket names (else under /tmp); reuses a Ray that is already running."""
+    enough for Ray's socket names (else under /tmp); reuses a Ray that is already running, and
+    joins the cluster at `address` or $RAY_ADDRESS instead of starting one."""
     from chatforge.raylocal import local_ray, loopback_env
 
     for key, value in loopback_env().items():  # before `import ray`, which reads them (raylocal)
@@ -98,6 +99,10 @@ def ray_session(run_dir: Path, *, address: str | None = None, num_cpus: int | No
     if ray.is_initialized():
         yield
         return
+    # A stage started by Ray's job supervisor (the gateway's jobs API) runs on that job's cluster,
+    # which the supervisor names in RAY_ADDRESS: join it (a new local Ray would be refused there:
+    # Ray does not take num_cpus for a cluster it joins).
+    address = address or os.environ.get("RAY_ADDRESS") or None
 
     candidate = Path(run_dir).absolute() / "ray-tmp"
     temp = candidate if len(str(candidate)) <= 48 else Path(tempfile.mkdtemp(prefix="cf-ray-", dir="/tmp"))
