@@ -165,6 +165,8 @@ def check_ports(ports: dict[str, int]) -> None:
             )
         seen[port] = name
         with socket.socket() as s:
+            # as the services bind: a port whose last connections linger in TIME_WAIT is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((HOST, port))
             except OSError:
