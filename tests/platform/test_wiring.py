@@ -177,9 +177,9 @@ def test_gateway_rayjobs_fit_the_chart(
     for stage, config, gpus in (
         ("base", {"preset": "d20"}, 8),
         ("sft", {"preset": "d26"}, 16),
-        ("base", {"preset": "d12"}, 1),
+        ("base", {"preset": "d12"}, 2 if values else 1),  # full values: d12 on 2 GPUs
         ("pipeline", {"preset": "tiny"}, 0),
-        ("rl", {}, 1),
+        ("rl", {}, 2 if values else 1),  # the default preset's (d12) cluster
         ("tokenizer", {"preset": "d20"}, 0),
     ):
         spec = fit_spec(JobSpec.model_validate({"stage": stage, "run": "r1", "config": config}), clusters)
@@ -213,6 +213,9 @@ def test_gateway_rayjobs_fit_the_chart(
             if gpus:
                 assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
                 assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+                assert ("affinity" in pod) == bool(values) and ("priorityClassName" in pod) == bool(values)
+                dshm = {v["name"]: v for v in pod["volumes"]}["dshm"]["emptyDir"]
+                assert dshm == ({"medium": "Memory", "sizeLimit": "64Gi"} if values else {"medium": "Memory"})
         for template in pod_templates(job):
             assert training.items() <= template["metadata"]["labels"].items()
             (container,) = template["spec"]["containers"]
