@@ -17,11 +17,15 @@ PYTEST_ARGS ?=
 # System packages the tests and the stack use (Debian/Ubuntu names). `make deps` installs them (as
 # root, or through sudo); `.ci/run` uses it too. One list: add a package here, nowhere else.
 APT_PACKAGES ?= bubblewrap iproute2 chromium
+# What building the images and running the compose stack add (`make docker-deps`; .ci/run): the
+# engine and debootstrap (the offline base), then compose v2 and buildx (docker/host-tools.sh).
+DOCKER_APT_PACKAGES ?= docker.io debootstrap
 
 .PHONY: help deps venv data demo test test-fast typecheck lint proto proto-check bench clean
 
 help:
 	@echo "make deps   - install the system packages the tests use (apt; root or sudo)"
+	@echo "make images - build every image offline (docker/README.md; make docker-deps first)"
 	@echo "make demo   - set everything up and run the tiny pipeline on the bundled corpus"
 	@echo "make test   - set everything up and run the test suite"
 	@echo "make lint   - ruff"
@@ -34,6 +38,14 @@ deps:
 	command -v apt-get >/dev/null || { echo "make deps: apt-get not found; install these yourself: $(APT_PACKAGES)"; exit 1; }; \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+
+.PHONY: docker-deps images
+docker-deps:
+	docker/host-tools.sh $(DOCKER_APT_PACKAGES)
+
+# Every image of docker-compose.yml, built offline (docker/README.md); needs a running engine.
+images: venv
+	docker/build.sh
 
 venv: $(VENV)/.installed
 

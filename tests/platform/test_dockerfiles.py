@@ -83,3 +83,80 @@ def test_torch_images_install_torch_first_from_a_chosen_index(deployable: str) -
     extra_at = next(i for i, line in enumerate(installs) if f".[{HEAVY[deployable]}]" in line)
     assert torch_at < extra_at, "torch must be installed before the extra (else pip picks its own build)"
     assert "TORCH_INDEX_URL" in installs[torch_at]
+
+
+# The images that are not a deployable's: Redis and Prometheus for compose, from Debian's packages.
+SUPPORT = ("docker/redis.Dockerfile", "docker/prometheus.Dockerfile")
+ALL_IMAGES = [f"{d}/Dockerfile" for d in DEPLOYABLES] + list(SUPPORT)
+PUBLIC_BASES = {"python:3.11-slim-bookworm", "debian:bookworm-slim"}
+# What no build context may carry (the inference context was 2.6 GB without its .dockerignore).
+NEVER_SENT = (".venv", ".git", "data", "runs", "artifacts", "tests", "bench")
+
+
+@pytest.mark.parametrize("image", ALL_IMAGES)
+def test_base_is_a_build_argument_defaulting_to_a_public_image(image: str) -> None:
+    instructions = parse(ROOT / image)
+    first = instructions[0]
+    assert first.keyword == "ARG" and first.arguments.startswith("BASE="), (
+        f"{image}: start with ARG BASE=<image>"
+    )
+    assert first.arguments.split("=", 1)[1] in PUBLIC_BASES
+    stages = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            words = instruction.arguments.split()
+            assert words[0] == "${BASE}", (
+                f"{image}: FROM {instruction.arguments} (every stage starts from BASE)"
+            )
+            stages.append(words[2] if len(words) == 3 and words[1].upper() == "AS" else None)
+    assert stages, image
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLES)
+def test_python_images_copy_only_the_built_venv_into_the_runtime_stage(deployable: str) -> None:
+    instructions = parse(dockerfile_of(deployable))
+    froms = [i for i, ins in enumerate(instructions) if ins.keyword == "FROM"]
+    assert len(froms) == 2 and instructions[froms[0]].arguments.endswith("AS builder"), (
+        "a builder stage, then the runtime"
+    )
+    runtime = instructions[froms[1] :]
+    assert any(i.keyword == "COPY" and i.arguments == "--from=builder /opt/venv /opt/venv" for i in runtime)
+    assert not any("pip install" in i.arguments for i in runtime), (
+        "nothing is installed with pip in the runtime stage"
+    )
+    env = " ".join(i.arguments for i in runtime if i.keyword == "ENV")
+    assert "PATH=/opt/venv/bin:$PATH" in env
+
+
+@pytest.mark.parametrize("image", ALL_IMAGES)
+def test_the_image_runs_as_a_numeric_user(image: str) -> None:
+    users = [i.arguments for i in parse(ROOT / image) if i.keyword == "USER"]
+    assert users, f"{image}: no USER"
+    assert users[-1].isdigit(), f"{image}: USER {users[-1]} (numeric, so runAsNonRoot can check it)"
+    if image != "services/sandbox/Dockerfile":  # root with four capabilities, by design (its README)
+        assert users[-1] != "0", image
+
+
+@pytest.mark.parametrize("image", ALL_IMAGES)
+def test_every_image_has_its_own_dockerignore(image: str) -> None:
+    ignore = ROOT / (image + ".dockerignore")
+    assert ignore.is_file(), f"{image}: no {ignore.name}, the whole repository is sent to the build"
+    patterns = [
+        line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+    if patterns == ["*"]:  # copies nothing from the context
+        assert not [i for i in parse(ROOT / image) if i.keyword in ("COPY", "ADD") and copy_sources(i)]
+        return
+    for path in NEVER_SENT:
+        assert path in patterns, f"{ignore.name} sends {path}/"
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLES)
+def test_only_the_images_own_wheelhouse_is_sent(deployable: str) -> None:
+    extra = {**LIGHT, **HEAVY}[deployable]
+    patterns = (ROOT / deployable / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "docker/wheelhouse/*" in patterns and f"!docker/wheelhouse/{extra}" in patterns
+    assert patterns.index("docker/wheelhouse/*") < patterns.index(f"!docker/wheelhouse/{extra}")
+    text = dockerfile_of(deployable).read_text()
+    assert f"PIP_FIND_LINKS=/wheels/{extra};" in text and "PIP_NO_INDEX=1" in text
+    assert "PIP_CONSTRAINT=/src/docker/constraints.txt" in text, "every version from the lock"
