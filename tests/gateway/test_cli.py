@@ -100,6 +100,20 @@ def test_serve_refuses_bad_settings_with_a_message():
     assert result.returncode == 2 and "CHATFORGE_GATEWAY_KEY_PEPPER" in result.stderr
 
 
+def test_serve_refuses_a_bad_job_clusters_file_with_a_message(tmp_path):
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text("presets:\n  d12: {workers: 0, gpusPerWorker: 1}\ndefaultPreset: d12\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATFORGE_GATEWAY_")}
+    env.update(CHATFORGE_GATEWAY_JOB_BACKEND="kuberay", CHATFORGE_GATEWAY_KUBE_CLUSTERS_FILE=str(clusters))
+    result = subprocess.run(
+        [sys.executable, "-m", "chatforge.cli", "gateway", "serve", "--port", "0"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "presets.d12.workers" in result.stderr and "KUBE_CLUSTERS_FILE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_local_mode_finds_the_checkpoints_tokenizer(artifacts, tmp_path):
     from gateway.runtime import local_tokenizer_name
 

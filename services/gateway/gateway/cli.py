@@ -64,9 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def main() -> None:
+        backend = build_backend(settings)  # first: its configuration is checked before anything loads
         codec = await build_codec(settings)
         inference = await build_inference(settings)
-        backend = build_backend(settings)
         app = create_app(build_state(settings, codec=codec, inference=inference, backend=backend))
         config = uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="info", access_log=False
@@ -76,10 +76,11 @@ def _serve(args: argparse.Namespace) -> int:
     from chatforge.artifacts import ArtifactError
     from chatforge.checkpoint import CheckpointError
     from chatforge.tokenizer import TokenizerError
+    from gateway.jobs.backend import BackendError
 
     try:
         asyncio.run(main())
-    except (ArtifactError, CheckpointError, TokenizerError) as e:  # a setting the user can fix
+    except (ArtifactError, CheckpointError, TokenizerError, BackendError) as e:  # a setting the user can fix
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
