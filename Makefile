@@ -21,7 +21,7 @@ APT_PACKAGES ?= bubblewrap iproute2 chromium
 # engine and debootstrap (the offline base), then compose v2 and buildx (docker/host-tools.sh).
 DOCKER_APT_PACKAGES ?= docker.io debootstrap
 
-.PHONY: help deps venv data demo test test-fast typecheck lint proto proto-check bench clean
+.PHONY: help deps capabilities venv data demo test test-fast typecheck lint proto proto-check bench clean
 
 help:
 	@echo "make deps   - install the system packages the tests use (apt; root or sudo)"
@@ -81,7 +81,9 @@ $(EVAL_DIR)/.complete: $(VENV)/.installed
 demo: venv data
 	$(VENV)/bin/chatforge demo --data $(DATA_DIR)/corpus --run-dir $(RUN_DIR)
 
-test: venv data proto-check typecheck
+# What this machine cannot run, and the command that fixes it, is printed first (tests/capabilities.py;
+# the tests that skip give the same reasons).
+test: capabilities venv data proto-check typecheck
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -104,6 +106,9 @@ proto-check: venv
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && $(call PROTOC,$$tmp) && \
 	  diff -r -x __init__.py -x __pycache__ "$$tmp/chatforge/v1" chatforge/v1 >/dev/null || \
 	  { echo "gRPC stubs in chatforge/v1 are stale (or protoc failed): run 'make proto' and commit them"; exit 1; }
+
+capabilities:
+	@$(PYTHON) tests/capabilities.py
 
 test-fast: venv data
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

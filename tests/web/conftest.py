@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from tests.capabilities import CHROMIUM, why_not
+
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
-CHROMIUM = "/usr/bin/chromium"
 # Headless, and nothing that phones home: the network rule allows loopback only.
 CHROMIUM_ARGS = [
     "--headless",
@@ -38,9 +39,7 @@ def _why_no_browser() -> str | None:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "the playwright package is not installed (pip install -e .[dev])"
-    if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    return None
+    return why_not("chromium")  # the reason `make test`'s summary gives too
 
 
 @pytest.fixture(scope="session")
