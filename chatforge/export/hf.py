@@ -156,6 +156,7 @@ def export_hf(
             "add_eos_token": False,
             "clean_up_tokenization_spaces": False,
             "model_max_length": config["sequence_len"],
+            "model_input_names": ["input_ids", "attention_mask"],  # no token_type_ids for generate()
             "chat_template": CHAT_TEMPLATE,
         })  # fmt: skip
         _write_json(tmp / GENERATION_CONFIG_FILE, {

@@ -11,7 +11,9 @@ ReLU² MLP, no biases; a final norm; an untied head whose padded rows are cut of
 the logits. The architecture options: sliding-window layers (`window_pattern`, `short_window`) and
 value embeddings (`value_embeds`: a gated per-layer token embedding added to the values). Keys and
 values go to a `transformers` cache (`DynamicCache`), so `generate()` decodes
-one token per step; a 2-D attention mask (left padding in a batch) is honoured.
+one token per step; a 2-D attention mask (left padding in a batch) is honoured. Written for the
+`transformers` 5 API (the `cache` argument) and still taking 4.x's `past_key_values`; the export
+tests pass on 5.25 and 4.57.
 """
 
 from __future__ import annotations
