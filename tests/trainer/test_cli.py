@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,19 @@ def test_flags_are_typed_on_the_command_line_too(tmp_path):
     assert (cfg.depth, cfg.use_gpu, cfg.resume) == (4, True, False)
     with pytest.raises(SystemExit):  # argparse: not an int
         build_parser().parse_args(["train", "base", "--depth", "abc"])
+
+
+def test_the_pipeline_runs_rl_where_the_preset_says_unless_told(tmp_path):
+    from chatforge.contracts.jobs import PipelineFlags
+
+    def recipe(*argv: str):  # type: ignore[no-untyped-def]
+        args = build_parser().parse_args(["pipeline", "--artifacts", str(tmp_path), *argv])
+        return PipelineFlags.from_args(args).resolve(run="r", artifacts_dir=str(tmp_path), job_id="j")
+
+    assert not recipe().with_rl and recipe("--rl").with_rl  # tiny: off unless asked
+    for name in ("d12", "d20", "d26"):
+        assert recipe("--preset", name).with_rl and not recipe("--preset", name, "--no-rl").with_rl
+    forced = recipe("--rl", "--identity", "me.yaml", "--peak-flops", "2e11")
+    assert forced.rl is not None and forced.rl.job_id == "j" and forced.rl.run == "r"
+    assert {s.identity for s in forced.stages} == {str(Path("me.yaml").absolute())}
+    assert {s.peak_flops for s in forced.stages} == {2e11}
