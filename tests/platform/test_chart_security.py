@@ -205,6 +205,7 @@ def test_every_other_path_is_the_intended_one(values: tuple[str, ...]) -> None:
     assert allowed(test_pod, gw, gw.ports["http"])
     assert allowed(pods["neighbour"], gw, gw.ports["http"]) == (values == DEFAULT)
     assert allowed(pods["ingress-nginx"], gw, gw.ports["http"])
+    assert allowed(prom, gw, gw.ports["http"])  # its /metrics, on the front door's port
 
 
 def test_helm_test_reaches_the_gateway_when_gateway_from_is_set() -> None:
