@@ -11,6 +11,7 @@ architecture option (grouped-query attention, sliding windows, value embeddings)
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -29,7 +30,8 @@ from chatforge.chat import render_conversation, render_for_completion, reply_sto
 from chatforge.cli import main
 from chatforge.contracts.sampling import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 from chatforge.contracts.tokens import SPECIAL_TOKENS
-from chatforge.export.hf import EXPORTED_FIELDS, export_hf, import_hf
+from chatforge.export import hf
+from chatforge.export.hf import EXPORTED_FIELDS, REMOTE_CODE_FILES, export_hf, import_hf
 from chatforge.loading import load_model
 from chatforge.model import GPT, GPTConfig
 from chatforge.tokenizer import Tokenizer
@@ -129,6 +131,20 @@ def test_every_model_option_is_exported():
     assert {f.name for f in fields(GPTConfig)} <= EXPORTED_FIELDS
     tested = {key for options in CONFIGS.values() for key in options}
     assert tested >= {"n_kv_head", "window_pattern", "short_window", "value_embeds"}
+
+
+def test_the_exported_code_needs_only_torch_and_transformers():
+    for filename in REMOTE_CODE_FILES:
+        tree = ast.parse((Path(hf.__file__).parent / filename).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            allowed = {"__future__", "typing", "torch", "transformers"}
+            assert {n.split(".")[0] for n in names} <= allowed, f"{filename} imports {names}"
 
 
 def test_training_loss_equals_chatforges(exported):
@@ -339,6 +355,21 @@ def test_cli_exports_and_imports_in_a_real_process(exported, store, tmp_path):
     assert {"model.safetensors", "config.json", "configuration_chatforge.py", "modeling_chatforge.py",
             "tokenizer.json", "tokenizer_config.json", "generation_config.json", "README.md"} <= files  # fmt: skip
     assert "exported from checkpoint `gqa/sft`" in (out / "README.md").read_text()
+    # the directory stands alone: transformers loads and runs it where chatforge cannot be imported
+    code = (
+        "import sys; sys.modules['chatforge'] = None\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"model = AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)\n"
+        f"tok = AutoTokenizer.from_pretrained({str(out)!r}, trust_remote_code=True)\n"
+        "ids = tok.apply_chat_template([{'role': 'user', 'content': 'hi'}], add_generation_prompt=True,"
+        " return_tensors='pt', return_dict=True)\n"
+        "print(model.generate(**ids, max_new_tokens=3, do_sample=False).shape[1] - ids['input_ids'].shape[1])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] in ("1", "2", "3")  # generated, maybe stopping at a reply end
     done = subprocess.run(
         [sys.executable, "-m", "chatforge.cli", "import", "hf", str(out), "cli/sft", "--tokenizer-name", "tiny"],
         capture_output=True, text=True, timeout=300, env=env,
