@@ -4,8 +4,13 @@ Only rank 0 reports. Every report goes to four places, each for a different read
 - a line on stdout (a tqdm bar instead when stderr is a terminal): for the person watching;
 - `<stage dir>/log.jsonl`, one JSON object per event: for the report card and the tests, and it
   survives restarts (a resumed run appends, so the whole loss curve is in one file);
-- Prometheus gauges and counters named `chatforge_train_*`, served on 127.0.0.1 when asked: for
-  dashboards;
+- metrics named `chatforge_train_*`, for dashboards. In a Ray Train worker every rank records
+  its own through Ray's metrics (`ray.util.metrics`, tagged `stage`, `run` and `worker`, the
+  rank): Ray's metrics agent on each node exports them on the node's metrics port (8080 on
+  KubeRay's pods) as `ray_chatforge_train_*`, on by default, so every worker of a job is scraped;
+  throughput and tokens are each worker's share, so sums over workers are the job's. A run without
+  Ray (`--local`) serves rank 0's as a Prometheus endpoint when `--metrics-port` is set (on
+  `CHATFORGE_TRAIN_METRICS_HOST`, default 127.0.0.1, like every process on one machine);
 - the Redis stream `chatforge:job:<job id>:events` when the run has a job id: for the jobs API and
   the UI, which follow a run live.
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -136,9 +142,14 @@ def progress_bar(
     """A tqdm bar on stderr (count, rate and ETA) for long work, on or off as PROGRESS_ENV says."""
     from tqdm import tqdm
 
-    disable = {"1": False, "0": True}.get(os.environ.get(PROGRESS_ENV, ""))  # None: tqdm asks isatty
-    return tqdm(iterable, desc=desc, total=total, unit=unit, unit_scale=unit_scale, disable=disable,
+    return tqdm(iterable, desc=desc, total=total, unit=unit, unit_scale=unit_scale, disable=not bars_on(),
                 dynamic_ncols=True, file=sys.stderr)  # fmt: skip
+
+
+def bars_on() -> bool:
+    """Whether progress bars are drawn: PROGRESS_ENV says, else whether stderr is a terminal."""
+    setting = os.environ.get(PROGRESS_ENV, "")
+    return setting == "1" or (setting != "0" and sys.stderr.isatty())
 
 
 class Telemetry:
@@ -163,6 +174,7 @@ class Telemetry:
         self._redis: Any = None
         self._bar: Any = None
         self._metrics: dict[str, Any] = {}
+        self._ray = _RayWorkerMetrics.here(stage, run)  # every rank of a Ray Train run
         if not enabled:
             return
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,10 +183,8 @@ class Telemetry:
 
             self._redis = connect()
         self._setup_metrics(metrics_port)
-        if console and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total_steps, desc=f"{run}/{stage}", unit="step", dynamic_ncols=True)
+        if console and total_steps and bars_on():
+            self._bar = progress_bar(desc=f"{run}/{stage}", total=total_steps, unit="step")
 
     # --- events ------------------------------------------------------------------------------
     def emit(self, event: TrainerEvent) -> None:
@@ -207,6 +217,9 @@ class Telemetry:
     ) -> None:  # fmt: skip
         """One step's numbers (`tokens_total`: trained by this process), recorded as metrics; with
         `print_line` also as a progress event and a line."""
+        if self._ray is not None:
+            self._ray.progress(step=step, loss=loss, lr=lr, tokens_per_s=tokens_per_s, mfu=mfu,
+                               tokens_total=tokens_total)  # fmt: skip
         if not self.enabled:
             return
         m = self._metrics
@@ -233,6 +246,8 @@ class Telemetry:
             )
 
     def validation(self, *, step: int, bpb: float) -> None:
+        if self._ray is not None:
+            self._ray.set("bpb", bpb)
         if not self.enabled:
             return
         if self._metrics:
@@ -277,7 +292,79 @@ class Telemetry:
             "_tokens_seen": {},
         }
         if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+            host = os.environ.get("CHATFORGE_TRAIN_METRICS_HOST", "127.0.0.1")
+            start_http_server(port, addr=host, registry=self.registry)
+
+
+REPUBLISH_S = 2.0  # how often a worker's gauges are given to Ray again
+
+
+class _RayWorkerMetrics:
+    """One Ray Train worker's metrics through Ray's metrics agent (see the module doc)."""
+
+    def __init__(self, stage: str, run: str, rank: int, world: int):
+        from ray.util import metrics
+
+        keys = ("stage", "run", "worker")
+        self.tags = {"stage": stage, "run": run, "worker": str(rank)}
+        self.world = max(world, 1)
+        gauge = metrics.Gauge
+        self.gauges = {
+            "step": gauge("chatforge_train_step", "Last completed optimizer step", keys),
+            "loss": gauge("chatforge_train_loss", "Training loss (nats per target token)", keys),
+            "lr": gauge("chatforge_train_learning_rate", "Learning-rate multiplier x Muon base LR", keys),
+            "tps": gauge(
+                "chatforge_train_tokens_per_second", "Training throughput, this worker's share", keys
+            ),
+            "mfu": gauge("chatforge_train_mfu_ratio", "Model FLOPs utilisation (0-1)", keys),
+            "bpb": gauge("chatforge_train_val_bits_per_byte", "Validation bits per byte", keys),
+        }
+        self.tokens = metrics.Counter(
+            "chatforge_train_tokens", "Tokens trained on, this worker's share", keys
+        )
+        self._tokens_seen = 0.0
+        self._last: dict[str, float] = {}
+        # Ray exports a gauge only while it is being set; steps can be minutes apart.
+        threading.Thread(target=self._republish, name="train-metrics-republish", daemon=True).start()
+
+    def set(self, name: str, value: float) -> None:
+        self._last[name] = value
+        self.gauges[name].set(value, tags=self.tags)
+
+    def _republish(self) -> None:
+        while True:
+            time.sleep(REPUBLISH_S)
+            for name, value in list(self._last.items()):
+                self.gauges[name].set(value, tags=self.tags)
+
+    @classmethod
+    def here(cls, stage: str, run: str) -> _RayWorkerMetrics | None:
+        """This process's recorder when it is a Ray Train worker; None elsewhere (Ray is imported
+        by then in a worker, so a run without Ray never imports it here)."""
+        if "ray" not in sys.modules:
+            return None
+        try:
+            import ray
+            from ray import train
+
+            if not ray.is_initialized():
+                return None
+            context = train.get_context()
+            rank, world = context.get_world_rank(), context.get_world_size()
+        except Exception:  # not inside a Ray Train worker
+            return None
+        return cls(stage, run, int(rank), int(world))
+
+    def progress(
+        self, *, step: int, loss: float, lr: float, tokens_per_s: float, mfu: float, tokens_total: int
+    ) -> None:
+        for name, value in (("step", step), ("loss", loss), ("lr", lr), ("tps", tokens_per_s / self.world),
+                            ("mfu", mfu)):  # fmt: skip
+            self.set(name, value)
+        share = tokens_total / self.world
+        if share > self._tokens_seen:
+            self.tokens.inc(share - self._tokens_seen, tags=self.tags)
+            self._tokens_seen = share
 
 
 def _duration(seconds: float) -> str:

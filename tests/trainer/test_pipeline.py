@@ -54,9 +54,10 @@ def test_pipeline_runs_every_stage_once_and_redo_retrains_downstream(tmp_path, c
     assert results["sft"].stat().st_mtime_ns > evaluated_at["sft"]
 
 
-def test_pipeline_runs_rl_when_asked_and_records_every_stage(tmp_path, corpus_dir):
+def test_pipeline_runs_rl_when_asked_and_records_every_stage(tmp_path, corpus_dir, monkeypatch, capsys):
     """RL after SFT (the preset's `with_rl`), then eval and the report; pipeline.json holds each
-    stage's wall time and result, and the report card shows them; a rerun skips RL as finished."""
+    stage's wall time and result, and the report card shows them; a rerun skips RL as finished.
+    RL's steps draw a progress bar like the training stages'."""
     from chatforge.contracts.training import RLConfig
     from trainer.pipeline import read_pipeline
 
@@ -81,8 +82,11 @@ def test_pipeline_runs_rl_when_asked_and_records_every_stage(tmp_path, corpus_di
         with_rl=True,
     )
     lines: list[str] = []
+    monkeypatch.setenv("CHATFORGE_PROGRESS", "1")
     ran = run_pipeline(recipe, local=True, log=lines.append)
     assert list(ran) == ["base", "mid", "sft", "rl"]
+    bars = capsys.readouterr().err.split("\r")
+    assert any(b.startswith("r/rl: 100%") and "2/2" in b and "step/s" in b for b in bars), "RL's bar"
     store = ArtifactStore(Path(root))
     assert ckpt.read_meta(store.resolve_checkpoint("r/rl"))["step"] == 2
     rl_eval = json.loads(result_path(store.resolve_checkpoint("r/rl")).read_text())
