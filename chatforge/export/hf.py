@@ -415,6 +415,12 @@ reply = model.generate(**inputs)[0, inputs["input_ids"].shape[1]:]
 print(tok.decode(reply, skip_special_tokens=True))
 ```
 
+Generation stops at `<|assistant_end|>` (or a stray `<|bos|>`). A reply may call the python tool:
+`<|python_start|>code<|python_end|>`; chatforge runs the code in its sandbox and appends
+`<|output_start|>output<|output_end|>` before the reply goes on, which `generate` alone does not:
+to do the same, append those ids (`tok.convert_tokens_to_ids`, `tok.encode(output)`) to the
+generated ones and generate again.
+
 The chat template renders exactly the token ids chatforge trained on. Special token names typed
 into a message become special tokens (chatforge itself never does that): strip them from untrusted
 text. `chatforge import hf <this directory> <run/stage>` brings the model back into chatforge.
