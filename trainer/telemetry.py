@@ -107,7 +107,8 @@ def describe_device(device: Any) -> tuple[str, str]:
     if getattr(device, "type", "cpu") == "cuda":
         name = torch.cuda.get_device_name(device)
         return name, next((key for key in GPU_PEAK_FLOPS if key in name), name)
-    return f"CPU ({torch.get_num_threads()} threads)", "cpu"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' * (threads != 1)})", "cpu"
 
 
 def peak_flops(device: Any, override: float = 0.0) -> float:
