@@ -407,6 +407,8 @@ def run_up(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C, also when started where SIGINT is ignored (a shell's background job)
+    previous_int = signal.signal(signal.SIGINT, on_signal)
     try:
         urls = stack.start()
         out(table(urls, p))
@@ -427,11 +429,14 @@ def run_up(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+        # a second Ctrl-C (or `down`) must not cut the clean-up short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             stack.stop()
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
         out("stopped")
 
 
