@@ -21,11 +21,12 @@ gateway sets the first two and the job's environment the third (`LAUNCH_FLAGS`).
 from __future__ import annotations
 
 import argparse
+import re
 import types
 from dataclasses import replace
 from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from chatforge.contracts.strict import StrictModel
@@ -51,7 +52,19 @@ Label = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]  # 
 # The python tool: "local" (in-process sandbox), "none", or a sandbox service's URL.
 Tools = Annotated[str, Field(max_length=512, pattern=r"^(local|none|https?://[^\s\x00]+)$")]
 # A device type's price, `<device>=<dollars per device-hour>`: "H100=2.5", "cpu=0.05".
-Rate = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}=[0-9]{1,6}(\.[0-9]{1,6})?$")]
+RATE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}=[0-9]{1,6}(\.[0-9]{1,6})?$"
+
+
+def _rate(value: str) -> str:
+    if not re.fullmatch(RATE_PATTERN, value):
+        raise ValueError(
+            f"expected <device>=<dollars per device-hour>, such as H100=2.5 or cpu=0.05, got {value!r}"
+        )
+    return value
+
+
+# The pattern is published in the schema; the validator says in words what it wants.
+Rate = Annotated[str, AfterValidator(_rate), Field(json_schema_extra={"pattern": RATE_PATTERN})]
 # Set by whoever launches a stage, never by a job's config: the gateway gives the run and the job
 # id, the job's environment the artifact store.
 LAUNCH_FLAGS: tuple[str, ...] = ("run", "job_id", "artifacts")
