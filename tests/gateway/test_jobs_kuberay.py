@@ -96,6 +96,7 @@ def test_manifest_validates_against_the_crd(kube, artifacts, redis_url):
         ("pipeline", {"preset": "d20"}, 1, 8, ["--workers", "8"]),
         ("rl", {}, 1, 1, ["--workers", "1", "--gpu"]),  # no preset: the default preset's cluster
         ("eval", {}, 1, 1, ["--workers", "1", "--gpu"]),
+        ("rl", {"workers": None, "gpu": None}, 1, 1, ["--workers", "1", "--gpu"]),  # null is left out
     ],
 )
 def test_presets_land_on_their_gpu_shapes(

@@ -59,7 +59,7 @@ def fit_spec(spec: JobSpec, clusters: JobClusters) -> JobSpec:
     if "workers" not in fields:
         return spec  # tokenizer, report: one process, on the head
     preset, shape = clusters.shape(getattr(config, "preset", None))
-    given = config.model_fields_set
+    given = {k for k in config.model_fields_set if getattr(config, k) is not None}  # null: not given
     slots = shape.total_gpus or shape.workers
     changes: dict[str, Any] = {}
     if "gpu" in fields:
