@@ -191,8 +191,10 @@ def _rl_todo(recipe: Preset, redo: set[str], todo: list[Any]) -> tuple[RLConfig 
     """(the RL stage's config when it is to run now, else None; "off" or "finished" when not;
     the line that says why)."""
     first = recipe.stages[0]
-    if not recipe.with_rl or recipe.rl is None:
-        reason = recipe.rl_note or f"RL is off for preset {recipe.name} (pass --rl to run it)"
+    if recipe.rl is None:
+        return None, "off", f"[{first.run}/rl] RL skipped: preset {recipe.name} has no RL recipe"
+    if not recipe.with_rl:
+        reason = recipe.rl_note or f"RL skipped: it is off for preset {recipe.name} (pass --rl to run it)"
         return None, "off", f"[{first.run}/rl] {reason}"
     rl = recipe.rl
     if redo & {"tokenizer", "rl", *(s.stage for s in recipe.stages)} or todo:
