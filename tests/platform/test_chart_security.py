@@ -535,3 +535,29 @@ def test_notes_say_which_secrets_to_create_when_none_was_rendered(tmp_path: Path
     given = render_notes(tmp_path / "given", "--set", "gateway.keyPepper.existingSecret=p",
                          "--set", "redis.auth.existingSecret=r", "--set", "sandbox.namespace=sbx")  # fmt: skip
     assert "create secret" not in given and "namespace sbx" in given
+
+
+@pytest.mark.parametrize("preset", ["tiny", "d12", "d26"])
+def test_the_example_job_has_the_shape_the_gateway_gives_its_preset(preset: str) -> None:
+    """One source for a preset's cluster: the example RayJob and the gateway's jobs agree."""
+    objects = render(*FULL, "--set", f"trainingExample.preset={preset}")
+    (example,) = by_kind(objects, "RayJob")
+    job = gateway_job(objects, "base", preset)
+    fields = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "securityContext")
+    (ours,) = example["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    (theirs,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert ours["replicas"] == theirs["replicas"] and ours["groupName"] == theirs["groupName"]
+    mine, gateways = ours["template"]["spec"], theirs["template"]["spec"]
+    assert {f: mine.get(f) for f in fields} == {f: gateways.get(f) for f in fields}
+
+    def quantities(resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+        return {kind: {k: str(v) for k, v in values.items()} for kind, values in resources.items()}
+
+    assert quantities(mine["containers"][0]["resources"]) == quantities(
+        gateways["containers"][0]["resources"]
+    )
+    workers = re.search(r"--workers (\d+)", example["spec"]["entrypoint"])
+    assert workers and f"--workers {workers[1]}" in job["spec"]["entrypoint"]
+    head = example["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    job_head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["containers"][0]["resources"] == job_head["containers"][0]["resources"]

@@ -135,11 +135,13 @@ def test_training_example_runs_one_worker_per_gpu() -> None:
     (job,) = by_kind(render(*FULL), "RayJob")
     argv = shlex.split(job["spec"]["entrypoint"])
     args = build_parser().parse_args(argv[1:])
-    assert (args.run, args.preset, args.workers, args.redo) == ("example", "d20", 16, ["sft"])
-    values = yaml.safe_load(FULL_VALUES.read_text())["trainingExample"]
+    assert (args.run, args.preset, args.workers, args.redo) == ("example", "d26", 16, ["sft"])
     (workers,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    assert workers["replicas"] == values["gpuWorkers"] == 2
-    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
+    pod = workers["template"]["spec"]
+    assert workers["replicas"] == 2  # gateway.jobs.presets.d26: 2 pods x 8 GPUs, like the gateway's d26 jobs
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["priorityClassName"] == "training"
+    assert pod["affinity"]["nodeAffinity"]  # the GPU pool's, from gateway.jobs.gpuPool
 
 
 @pytest.mark.parametrize("values", [(), FULL], ids=["default", "full"])

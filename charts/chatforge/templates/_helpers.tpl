@@ -214,6 +214,25 @@ exactly these (the job clusters file, job-clusters.yaml), so policies and monito
 {{ include "chatforge.selectorLabels" (dict "root" . "component" "training-submitter") }}
 {{- end }}
 
+{{/* Where a training job's pod goes: (dict "root" $ "placement" <nodeSelector/tolerations/affinity>), with the priority class. */}}
+{{- define "chatforge.jobPodPlacement" -}}
+{{- with .placement.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .placement.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .placement.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.gateway.jobs.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
 {{/* Security contexts of every Ray pod and container (restricted Pod Security Standard). */}}
 {{- define "chatforge.rayPodSecurityContext" -}}
 securityContext:
