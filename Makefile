@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 # System packages the tests and the stack use (Debian/Ubuntu names). `make deps` installs them (as
 # root, or through sudo); `.ci/run` uses it too. One list: add a package here, nowhere else.
-APT_PACKAGES ?= bubblewrap iproute2 chromium
+APT_PACKAGES ?= bubblewrap iproute2 chromium prometheus
 # What building the images and running the compose stack add (`make docker-deps`; .ci/run): the
 # engine and debootstrap (the offline base), then compose v2 and buildx (docker/host-tools.sh).
 DOCKER_APT_PACKAGES ?= docker.io debootstrap

@@ -111,6 +111,7 @@ def start_head(
     *,
     num_cpus: int | None = None,
     dashboard_port: int = 0,
+    metrics_export_port: int = 0,
     timeout_s: float = 180.0,
 ) -> RayHead:
     """A Ray head with its dashboard on loopback, as a child that dies with this process.
@@ -138,6 +139,8 @@ def start_head(
         f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
         f"--num-cpus={num_cpus or os.cpu_count() or 1}", "--disable-usage-stats",
     ]  # fmt: skip
+    if metrics_export_port:  # where Ray's metrics agent serves the node's metrics (else Ray picks)
+        argv.append(f"--metrics-export-port={metrics_export_port}")
     log = open(temp / "head.log", "ab")
     try:
         # No drain on SIGTERM: it waits up to 30 s for Serve replicas a job head does not have.

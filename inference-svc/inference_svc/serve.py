@@ -41,7 +41,9 @@ class InferenceServer:
     def __init__(self, settings: Settings):
         self.config = settings
         self.store = ArtifactStore.from_env(settings.artifacts_root)
-        self.metrics = EngineMetrics()  # one registry per replica, kept across checkpoint switches
+        # One registry per replica, kept across checkpoint switches; in a Serve replica also
+        # recorded through Ray's metrics, which export every replica's (inference_svc/metrics.py).
+        self.metrics = EngineMetrics(ray_serve=_in_serve_replica())
         self.engine: AsyncEngine | None = None
         self.loaded = self._load(settings.checkpoint)
 
@@ -186,6 +188,16 @@ class InferenceServer:
         )  # fmt: skip
 
 
+def _in_serve_replica() -> bool:
+    try:
+        from ray import serve
+
+        serve.get_replica_context()
+    except Exception:  # no Ray, or not inside a replica (tests, the gateway's local mode)
+        return False
+    return True
+
+
 def _line(item: StreamItem) -> bytes:
     return (item.to_json() + "\n").encode()
 
@@ -237,7 +249,9 @@ def serve_config(settings: Settings) -> dict[str, Any]:
                 "import_path": "inference_svc.serve:app_builder",
                 "route_prefix": "/",
                 "args": args,
-                "deployments": [{"name": settings.app_name, "user_config": {"checkpoint": settings.checkpoint}}],
+                "deployments": [
+                    {"name": settings.app_name, "user_config": {"checkpoint": settings.checkpoint}}
+                ],
             }
         ],
     }

@@ -13,7 +13,9 @@ from .chart import CHART, FULL_VALUES, ROOT, by_kind, render
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 SOURCE_DIRS = ("chatforge", "trainer", "tokenizer-svc", "inference-svc", "services")
-METRIC = re.compile(r"\bchatforge_[a-z0-9_]+\b")
+# The engine's and the trainer's metrics reach Prometheus through Ray's metrics agent, which adds
+# the `ray_` prefix (inference_svc/metrics.py, trainer/telemetry.py).
+METRIC = re.compile(r"\b(?:ray_)?chatforge_[a-z0-9_]+\b")
 # prometheus_client exposes a counter `x` as x_total and a histogram `x` as x_bucket/_sum/_count.
 SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
@@ -31,6 +33,7 @@ def exported_metric_names() -> set[str]:
 def unknown_metrics(expr: str, exported: set[str]) -> list[str]:
     unknown = []
     for name in METRIC.findall(expr):
+        name = name.removeprefix("ray_")
         bases = {name} | {name[: -len(s)] for s in SUFFIXES if name.endswith(s)}
         if not bases & exported:
             unknown.append(name)
