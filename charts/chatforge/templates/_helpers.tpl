@@ -25,8 +25,8 @@ an environment variable is written once.
 The name of a KubeRay object (RayService, RayJob): KubeRay refuses names over 47 characters (its
 RayCluster appends 6, its Services a suffix) and names that do not start with a letter (they become
 Service names, DNS-1035 labels). A longer name keeps its first 38 characters and ends in 8 of its
-own SHA-256, so it stays unique and the same on every render. The gateway names its RayJobs by the
-same rule (services/gateway/gateway/jobs/kuberay.py: object_name).
+own SHA-256, so it stays unique and the same on every render. The gateway's RayJobs keep the same
+rules and their job id whole (services/gateway/gateway/jobs/kuberay.py: object_name).
 */}}
 {{- define "chatforge.kuberayName" -}}
 {{- $name := . }}
