@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chatforge.contracts.jobs import PipelineFlags, TokenizerFlags, TrainFlags, add_flags
+from chatforge.contracts.jobs import PipelineFlags, TokenizerFlags, TrainFlags, add_flags, rates_of
 from chatforge.contracts.training import TRAIN_STAGES, ConfigError, TrainConfig
 
 from .errors import TrainError
@@ -122,7 +122,7 @@ def _cli_pipeline(args: argparse.Namespace) -> int:
     def run() -> None:
         flags = PipelineFlags.from_args(args)
         recipe = flags.resolve(run=args.run, artifacts_dir=_root(args), job_id=args.job_id)
-        run_pipeline(recipe, redo=set(flags.redo), local=flags.local)
+        run_pipeline(recipe, redo=set(flags.redo), local=flags.local, rates=rates_of(flags.rate))
 
     return _guard(run)
 

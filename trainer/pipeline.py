@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,10 @@ def run_pipeline(
     redo: Collection[str] = frozenset(),
     local: bool = False,
     log: Callable[[str], None] = print,
+    rates: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Run every stage of `recipe` in order; returns {stage: final metrics} of the stages that ran."""
+    """Run every stage of `recipe` in order; returns {stage: final metrics} of the stages that ran.
+    `rates` (dollars per device-hour by device type) price the report card's cost."""
     t0 = time.perf_counter()
     first = recipe.stages[0]
     store = ArtifactStore(Path(first.artifacts_dir))
@@ -94,7 +96,9 @@ def run_pipeline(
     from .report import write_report
 
     start = time.perf_counter()
-    report = write_report(first.run, artifacts_dir=first.artifacts_dir, corpus_dir=first.corpus_dir)
+    report = write_report(
+        first.run, artifacts_dir=first.artifacts_dir, corpus_dir=first.corpus_dir, rates=rates
+    )
     record.stage("report", time.perf_counter() - start, str(report))
     log(f"[{first.run}] report card: {report}")
     log(

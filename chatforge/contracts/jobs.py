@@ -65,6 +65,17 @@ def _rate(value: str) -> str:
 
 # The pattern is published in the schema; the validator says in words what it wants.
 Rate = Annotated[str, AfterValidator(_rate), Field(json_schema_extra={"pattern": RATE_PATTERN})]
+RATE_HELP = (
+    "dollars per device-hour by device type, e.g. H100=2.5 cpu=0.05 (default: H100=3; none for CPUs "
+    "or other GPUs, so no cost is shown for them)"
+)
+
+
+def rates_of(words: list[str]) -> dict[str, float]:
+    """`--rate` words (checked `Rate`s) as {device type: dollars per device-hour}."""
+    return {kind: float(value) for kind, value in (w.rsplit("=", 1) for w in words)}
+
+
 # Set by whoever launches a stage, never by a job's config: the gateway gives the run and the job
 # id, the job's environment the artifact store.
 LAUNCH_FLAGS: tuple[str, ...] = ("run", "job_id", "artifacts")
@@ -248,11 +259,7 @@ class EvalStageFlags(EvalFlags):
 
 
 class ReportFlags(Flags):
-    rate: list[Rate] = Field(
-        [], max_length=32,
-        description="dollars per device-hour by device type, e.g. H100=2.5 cpu=0.05 (default: H100=3; "
-        "none for CPUs or other GPUs, so no cost is shown for them)",
-    )  # fmt: skip
+    rate: list[Rate] = Field([], max_length=32, description=RATE_HELP)
     dollars_per_hour: float | None = Field(
         None, ge=0, description="one hourly rate for the whole run's hardware, instead of --rate"
     )
@@ -276,6 +283,7 @@ class PipelineFlags(Flags):
     peak_flops: float | None = Field(
         None, ge=0, description="MFU's peak FLOP/s per device (default: measured on CPU, known GPUs' table)"
     )
+    rate: list[Rate] = Field([], max_length=32, description="for the report card's cost: " + RATE_HELP)
 
     def resolve(self, *, run: str, artifacts_dir: str, job_id: str = "") -> Preset:
         """The preset's recipe with these flags applied; every stage reports to the job's event stream."""

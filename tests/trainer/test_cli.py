@@ -140,6 +140,7 @@ ROUND_TRIP = {
         "local": False,
         "rl": True,
         "identity": "/ids/me.json",
+        "rate": ["cpu=0.05"],
     },
 }
 

@@ -154,7 +154,8 @@ def test_pipeline_without_rl_says_why(tmp_path, corpus_dir, monkeypatch, capsys)
     )
     lines: list[str] = []
     monkeypatch.setenv("CHATFORGE_PROGRESS", "1")  # bars even though stderr is not a terminal here
-    assert list(run_pipeline(recipe, local=True, log=lines.append)) == ["base", "mid", "sft"]
+    ran = run_pipeline(recipe, local=True, log=lines.append, rates={"cpu": 0.5})
+    assert list(ran) == ["base", "mid", "sft"]
     err = capsys.readouterr().err
     for bar, unit in (("[t/tokenizer] reading", "doc/s"), ("[r/base] eval bpb", "batch/s"),
                       ("[r/sft] eval chat", "task/s")):  # fmt: skip
@@ -167,3 +168,4 @@ def test_pipeline_without_rl_says_why(tmp_path, corpus_dir, monkeypatch, capsys)
     assert order == ["tokenizer", "base", "mid", "sft", "rl", "eval", "report"]
     text = (ArtifactStore(Path(root)).run_dir("r") / "report" / "report.md").read_text()
     assert f"| rl | skipped | — | {tiny.rl_note} |" in text
+    assert "(1 x cpu at $0.50/device-hour)" in text  # the pipeline's --rate prices the report

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from chatforge.contracts.jobs import EvalFlags, EvalStageFlags, ReportFlags, RLFlags, add_flags
+from chatforge.contracts.jobs import EvalFlags, EvalStageFlags, ReportFlags, RLFlags, add_flags, rates_of
 from trainer.cli import add_launch_flags
 
 
@@ -217,7 +217,7 @@ def _cli_report(args: argparse.Namespace) -> int:
         from trainer.report import write_report
 
         flags = ReportFlags.from_args(args)
-        rates = {kind: float(value) for kind, value in (r.rsplit("=", 1) for r in flags.rate)}
+        rates = rates_of(flags.rate)
         print(
             write_report(
                 args.run,
