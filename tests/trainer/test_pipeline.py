@@ -133,13 +133,26 @@ def test_pipeline_runs_rl_when_asked_and_records_every_stage(tmp_path, corpus_di
     assert again["rl"]["seconds"] == next(s for s in record["stages"] if s["stage"] == "rl")["seconds"]
 
 
-def test_pipeline_without_rl_says_why(tmp_path, corpus_dir, monkeypatch, capsys):
+def test_pipeline_without_rl_says_why(tmp_path, monkeypatch, capsys):
     """The tiny preset's recipe skips RL with its reason, in the output and in the report card; the
-    long steps besides training (tokenizer, evals) draw progress bars with their rate and ETA."""
+    eval measures CORE and the chat evals on what `make evaldata` left beside the corpus; the long
+    steps besides training (tokenizer, evals) draw progress bars with their rate and ETA."""
     from dataclasses import replace
 
     from chatforge.contracts.training import preset
+    from tests.trainer.conftest import write_corpus
+    from trainer.eval.core import CoreTask
+    from trainer.eval.core_data import write_bundle
 
+    corpus_dir = write_corpus(tmp_path / "data" / "corpus", docs_per_shard=60)
+    # data/eval as `make evaldata` writes it: a CORE bundle and chat eval sets
+    write_bundle(tmp_path / "data" / "eval" / "core", [
+        CoreTask("mc", "multiple_choice", [{"query": f"Q{i}:", "choices": ["yes", "no"], "gold": i % 2} for i in range(3)], 0, " ", 50.0),
+    ])  # fmt: skip
+    (tmp_path / "data" / "eval" / "chat").mkdir()
+    (tmp_path / "data" / "eval" / "chat" / "gsm8k.jsonl").write_text(
+        json.dumps({"question": "What is 2 + 2?", "answer": "#### 4"}) + "\n"
+    )
     root = tmp_path / "store"
     tiny = preset("tiny", run="r", artifacts_dir=str(root), corpus_dir=str(corpus_dir))
     assert not tiny.with_rl and tiny.rl is not None and "--rl" in tiny.rl_note
@@ -169,3 +182,8 @@ def test_pipeline_without_rl_says_why(tmp_path, corpus_dir, monkeypatch, capsys)
     text = (ArtifactStore(Path(root)).run_dir("r") / "report" / "report.md").read_text()
     assert f"| rl | skipped | — | {tiny.rl_note} |" in text
     assert "(1 x cpu at $0.50/device-hour)" in text  # the pipeline's --rate prices the report
+    store = ArtifactStore(Path(root))
+    base = json.loads(result_path(store.resolve_checkpoint("r/base")).read_text())
+    assert set(base["core"]["tasks"]) == {"mc"} and "CORE = " in text
+    sft = json.loads(result_path(store.resolve_checkpoint("r/sft")).read_text())
+    assert set(sft["chat"]["tasks"]) == {"gsm8k", "spelling"} and "| GSM8K |" in text
