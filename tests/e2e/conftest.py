@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -43,7 +43,7 @@ class Stack:
     admin_key: str  # "" where the gateway checks no key (127.0.0.1)
     metrics: dict[str, str]  # service -> its /metrics URL
     corpus_dir: str
-    processes: list[psutil.Process] = field(default_factory=list)  # what `up` started (ours only)
+    state_dir: Path | None = None  # `chatforge up`'s, when the suite started the stack
 
     @property
     def api(self) -> str:
@@ -111,10 +111,11 @@ def _own_stack(tmp: Path, corpus: str) -> Iterator[Stack]:
         state = _wait_up(up, state_dir / "up.json", tmp / "up.log", owner, seen)
         urls = state["urls"]
         metrics = {name: urls[f"{name}_metrics"] for name in SERVICES}
-        stack = Stack(urls["chat"].rstrip("/"), "", metrics, corpus)
+        stack = Stack(urls["chat"].rstrip("/"), "", metrics, corpus, state_dir)
         yield stack
         _remember(owner, seen)
         ports = _ports(state)
+        _check_status(state_dir, env)
     finally:
         down = subprocess.run(
             [sys.executable, "-m", "chatforge.cli", "down", "--state-dir", str(state_dir)],
@@ -134,6 +135,18 @@ def _own_stack(tmp: Path, corpus: str) -> Iterator[Stack]:
     taken = [port for port in ports if not _port_free(port)]
     assert not taken, f"ports still taken after `chatforge down`: {taken}"
     assert not (state_dir / "up.json").exists()
+
+
+def _check_status(state_dir: Path, env: dict[str, str]) -> None:
+    """`chatforge status` lists every service `up` started, each healthy, after the whole suite."""
+    result = subprocess.run(
+        [sys.executable, "-m", "chatforge.cli", "status", "--state-dir", str(state_dir)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == {"redis", "ray", *SERVICES}, result.stdout
+    assert all(line.rstrip().endswith(" ok") for line in rows.values()), result.stdout
 
 
 def _wait_up(
