@@ -78,6 +78,81 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+class RayServices:
+    """The emulator's RayService objects, and the lock the endpoints and the operator share."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.validator = jsonschema.Draft7Validator(crd_schema(RAYSERVICE_CRD))
+
+
+def serve_rayservices(kube: KubeEmulator) -> RayServices:
+    """RayService endpoints on the emulator (added once per emulator; later calls return the same
+    store): create validated against the CRD, get, merge patch with a resourceVersion
+    precondition and `metadata.generation` bumped on a spec change."""
+    existing = getattr(kube, "rayservices", None)
+    if existing is not None:
+        return existing
+    store = RayServices()
+    app = kube.app
+    base = "/apis/ray.io/v1/namespaces/{namespace}/rayservices"
+    services, validator, lock = store.objects, store.validator, store.lock
+
+    @app.post(base)
+    async def create(namespace: str, request: Request) -> JSONResponse:
+        body = await request.json()
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+        if errors:
+            where = "/".join(str(p) for p in errors[0].path)
+            return _status(422, "Invalid", f"RayService is invalid: {where}: {errors[0].message}")
+        meta = body.setdefault("metadata", {})
+        name = meta.get("name", "")
+        with lock:
+            if (namespace, name) in services:
+                return _status(409, "AlreadyExists", f'rayservices.ray.io "{name}" already exists')
+            meta.update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion="1", generation=1,
+                        creationTimestamp=_now())  # fmt: skip
+            services[(namespace, name)] = body
+        return JSONResponse(body, status_code=201)
+
+    @app.get(base + "/{name}")
+    async def get(namespace: str, name: str) -> JSONResponse:
+        obj = services.get((namespace, name))
+        if obj is None:
+            return _status(404, "NotFound", f'rayservices.ray.io "{name}" not found')
+        with lock:
+            return JSONResponse(copy.deepcopy(obj))
+
+    @app.patch(base + "/{name}")
+    async def patch(namespace: str, name: str, request: Request) -> JSONResponse:
+        if "merge-patch" not in request.headers.get("content-type", ""):
+            return _status(415, "UnsupportedMediaType", "the emulator takes merge patches only")
+        body = await request.json()
+        with lock:
+            obj = services.get((namespace, name))
+            if obj is None:
+                return _status(404, "NotFound", f'rayservices.ray.io "{name}" not found')
+            asked = (body.get("metadata") or {}).get("resourceVersion")
+            if asked is not None and asked != obj["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", "the object has been modified; apply your changes "
+                               "to the latest version and try again")  # fmt: skip
+            body.get("metadata", {}).pop("resourceVersion", None)
+            candidate = merge_patch(obj, {k: v for k, v in body.items() if k != "status"})
+            errors = list(validator.iter_errors(candidate))
+            if errors:
+                return _status(422, "Invalid", f"RayService is invalid: {errors[0].message}")
+            meta = candidate["metadata"]
+            meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+            if candidate.get("spec") != obj.get("spec"):
+                meta["generation"] = int(meta.get("generation", 1)) + 1
+            services[(namespace, name)] = candidate
+            return JSONResponse(copy.deepcopy(candidate))
+
+    kube.rayservices = store  # type: ignore[attr-defined]
+    return store
+
+
 class KubeRayRehearsal:
     """The reconciler double; `start()` adds the RayService endpoints and runs the loop."""
 
@@ -95,83 +170,32 @@ class KubeRayRehearsal:
         self.serve_port = serve_port
         self.pod_env = pod_env  # what the pods' env (the chart's, the image's) gives every process
         self.poll_s = poll_s
-        self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.submitted: dict[tuple[str, str], str] = {}  # RayJob → Ray job submission id
         self.applied: list[dict[str, Any]] = []  # each serve config written to Serve, in order
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=60, trust_env=False, headers=ray_auth_headers())
         self._jobs_validator = jsonschema.Draft7Validator(crd_schema(CRD_PATH))
-        self._services_validator = jsonschema.Draft7Validator(crd_schema(RAYSERVICE_CRD))
         self._thread = threading.Thread(target=self._loop, name="kuberay-rehearsal", daemon=True)
         self.errors: list[str] = []
 
-    # --- the API server's part: RayService endpoints ----------------------------------------------
-    def _routes(self) -> None:
-        app = self.kube.app
-        base = "/apis/ray.io/v1/namespaces/{namespace}/rayservices"
-        services, validator, lock = self.services, self._services_validator, self._lock
-
-        @app.post(base)
-        async def create(namespace: str, request: Request) -> JSONResponse:
-            body = await request.json()
-            errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
-            if errors:
-                where = "/".join(str(p) for p in errors[0].path)
-                return _status(422, "Invalid", f"RayService is invalid: {where}: {errors[0].message}")
-            meta = body.setdefault("metadata", {})
-            name = meta.get("name", "")
-            with lock:
-                if (namespace, name) in services:
-                    return _status(409, "AlreadyExists", f'rayservices.ray.io "{name}" already exists')
-                meta.update(namespace=namespace, uid=str(uuid.uuid4()), resourceVersion="1", generation=1,
-                            creationTimestamp=_now())  # fmt: skip
-                services[(namespace, name)] = body
-            return JSONResponse(body, status_code=201)
-
-        @app.get(base + "/{name}")
-        async def get(namespace: str, name: str) -> JSONResponse:
-            obj = services.get((namespace, name))
-            if obj is None:
-                return _status(404, "NotFound", f'rayservices.ray.io "{name}" not found')
-            with lock:
-                return JSONResponse(copy.deepcopy(obj))
-
-        @app.patch(base + "/{name}")
-        async def patch(namespace: str, name: str, request: Request) -> JSONResponse:
-            if "merge-patch" not in request.headers.get("content-type", ""):
-                return _status(415, "UnsupportedMediaType", "the emulator takes merge patches only")
-            body = await request.json()
-            with lock:
-                obj = services.get((namespace, name))
-                if obj is None:
-                    return _status(404, "NotFound", f'rayservices.ray.io "{name}" not found')
-                asked = (body.get("metadata") or {}).get("resourceVersion")
-                if asked is not None and asked != obj["metadata"]["resourceVersion"]:
-                    return _status(409, "Conflict", "the object has been modified; apply your changes "
-                                   "to the latest version and try again")  # fmt: skip
-                body.get("metadata", {}).pop("resourceVersion", None)
-                candidate = merge_patch(obj, {k: v for k, v in body.items() if k != "status"})
-                errors = list(validator.iter_errors(candidate))
-                if errors:
-                    return _status(422, "Invalid", f"RayService is invalid: {errors[0].message}")
-                meta = candidate["metadata"]
-                meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
-                if candidate.get("spec") != obj.get("spec"):
-                    meta["generation"] = int(meta.get("generation", 1)) + 1
-                services[(namespace, name)] = candidate
-                return JSONResponse(copy.deepcopy(candidate))
-
     # --- the operator's part ------------------------------------------------------------------------
     def start(self) -> KubeRayRehearsal:
-        serve_pods(self.kube)
-        self._routes()
+        self.serve_api()
         self._thread.start()
+        return self
+
+    def serve_api(self) -> KubeRayRehearsal:
+        """Only the API server's part (RayService endpoints, pods), for a test that plays the
+        operator itself."""
+        serve_pods(self.kube)
+        store = serve_rayservices(self.kube)
+        self.services, self._lock, self._services_validator = store.objects, store.lock, store.validator
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        if self._thread.is_alive():
+            self._thread.join(30)
         self._http.close()
 
     def _loop(self) -> None:

@@ -158,7 +158,7 @@ class ServeApiSwitch:
                 raise DeployError(f"the Serve application {name!r} has no config: a PUT would remove it")
             apps.append(_with_checkpoint(config, self.deployment, checkpoint) if name == self.app else config)
         body: dict[str, Any] = {"applications": apps}
-        for key in ("proxy_location", "http_options", "grpc_options"):
+        for key in ("proxy_location", "http_options", "grpc_options", "target_capacity"):
             if details.get(key) is not None:
                 body[key] = details[key]
         try:
