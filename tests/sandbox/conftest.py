@@ -20,6 +20,7 @@ from sandbox.process import pids_of
 from sandbox.settings import Settings
 
 from chatforge.sandbox_client import SandboxClient
+from tests.capabilities import why_not
 
 SERVICE_SLOTS = 4
 SERVICE_QUEUE = 12
@@ -31,7 +32,9 @@ def namespaces_executor(**overrides: object) -> SandboxExecutor:
     try:
         return SandboxExecutor(settings)
     except SandboxUnavailable as e:
-        pytest.skip(f"user namespaces unavailable on this host, namespaces-mode tests cannot run: {e}")
+        # the fix is the one `make test`'s summary gives (tests/capabilities.py)
+        fix = why_not("bubblewrap") or why_not("namespaces") or "see `python tests/capabilities.py`"
+        pytest.skip(f"user namespaces unavailable on this host, namespaces-mode tests cannot run: {e}; {fix}")
 
 
 def leftover_pids(uids: list[int], include_zombies: bool = True) -> list[int]:

@@ -14,6 +14,7 @@ from sandbox.isolation import SANDBOX_UID
 from sandbox.process import live_pids_of
 
 from chatforge.tools import ToolLimits
+from tests.capabilities import why_not
 
 from .conftest import leftover_pids, namespaces_executor
 
@@ -59,7 +60,7 @@ out = {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "cap": stat
 
 def test_each_slot_runs_as_its_own_host_uid(small: SandboxExecutor) -> None:
     if os.geteuid() != 0:
-        pytest.skip("per-run host uids need the service to run as root")
+        pytest.skip(f"per-run host uids need the service to run as root: {why_not('root')}")
     assert small.isolation.per_run_uid
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(small.run, "import time; time.sleep(1.5)", ROOMY)
