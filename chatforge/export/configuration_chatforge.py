@@ -52,7 +52,11 @@ class ChatforgeConfig(PretrainedConfig):
         # Sliding windows: `window_pattern` tiled over the layers, "L" sees the whole context, "S"
         # the last `short_window` positions (itself included); the last layer always sees all.
         self.window_pattern = window_pattern
-        self.short_window = short_window or max(1, -(-sequence_len // 4))
+        # (0 with an "S" in the pattern: a quarter of the context, as chatforge fills it in; an
+        # export always holds the number, and 0 when no layer is short)
+        if short_window == 0 and "S" in window_pattern.upper():
+            short_window = max(1, -(-sequence_len // 4))
+        self.short_window = short_window
         # Value embeddings: every other layer counting back from the last adds a gated token
         # embedding of its own to the attention values.
         self.value_embeds = value_embeds

@@ -170,6 +170,14 @@ def test_greedy_generate_equals_chatforges(exported, name):
 
 
 @pytest.mark.parametrize("name", ["gqa", "all-options"])
+def test_transformers_config_saves_back_what_it_read(exported, name, tmp_path):
+    e = exported(name)
+    e.hf.config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert {k: saved[k] for k in e.model.config.to_dict()} == e.model.config.to_dict()
+
+
+@pytest.mark.parametrize("name", ["gqa", "all-options"])
 def test_a_left_padded_batch_generates_as_each_prompt_alone(exported, name):
     e = exported(name)
     tok = e.hf_tokenizer
@@ -331,6 +339,7 @@ def test_a_model_fine_tuned_in_transformers_comes_back(exported, store, tmp_path
     path = import_hf(saved, "tuned/sft", store=store)
     loaded = load_model("tuned/sft", store, device="cpu")
     assert loaded.path == path and loaded.tokenizer is not None
+    assert loaded.model.config == e.model.config
     assert loaded.tokenizer.fingerprint() == e.tokenizer.fingerprint()
     with torch.no_grad():
         tuned, ours, before = model.eval()(x).logits, loaded.model(x), e.model(x)
