@@ -80,14 +80,16 @@ $(EVAL_DIR)/.complete: $(VENV)/.installed
 
 # Trains the tiny pipeline once (its report card marks it done), then brings the whole stack up on
 # 127.0.0.1 with the SFT model (`chatforge up`) and prints the chat URL; Ctrl-C stops it. A stack
-# already running from $(RUN_DIR) is reused: its URLs are printed again.
+# already running from $(RUN_DIR) is reused: its URLs are printed again. UP_ARGS go to `chatforge up`
+# (e.g. UP_ARGS=--free-ports when port 8000 is taken).
+UP_ARGS ?=
 demo: venv data
 	@test -f $(RUN_DIR)/runs/demo/report/report.md || \
 	  $(VENV)/bin/chatforge demo --data $(DATA_DIR)/corpus --run-dir $(RUN_DIR)
 	@if $(VENV)/bin/chatforge status --state-dir $(RUN_DIR)/up >/dev/null 2>&1; then \
 	  $(VENV)/bin/chatforge status --state-dir $(RUN_DIR)/up; \
 	else \
-	  exec $(VENV)/bin/chatforge up --artifacts $(RUN_DIR) --checkpoint demo/sft --state-dir $(RUN_DIR)/up; \
+	  exec $(VENV)/bin/chatforge up --artifacts $(RUN_DIR) --checkpoint demo/sft --state-dir $(RUN_DIR)/up $(UP_ARGS); \
 	fi
 
 # What this machine cannot run, and the command that fixes it, is printed first (tests/capabilities.py;
