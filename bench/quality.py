@@ -83,6 +83,7 @@ def main() -> None:
         "--variants", default=",".join(VARIANTS), help="comma-separated subset (baseline always runs)"
     )
     p.add_argument("--corpus", default=str(REPO / "data" / "corpus"), help="FineWeb-schema parquet directory")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed of every variant (for the noise)")
     p.add_argument("--json", default="", help="also write the results to this file")
     args = p.parse_args()
     sizes = sizes_for(args.device, args.quick, args.depth)
@@ -96,14 +97,20 @@ def main() -> None:
         raise SystemExit("--depth and --steps must be >= 1")
     if not (Path(args.corpus) / "val_00000.parquet").is_file():
         raise SystemExit(f"no corpus in {args.corpus}: `make data` builds data/corpus")
-    results = run_quality(sizes, names, device=args.device, corpus_dir=args.corpus)
+    results = run_quality(sizes, names, device=args.device, corpus_dir=args.corpus, seed=args.seed)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     print("\n".join(headline_lines(results)))
 
 
 def run_quality(
-    sizes: Sizes, names: list[str], *, device: str, corpus_dir: str, work: Path | None = None
+    sizes: Sizes,
+    names: list[str],
+    *,
+    device: str,
+    corpus_dir: str,
+    work: Path | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Train the tokenizer, then each variant for the same tokens; their val bpb and ratios."""
     from chatforge.contracts.training import TokenizerConfig, TrainConfig
@@ -111,7 +118,7 @@ def run_quality(
     from trainer.driver import run_stage
     from trainer.stages.tokenizer import train_tokenizer
 
-    results: dict[str, Any] = {"sizes": sizes.__dict__, "device": device, "variants": {}}
+    results: dict[str, Any] = {"sizes": sizes.__dict__, "device": device, "seed": seed, "variants": {}}
     with tempfile.TemporaryDirectory(prefix="quality_") as tmp:
         artifacts = work or Path(tmp)
         train_tokenizer(
@@ -134,7 +141,7 @@ def run_quality(
                 total_batch_tokens=sizes.rows * sizes.sequence_len, num_steps=sizes.steps,
                 corpus_dir=corpus_dir, log_every_steps=max(1, sizes.steps // 4), eval_every_steps=0,
                 eval_batches=sizes.eval_batches, sample_every_steps=0, checkpoint_every_steps=0,
-                keep_checkpoints=1, use_gpu=device == "cuda", compile=False, resume=False, seed=0,
+                keep_checkpoints=1, use_gpu=device == "cuda", compile=False, resume=False, seed=seed,
                 **options,
             )  # fmt: skip
             t0 = time.perf_counter()
