@@ -45,6 +45,28 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def shared_mode(base: int) -> int:
+    """`base` (0o666 for a file, 0o777 for a directory) less the process's umask: the mode an
+    ordinary create would give. Atomic writes start from tempfile's private 0600/0700, which other
+    users of a shared store cannot read (compose's services and the chart's pods run as different
+    uids: the gateway and the tokenizer service read what training jobs write)."""
+    return base & ~_umask()
+
+
+def _umask() -> int:
+    # Linux says it without changing it; setting and restoring it races with other threads' creates.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @dataclass(frozen=True)
 class ArtifactStore:
     root: Path

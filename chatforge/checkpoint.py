@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatforge.artifacts import shared_mode
+
 FORMAT = "chatforge.checkpoint"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -84,6 +86,7 @@ def save(
     stage.mkdir(parents=True, exist_ok=True)
     final = stage / step_dir_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=stage))
+    tmp.chmod(shared_mode(0o777))  # readable by the store's other users (mkdtemp's 0700 is private)
     try:
         # safetensors refuses shared or non-contiguous storage; a clean contiguous CPU copy is cheap.
         weights = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
@@ -105,6 +108,8 @@ def save(
             **(extra or {}),
         }
         _write_json(tmp / META_FILE, meta)
+        for name in (*files, META_FILE):  # safetensors writes 0600: as readable as a plain create
+            (tmp / name).chmod(shared_mode(0o666))
         _fsync_dir(tmp)
         if final.exists():  # re-saving a step (a resumed run reaching it again): swap, never merge
             old = stage / f".{final.name}.old-{os.getpid()}"

@@ -37,6 +37,7 @@ import tiktoken
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from chatforge.artifacts import shared_mode
 from chatforge.contracts.tokens import MIN_VOCAB, SPECIAL_TOKENS
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ class Tokenizer:
         data = json.dumps(self._document(), ensure_ascii=False, indent=1).encode("utf-8")
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, shared_mode(0o666))  # readable by the store's other users, as a plain create
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
