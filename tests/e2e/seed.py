@@ -90,11 +90,16 @@ def write(root: Path) -> Path:
         target[:start] = -1
         targets[i, : len(ids) - 1] = target
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    for _ in range(FIT_STEPS):
-        loss = model(inputs, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only wait for each other on a busy machine
+    try:
+        for _ in range(FIT_STEPS):
+            loss = model(inputs, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     extra = {"tokenizer": TOKENIZER, "stage": "sft", "run": "e2e"}
     metrics = {"train_loss": float(loss.detach())}
     checkpoint.save(
