@@ -397,6 +397,12 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def budget_params(self) -> int:
+        """The parameters the token budget counts: all but the value-embedding tables, which at d12
+        would outnumber the rest (a lookup per layer, no FLOPs), so turning them on does not change
+        how long a run trains (nanochat's budget leaves them out too)."""
+        return self.num_params() - sum(p.numel() for p in self.value_embeds.parameters())
+
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward): 6 per matmul weight, plus attention.
 

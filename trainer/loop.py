@@ -361,7 +361,7 @@ def _save(
 def _default_steps(cfg: TrainConfig, model: GPT, data: StageData) -> int:
     """Base: the Chinchilla token budget; mid and sft: about one pass over their data."""
     if cfg.stage == "base":
-        budget = token_budget(model.num_params(), cfg.tokens_per_param)
+        budget = token_budget(model.budget_params(), cfg.tokens_per_param)
     else:
         budget = data.approx_tokens
     return max(1, budget // cfg.total_batch_tokens)

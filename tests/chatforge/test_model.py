@@ -186,3 +186,11 @@ def test_options_param_count_and_flops_by_hand():
     attention = 12 * 4 * 12 * (10 + 40 + 40)
     assert model.flops_per_token() == 6 * (76_032 + 6_144 + 2 * 24) + attention
     assert plain.flops_per_token() == 562_176  # unchanged without the options
+
+
+def test_the_token_budget_leaves_the_value_embedding_tables_out():
+    plain = GPT(GPTConfig.from_depth(2, 1000, sequence_len=32))
+    with_ve = GPT(GPTConfig.from_depth(2, 1000, sequence_len=32, value_embeds=True))
+    assert with_ve.num_params() > plain.num_params() + 1024 * 128  # one 1,024-row table of 128
+    # only the gate (12 -> 2 heads) is left of the option in the count the budget uses
+    assert with_ve.budget_params() == plain.budget_params() + 12 * 2 == plain.num_params() + 24
