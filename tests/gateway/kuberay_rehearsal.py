@@ -172,6 +172,8 @@ class KubeRayRehearsal:
         self.poll_s = poll_s
         self.submitted: dict[tuple[str, str], str] = {}  # RayJob → Ray job submission id
         self.applied: list[dict[str, Any]] = []  # each serve config written to Serve, in order
+        # each RayJob's (jobDeploymentStatus, jobStatus) as the double moved them, in order
+        self.history: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=60, trust_env=False, headers=ray_auth_headers())
         self._jobs_validator = jsonschema.Draft7Validator(crd_schema(CRD_PATH))
@@ -215,6 +217,10 @@ class KubeRayRehearsal:
         jsonschema.validate(candidate, crd_schema(CRD_PATH))  # what KubeRay writes fits its CRD
         obj["status"] = candidate["status"]
         obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+        moved = (obj["status"].get("jobDeploymentStatus", ""), obj["status"].get("jobStatus", ""))
+        seen = self.history.setdefault(key, [])
+        if not seen or seen[-1] != moved:
+            seen.append(moved)
 
     def _reconcile_jobs(self) -> None:
         for key, obj in list(self.kube.objects.items()):

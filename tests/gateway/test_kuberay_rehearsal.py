@@ -159,6 +159,13 @@ def test_the_cluster_story_through_the_gateway(kube, launch, chart, rehearsal):
     assert final["state"] == "succeeded", (final, kube.objects[key].get("status"), operator.errors)
     status = kube.objects[key]["status"]
     assert (status["jobDeploymentStatus"], status["jobStatus"]) == ("Complete", "SUCCEEDED")
+    # the statuses KubeRay moves a RayJob through, in its order (a job runs for seconds: RUNNING is seen)
+    assert operator.history[key] == [
+        ("Initializing", ""),
+        ("Running", "PENDING"),
+        ("Running", "RUNNING"),
+        ("Complete", "SUCCEEDED"),
+    ], operator.history[key]
     jsonschema.Draft7Validator(crd_schema(CRD_PATH)).validate(kube.objects[key])
     # 4. its events, as the trainer emitted them
     events = httpx.get(gw.url + f"/v1/jobs/{job['id']}/events", timeout=60).text
