@@ -111,8 +111,8 @@ class TrainConfig:
     checkpoint_every_steps: int = 50
     keep_checkpoints: int = 2
     job_id: str = ""  # progress events go to Redis stream chatforge:job:<job_id>:events
-    # a run without Ray: Prometheus /metrics of rank 0 on CHATFORGE_TRAIN_METRICS_HOST (127.0.0.1):<port>,
-    # 0 = off; on Ray every worker exports through Ray's metrics agent regardless (trainer/telemetry.py)
+    # rank 0's Prometheus /metrics on CHATFORGE_TRAIN_METRICS_HOST (127.0.0.1):<port>, 0 = off; on Ray
+    # every worker also exports through Ray's metrics agent, whatever this is (trainer/telemetry.py)
     metrics_port: int = 0
     # distribution
     workers: int = 1
