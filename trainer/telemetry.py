@@ -8,9 +8,10 @@ Only rank 0 reports. Every report goes to four places, each for a different read
   its own through Ray's metrics (`ray.util.metrics`, tagged `stage`, `run` and `worker`, the
   rank): Ray's metrics agent on each node exports them on the node's metrics port (8080 on
   KubeRay's pods) as `ray_chatforge_train_*`, on by default, so every worker of a job is scraped;
-  throughput and tokens are each worker's share, so sums over workers are the job's. A run without
-  Ray (`--local`) serves rank 0's as a Prometheus endpoint when `--metrics-port` is set (on
-  `CHATFORGE_TRAIN_METRICS_HOST`, default 127.0.0.1, like every process on one machine);
+  throughput and tokens are each worker's share, so sums over workers are the job's. With
+  `--metrics-port` rank 0 also serves its own as a Prometheus endpoint (how a `--local` run, which
+  has no Ray, shows them), on `CHATFORGE_TRAIN_METRICS_HOST` (default 127.0.0.1, like every process
+  on one machine);
 - the Redis stream `chatforge:job:<job id>:events` when the run has a job id: for the jobs API and
   the UI, which follow a run live.
 
