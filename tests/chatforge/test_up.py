@@ -106,3 +106,57 @@ def test_newest_checkpoint_prefers_a_chat_stage(tmp_path, tiny_tokenizer):
     assert newest_checkpoint(only_base) == "c/base"
     with pytest.raises(UpError, match="no trained checkpoint"):
         newest_checkpoint(ArtifactStore.from_env(tmp_path / "none"))
+
+
+@pytest.mark.slow  # starts a Ray head and the services: ~20-60 s on two cores
+def test_a_killed_up_takes_every_service_along_and_down_cleans_up(tmp_path, tiny_tokenizer):
+    """SIGKILL gives `up` no chance to stop anything: each service's parent-death signal must."""
+    import psutil
+
+    from tests.gateway.conftest import make_model
+
+    store = ArtifactStore.from_env(tmp_path / "art")
+    tiny_tokenizer.save(store.tokenizer_path("tok"))
+    model = make_model(tiny_tokenizer.vocab_size)
+    checkpoint.save(store.stage_dir("r1", "sft"), 1, model.state_dict(), config=model.config.to_dict(),
+                    extra={"tokenizer": "tok"})  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CHATFORGE_ARTIFACTS")}
+    state_file = tmp_path / "state" / "up.json"
+    with open(tmp_path / "up.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatforge.cli", "up", "--artifacts", str(store.root), "--state-dir", "state",
+             "--free-ports"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # every service started (ready or not): the gateway is the last one spawned
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            try:
+                if "gateway" in json.loads(state_file.read_text())["services"]:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            assert time.monotonic() < deadline, "up did not start its services in time"
+            time.sleep(0.2)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert (
+            len(started) >= 6
+        )  # redis, ray start (and Ray's daemons), tokenizer, sandbox, inference, gateway
+        proc.kill()
+        proc.wait(10)
+        # Ray's head stops its daemons on the signal; on a loaded two-core machine that can take a while
+        gone, alive = psutil.wait_procs(started, timeout=120)
+        names = []
+        for p in alive:
+            try:
+                names.append(" ".join(p.cmdline())[:100])
+                p.kill()
+            except psutil.Error:
+                continue
+        assert not names, f"outlived a killed `up`: {names}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    down = up("down", "--state-dir", "state", cwd=tmp_path)
+    assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
+    assert not state_file.exists()
