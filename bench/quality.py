@@ -113,6 +113,8 @@ def run_quality(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Train the tokenizer, then each variant for the same tokens; their val bpb and ratios."""
+    from chatforge import checkpoint
+    from chatforge.artifacts import ArtifactStore
     from chatforge.contracts.training import TokenizerConfig, TrainConfig
     from chatforge.model import GPTConfig
     from trainer.driver import run_stage
@@ -146,8 +148,15 @@ def run_quality(
             )  # fmt: skip
             t0 = time.perf_counter()
             metrics = run_stage(cfg, launcher="local")
+            saved = checkpoint.latest(ArtifactStore(artifacts).stage_dir(cfg.run, cfg.stage))
+            assert saved is not None, f"the {name} run saved no checkpoint"
+            model = checkpoint.read_meta(saved)["config"]  # what was trained, as the checkpoint says
             results["variants"][name] = {
                 "options": options,
+                "model": {
+                    k: model.get(k)
+                    for k in ("n_head", "n_kv_head", "window_pattern", "short_window", "value_embeds")
+                },
                 "val_bpb": float(metrics["val_bpb"]),
                 "train_loss": float(metrics["train_loss"]),
                 "tokens": sizes.steps * sizes.rows * sizes.sequence_len,

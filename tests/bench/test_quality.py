@@ -32,6 +32,14 @@ def test_quick_run_reports_every_option_against_the_baseline(tmp_path):
     assert list(variants) == ["baseline", "window", "value_embeds", "gqa", "all"]
     tokens = {v["tokens"] for v in variants.values()}
     assert len(tokens) == 1 and tokens.pop() > 0  # equal tokens for every variant
+    # each variant trained the model its options ask for, as its checkpoint's config records
+    models = {name: v["model"] for name, v in variants.items()}
+    assert models["baseline"] == {"n_head": 2, "n_kv_head": 2, "window_pattern": "L", "short_window": 0,
+                                  "value_embeds": False}  # fmt: skip
+    assert models["window"]["window_pattern"] == "SSSL" and models["window"]["short_window"] == 32
+    assert models["value_embeds"]["value_embeds"] and models["gqa"]["n_kv_head"] == 1
+    assert models["all"] == {"n_head": 2, "n_kv_head": 1, "window_pattern": "SSSL", "short_window": 32,
+                             "value_embeds": True}  # fmt: skip
     base = variants["baseline"]["val_bpb"]
     assert all(math.isfinite(v["val_bpb"]) and 0 < v["val_bpb"] < 10 for v in variants.values())
     # the headline lines: one per option, the combination last, each ratio to this run's baseline
