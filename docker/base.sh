@@ -22,6 +22,7 @@ command -v debootstrap >/dev/null || { echo "base.sh: debootstrap not found (apt
 
 start=$SECONDS
 root=$(mktemp -d /var/tmp/chatforge-base.XXXXXX)
+chmod 755 "$root"  # the image's / (mktemp makes it 0700: no other user could run anything)
 trap 'rm -rf "$root"' EXIT
 # minbase: essential packages and apt only; python3-venv brings ensurepip (the images' pip).
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \

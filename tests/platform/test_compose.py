@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from .chart import CHART, ROOT
-from .dockerfile import DEPLOYABLES, check_command, entrypoint
+from .dockerfile import DEPLOYABLES, check_command, entrypoint, parse
 
 COMPOSE = ROOT / "docker-compose.yml"
 PEPPER = "a-pepper-for-the-compose-test"
@@ -52,6 +53,8 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 
 MONITORING = ("prometheus", "grafana")
+# Images built from docker/ (no deployable's): Redis and Prometheus from Debian's packages.
+SUPPORT = ("docker/redis.Dockerfile", "docker/prometheus.Dockerfile")
 SERVICES = sorted(yaml.safe_load(COMPOSE.read_text())["services"])
 
 
@@ -81,13 +84,31 @@ def test_compose_file_has_the_whole_stack() -> None:
 def test_service_builds_from_an_existing_dockerfile(name: str) -> None:
     service = load()["services"][name]
     if "build" not in service:
-        assert name in ("redis", *MONITORING), f"{name}: only Redis and monitoring come from public images"
+        assert name == "grafana", f"{name}: only Grafana (not packaged by Debian) comes from a public image"
         return
-    assert service["build"]["context"] == ".", "images are built from the repository root"
-    dockerfile = ROOT / service["build"]["dockerfile"]
-    assert dockerfile.is_file(), f"{name}: {service['build']['dockerfile']} does not exist"
-    assert dockerfile.parent.relative_to(ROOT).as_posix() in DEPLOYABLES, f"{name}: not a deployable's image"
+    build = service["build"]
+    assert build["context"] == ".", "images are built from the repository root"
+    dockerfile = ROOT / build["dockerfile"]
+    assert dockerfile.is_file(), f"{name}: {build['dockerfile']} does not exist"
+    assert dockerfile.parent.relative_to(ROOT).as_posix() in DEPLOYABLES or build["dockerfile"] in SUPPORT, (
+        f"{name}: not a deployable's image"
+    )
     assert service["image"].startswith("chatforge/")
+    # The base is the Dockerfile's own default unless CHATFORGE_BASE names another (docker/build.sh).
+    default = next(
+        i.arguments for i in parse(dockerfile) if i.keyword == "ARG" and i.arguments.startswith("BASE=")
+    )
+    assert build["args"] == {"BASE": default.split("=", 1)[1]}
+    assert load({"CHATFORGE_KEY_PEPPER": PEPPER, "CHATFORGE_BASE": "chatforge/base:bookworm"})["services"][
+        name
+    ]["build"]["args"] == {"BASE": "chatforge/base:bookworm"}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_has_a_healthcheck(name: str) -> None:
+    check = load()["services"][name].get("healthcheck")
+    assert check and check["test"][0] == "CMD" and len(check["test"]) > 1, f"{name}: no healthcheck"
+    assert check.get("retries", 3) >= 3
 
 
 def test_ports_match_the_chart() -> None:
@@ -123,13 +144,35 @@ def test_every_artifact_user_mounts_one_volume_at_one_path() -> None:
 def test_sandbox_is_isolated_from_the_outside() -> None:
     compose = load()
     sandbox = compose["services"]["sandbox"]
-    assert sandbox["networks"] == ["sandbox"] and compose["networks"]["sandbox"]["internal"] is True
+    assert sorted(sandbox["networks"]) == ["sandbox", "sandbox-metrics"]
+    assert all(compose["networks"][n]["internal"] is True for n in sandbox["networks"])
     assert "ports" not in sandbox
     assert sandbox["cap_drop"] == ["ALL"] and "SYS_ADMIN" not in sandbox["cap_add"]
-    callers = {
-        n for n, s in compose["services"].items() if "sandbox" in s.get("networks", []) and n != "sandbox"
-    }
-    assert callers == {"inference", "ray", "prometheus"}  # tool calls, HumanEval, /metrics
+
+    def members(network: str) -> set[str]:
+        return {
+            n for n, s in compose["services"].items() if network in s.get("networks", []) and n != "sandbox"
+        }
+
+    # Only what accepts no code shares a network with it: its caller (tool calls) and Prometheus.
+    # Ray (job submission) and the gateway do not.
+    assert members("sandbox") == {"inference"}
+    assert members("sandbox-metrics") == {"prometheus"}
+
+
+def test_inference_listens_only_on_its_default_network_address() -> None:
+    # It shares the sandbox's network, and its Ray dashboard accepts code (Serve's REST API): every
+    # listener is bound to its fixed address on `default`, none to the sandbox's network.
+    compose = load()
+    inference = compose["services"]["inference"]
+    address = inference["networks"]["default"]["ipv4_address"]
+    assert environment(inference)["CHATFORGE_INFERENCE_HOST"] == address
+    (subnet,) = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    assert "0.0.0.0" not in " ".join(inference["command"])
+    assert address in " ".join(inference["healthcheck"]["test"]) or "CHATFORGE_INFERENCE_HOST" in " ".join(
+        inference["healthcheck"]["test"]
+    )
 
 
 @pytest.mark.parametrize("name", ["gateway", "tokenizer", "sandbox"])
@@ -185,7 +228,7 @@ def test_prometheus_scrapes_every_service_where_it_serves_metrics() -> None:
     labels = [group["labels"] for job in config["scrape_configs"] for group in job["static_configs"]]
     assert all(label.get("namespace") for label in labels)
     networks = compose["services"]["prometheus"]["networks"]
-    assert "sandbox" in networks, "the sandbox's /metrics is only on its internal network"
+    assert "sandbox-metrics" in networks, "the sandbox's /metrics is only on its internal networks"
 
 
 def test_grafana_loads_the_charts_dashboards() -> None:
@@ -198,3 +241,47 @@ def test_grafana_loads_the_charts_dashboards() -> None:
     assert provider["options"]["path"] == target
     datasource = yaml.safe_load(compose["configs"]["grafana-datasource"]["content"])["datasources"][0]
     assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+
+
+def test_the_end_to_end_override_validates_and_publishes_only_on_loopback() -> None:
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("the docker compose plugin is not installed here (make docker-deps)")
+    ports = {
+        "CHATFORGE_PORT": "18000",
+        "CHATFORGE_E2E_INFERENCE_PORT": "18001",
+        "CHATFORGE_E2E_TOKENIZER_METRICS_PORT": "18002",
+        "CHATFORGE_E2E_SANDBOX_METRICS_PORT": "18003",
+        "CHATFORGE_E2E_PROMETHEUS_PORT": "18004",
+    }
+    env = {**os.environ, "CHATFORGE_KEY_PEPPER": PEPPER, "CHATFORGE_E2E_ARTIFACTS": "/var/tmp", **ports}
+    out = subprocess.run(
+        [
+            docker,
+            "compose",
+            "-f",
+            str(COMPOSE),
+            "-f",
+            str(ROOT / "docker" / "compose.e2e.yml"),
+            "--profile",
+            "monitoring",
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    published = {
+        (name, p["host_ip"], int(p["published"]))
+        for name, s in services.items()
+        for p in s.get("ports", [])
+        if name != "grafana"  # not started by docker/e2e.sh (a public image)
+    }
+    assert {(host, port) for _, host, port in published} == {("127.0.0.1", int(p)) for p in ports.values()}
+    # The relay of the sandbox's /metrics joins no network that reaches the sandbox's API callers'.
+    relay = services["sandbox-metrics"]
+    assert sorted(relay["networks"]) == ["default", "sandbox-metrics"] and relay["user"] == "65534:65534"
+    assert "sandbox" not in services["prometheus"]["networks"]
