@@ -76,6 +76,20 @@ def rates_of(words: list[str]) -> dict[str, float]:
     return {kind: float(value) for kind, value in (w.rsplit("=", 1) for w in words)}
 
 
+# The architecture options (docs/model.md), flags of the base stage and of the pipeline.
+KvGroup = Annotated[
+    int | None, Field(ge=1, description="base: query heads per key/value head (GQA; must divide the heads)")
+]
+WindowPattern = Annotated[
+    str | None,
+    Field(
+        pattern=r"^[SLsl]{1,64}$",
+        description="base: sliding-window pattern tiled over the layers, S short (a quarter of the "
+        "context) or L long; the last layer is always L (default: L)",
+    ),
+]
+ValueEmbeds = Annotated[bool | None, Field(description="base: value embeddings on alternate layers")]
+ARCHITECTURE_FLAGS: tuple[str, ...] = ("kv_group", "window_pattern", "value_embeds")
 # Set by whoever launches a stage, never by a job's config: the gateway gives the run and the job
 # id, the job's environment the artifact store.
 LAUNCH_FLAGS: tuple[str, ...] = ("run", "job_id", "artifacts")
@@ -136,15 +150,9 @@ class TrainFlags(Flags):
     local: bool = Field(False, description="train in this process (one worker) instead of on Ray")
     tokenizer: Text | None = Field(None, description="tokenizer artifact name (default: the run's)")
     depth: int | None = Field(None, ge=1, description="transformer blocks; width and heads follow")
-    kv_group: int | None = Field(
-        None, ge=1, description="base: query heads per key/value head (GQA; must divide the heads)"
-    )
-    window_pattern: str | None = Field(
-        None, pattern=r"^[SLsl]{1,64}$",
-        description="base: sliding-window pattern tiled over the layers, S short (a quarter of the "
-        "context) or L long; the last layer is always L (default: L)",
-    )  # fmt: skip
-    value_embeds: bool | None = Field(None, description="base: value embeddings on alternate layers")
+    kv_group: KvGroup = None
+    window_pattern: WindowPattern = None
+    value_embeds: ValueEmbeds = None
     sequence_len: int | None = Field(None, ge=1, description="context length in tokens")
     device_batch_rows: int | None = Field(None, ge=1, description="rows per micro-batch")
     total_batch_tokens: int | None = Field(None, ge=1, description="tokens per optimizer step")
@@ -284,6 +292,9 @@ class PipelineFlags(Flags):
         None, ge=0, description="MFU's peak FLOP/s per device (default: measured on CPU, known GPUs' table)"
     )
     rate: list[Rate] = Field([], max_length=32, description="for the report card's cost: " + RATE_HELP)
+    kv_group: KvGroup = None
+    window_pattern: WindowPattern = None
+    value_embeds: ValueEmbeds = None
 
     def resolve(self, *, run: str, artifacts_dir: str, job_id: str = "") -> Preset:
         """The preset's recipe with these flags applied; every stage reports to the job's event stream."""
@@ -294,6 +305,9 @@ class PipelineFlags(Flags):
             changes["identity"] = _absolute(self.identity)
         if self.peak_flops is not None:
             changes["peak_flops"] = self.peak_flops
+        for name in ARCHITECTURE_FLAGS:  # shape the base model; mid and SFT load it as it is
+            if getattr(self, name) is not None:
+                changes[name] = getattr(self, name)
         rl = replace(recipe.rl, job_id=job_id) if recipe.rl is not None else None
         return replace(
             recipe, stages=tuple(replace(s, **changes) for s in recipe.stages), rl=rl,

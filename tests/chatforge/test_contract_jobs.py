@@ -124,3 +124,13 @@ def test_the_architecture_options_are_flags_of_a_base_job():
     assert _errors({"stage": "base", "config": {"value_embeds": "yes"}})[0][0] == "config.value_embeds"
     with pytest.raises(ConfigError, match="--window-pattern must be 1-64 letters"):
         TrainConfig(stage="base", run="r", artifacts_dir="/a", window_pattern="")
+
+
+def test_a_pipeline_takes_the_architecture_options_for_its_base_model():
+    spec = JobSpec.model_validate(
+        {"stage": "pipeline", "config": {"window_pattern": "SL", "value_embeds": True}}
+    )
+    recipe = spec.config.resolve(run="r", artifacts_dir="/a")
+    assert all((s.window_pattern, s.value_embeds, s.kv_group) == ("SL", True, 1) for s in recipe.stages)
+    assert "--window-pattern" in spec.argv("j") and "--value-embeds" in spec.argv("j")
+    assert _errors({"stage": "pipeline", "config": {"window_pattern": "X"}})[0][0] == "config.window_pattern"
