@@ -9,7 +9,11 @@ The gateway is built by `gateway.runtime.build_inference` from its settings (rem
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +30,7 @@ from inference_svc.settings import load_settings as inference_settings
 
 from chatforge import checkpoint
 from chatforge.artifacts import ArtifactStore
-from chatforge.raylocal import init_local_ray, shutdown_ray, start_head
+from chatforge.raylocal import loopback_env, start_head
 from tests.gateway.conftest import make_model
 
 APP, DEPLOYMENT = "chatforge", "inference"  # the chart's names (templates/rayservice.yaml)
@@ -99,21 +103,36 @@ def serve_cluster(tmp_path_factory, tiny_tokenizer) -> Iterator[dict[str, Any]]:
         )
         assert r.status_code == 200, r.text
         wait_running(head.dashboard_url)
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("RAY_AUTH_MODE", "token")  # the head's token auth, for this driver too
-            init_local_ray("/tmp", address=head.gcs_address)  # a driver, to ask each replica
-            yield {"root": root, "dashboard": head.dashboard_url, "url": f"http://127.0.0.1:{port}"}
+        yield {
+            "root": root, "dashboard": head.dashboard_url, "url": f"http://127.0.0.1:{port}",
+            "gcs": head.gcs_address,
+        }  # fmt: skip
     finally:
-        shutdown_ray()
         head.stop()
 
 
-def every_replica() -> list[str]:
-    """The checkpoint each replica serves, asked of each one (not through the load balancer)."""
-    from ray import serve
+# Asks each replica, not the load balancer: a Serve handle's broadcast, from a driver of its own (a
+# handle left in this process would outlive the cluster and start a Ray of its own here).
+BROADCAST = """
+import json, sys
+import ray
+from ray import serve
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
+handle = serve.get_deployment_handle(sys.argv[3], app_name=sys.argv[2])
+print(json.dumps(sorted(info.checkpoint for info in handle.broadcast("info").results(timeout_s=60))))
+"""
 
-    handle = serve.get_deployment_handle(DEPLOYMENT, app_name=APP)
-    return sorted(info.checkpoint for info in handle.broadcast("info").results(timeout_s=60))
+
+def every_replica(cluster: dict[str, Any]) -> list[str]:
+    """The checkpoint each replica serves, as each one answers."""
+    env = {**os.environ, **loopback_env(), "RAY_AUTH_MODE": "token"}  # the head's token auth
+    out = subprocess.run(
+        [sys.executable, "-c", BROADCAST, cluster["gcs"], APP, DEPLOYMENT],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +153,12 @@ def chat(gateway: Any) -> httpx.Response:
 
 
 def test_deploy_switches_every_replica(served_gateway, serve_cluster):
-    assert every_replica() == ["tiny/sft/step_000001"] * REPLICAS
+    assert every_replica(serve_cluster) == ["tiny/sft/step_000001"] * REPLICAS
 
     r = httpx.post(served_gateway.url + "/v1/deployments", json={"checkpoint": "tiny/mid"}, timeout=400)
     assert r.status_code == 201, r.text
     assert r.json()["state"] == "serving" and r.json()["checkpoint"] == "tiny/mid/step_000001"
-    assert every_replica() == ["tiny/mid/step_000001"] * REPLICAS
+    assert every_replica(serve_cluster) == ["tiny/mid/step_000001"] * REPLICAS
     # Serve keeps the checkpoint in the deployment's config: a replica started later loads it too.
     app = wait_running(serve_cluster["dashboard"])
     [deployment] = app["deployed_app_config"]["deployments"]
@@ -177,7 +196,7 @@ def test_a_failed_health_check_rolls_every_replica_back(served_gateway, serve_cl
     # replicas' reload and the health check last long enough to be seen between two reads).
     steps = ("writing checkpoint", "replicas loading", "every replica reports", "health check failed")
     assert any(m.startswith(steps) for m in seen[:-1]), seen
-    assert every_replica() == ["tiny/mid/step_000001"] * REPLICAS
+    assert every_replica(serve_cluster) == ["tiny/mid/step_000001"] * REPLICAS
     app = wait_running(serve_cluster["dashboard"])
     assert app["deployed_app_config"]["deployments"][0]["user_config"] == {
         "checkpoint": "tiny/mid/step_000001"
