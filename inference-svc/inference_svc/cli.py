@@ -276,6 +276,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
     serve.start(http_options={"host": settings.host, "port": settings.port})
     dashboard = f"http://{context.dashboard_url}" if context.dashboard_url else ""
+    if dashboard and not settings.ray_address and settings.host not in ("0.0.0.0", "::"):
+        # Bound to one address (compose binds it to one network's): Ray reports the node's loopback
+        # address, where nothing listens then.
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        dashboard = f"http://{host}:{context.dashboard_url.rsplit(':', 1)[1]}"
     if not dashboard:
         print("inference serve: the Ray cluster has no dashboard to deploy through", file=sys.stderr)
         return 2
