@@ -59,7 +59,13 @@ def test_a_killed_replica_is_an_error_event_and_the_next_request_is_served(tmp_p
             gateway = in_process_gateway(
                 fault_artifacts, server.url, inference_url=f"http://127.0.0.1:{port}"
             )  # type: ignore[attr-defined]
-            (replica,) = replica_processes()
+            # Under load Serve may replace a replica that was slow to start; the one to kill is the
+            # one left once the old one has exited.
+            deadline = time.monotonic() + 120
+            while len(replicas := replica_processes()) != 1 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert len(replicas) == 1, [" ".join(p.cmdline())[:80] for p in replicas]
+            (replica,) = replicas
 
             events: list[dict] = []
             done = False
