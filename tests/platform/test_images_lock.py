@@ -69,6 +69,11 @@ def test_ray_has_one_version() -> None:
     assert lock()["ray"] == version, "docker/constraints.txt: run docker/lock.sh"
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert Version(values["ray"]["version"]) == version, "charts/chatforge/values.yaml ray.version"
+    # The gateway has no Ray to ask; the RayJobs it writes name the version its setting defaults to.
+    from gateway.settings import Settings
+
+    default = Settings.model_fields["kube_ray_version"].default
+    assert Version(default) == version, "services/gateway/gateway/settings.py kube_ray_version"
 
 
 def test_torch_is_the_makefiles() -> None:

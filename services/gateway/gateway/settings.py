@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     max_jobs_listed: int = Field(default=1000, ge=1, description="cap on the job index")
     kube_namespace: str = "chatforge"
     kube_image: str = "chatforge/trainer:latest"
-    kube_ray_version: str = "2.40.0"
+    kube_ray_version: str = "2.60.0"  # = pyproject's Ray pin (tests/platform/test_images_lock.py)
     kube_clusters_file: str = Field(
         default="",
         description="kuberay: the job clusters file (worker shapes by preset, placement, security; "
