@@ -58,7 +58,9 @@ class Stack:
         )  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: the stack is down before the next module starts, so no later test shares the
+# machine (or its process tree) with a running Ray head and Serve replica.
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     corpus = os.environ.get("CHATFORGE_E2E_CORPUS_DIR") or str(ROOT / "data" / "corpus")
     url = os.environ.get("CHATFORGE_E2E_URL", "").rstrip("/")
@@ -71,7 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield from _own_stack(tmp_path_factory.mktemp("e2e"), corpus)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(stack: Stack) -> Stack:
     """The stack serving the suite's checkpoint (tests.e2e.seed), deployed through the API when it
     serves something else."""
