@@ -172,7 +172,10 @@ class TrainFlags(Flags):
     sample_every_steps: int | None = Field(None, ge=0, description="samples every N steps (0: at the end)")
     checkpoint_every_steps: int | None = Field(None, ge=0, description="checkpoint every N steps")
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Prometheus port on 127.0.0.1 (0: off)"
+        None,
+        ge=0,
+        le=65535,
+        description="rank 0's own Prometheus port, on CHATFORGE_TRAIN_METRICS_HOST (default 127.0.0.1; 0: off); Ray runs export every worker's metrics through Ray's agent either way",
     )
     workers: int | None = Field(None, ge=1, description="Ray Train workers")
     max_failures: int | None = Field(None, ge=0, description="worker-group restarts before the job fails")
@@ -230,7 +233,10 @@ class RLFlags(Flags):
     max_failures: int | None = Field(None, ge=0, description="worker-group restarts before the job fails")
     resume: bool | None = Field(None, description="continue from the stage's latest checkpoint")
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="Prometheus port on 127.0.0.1 (0: off)"
+        None,
+        ge=0,
+        le=65535,
+        description="rank 0's own Prometheus port, on CHATFORGE_TRAIN_METRICS_HOST (default 127.0.0.1; 0: off); Ray runs export every worker's metrics through Ray's agent either way",
     )
 
     def resolve(self, *, run: str, artifacts_dir: str, job_id: str = "") -> RLConfig:
