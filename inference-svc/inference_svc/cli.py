@@ -287,7 +287,10 @@ def run_serve(args: argparse.Namespace) -> int:
     ServeSubmissionClient(dashboard).deploy_applications(serve_config(settings))
     _wait_running(settings.app_name)
     url = f"http://{settings.host}:{settings.port}"
-    print(f"inference: serving {settings.checkpoint} at {url}/generate; Serve's REST API at {dashboard}", flush=True)
+    print(
+        f"inference: serving {settings.checkpoint} at {url}/generate; Serve's REST API at {dashboard}",
+        flush=True,
+    )
     try:
         threading.Event().wait()
     finally:

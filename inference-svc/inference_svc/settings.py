@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, description="Ray Serve's HTTP proxy")
     app_name: str = Field(default="inference", min_length=1, description="the Serve application's name")
     dashboard_port: int = Field(
-        default=8265, ge=1, le=65535, description="a local Ray's dashboard (Serve's REST API, for deployments)"
+        default=8265,
+        ge=1,
+        le=65535,
+        description="a local Ray's dashboard (Serve's REST API, for deployments)",
     )
     ray_address: str | None = Field(default=None, description="join this Ray cluster; none: a local one")
     ray_temp_dir: str = Field(default="/tmp/chatforge-ray", max_length=60, description="local Ray's temp dir")

@@ -85,7 +85,10 @@ def test_what_a_reader_does_not_know_is_kept_raw():
 def test_a_stage_log_reads_back_in_order_skipping_torn_lines(tmp_path):
     """log.jsonl as a crash can leave it: a blank line and a half-written last line are skipped."""
     log = tmp_path / "log.jsonl"
-    written = [StartEvent(step=0, num_steps=2, workers=1, resumed=False), ValidationEvent(step=2, val_bpb=1.5)]
+    written = [
+        StartEvent(step=0, num_steps=2, workers=1, resumed=False),
+        ValidationEvent(step=2, val_bpb=1.5),
+    ]
     log.write_text("\n".join(e.model_dump_json() for e in written) + '\n\n{"type": "progr', encoding="utf-8")
     assert read_log(log) == written
     assert read_log(log, "validation") == written[1:]

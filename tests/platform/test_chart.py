@@ -80,7 +80,9 @@ def test_full_values_render_every_optional_feature() -> None:
     counts = {kind: len(by_kind(objects, kind)) for kind in {o["kind"] for o in objects}}
     assert counts["RayJob"] == 1
     assert counts["ServiceMonitor"] == 3  # gateway, tokenizer, sandbox
-    assert counts["PodMonitor"] == 2  # Ray pods of inference and training (the engine's metrics via Ray's export)
+    assert (
+        counts["PodMonitor"] == 2
+    )  # Ray pods of inference and training (the engine's metrics via Ray's export)
     assert counts["PrometheusRule"] == 1
     assert counts["Ingress"] == 1
     dashboards = [

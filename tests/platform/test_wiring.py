@@ -140,7 +140,9 @@ def test_training_example_runs_one_worker_per_gpu() -> None:
     pod = workers["template"]["spec"]
     assert workers["replicas"] == 2  # gateway.jobs.presets.d26: 2 pods x 8 GPUs, like the gateway's d26 jobs
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 8
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["priorityClassName"] == "training"
+    assert (
+        pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and pod["priorityClassName"] == "training"
+    )
     assert pod["affinity"]["nodeAffinity"]  # the GPU pool's, from gateway.jobs.gpuPool
 
 

@@ -51,10 +51,12 @@ class Settings(BaseSettings):
     # A deployment rewrites the Serve deployment's user_config where the cluster keeps its config
     # (gateway/deployer.py): the chart's RayService on Kubernetes, else Serve's REST API.
     serve_admin_url: str = Field(
-        default="", description="remote mode: the Serve cluster's Ray dashboard (http://host:8265) for deployments"
+        default="",
+        description="remote mode: the Serve cluster's Ray dashboard (http://host:8265) for deployments",
     )
     kube_rayservice: str = Field(
-        default="", description="remote mode on Kubernetes: the RayService whose serveConfigV2 deployments patch"
+        default="",
+        description="remote mode on Kubernetes: the RayService whose serveConfigV2 deployments patch",
     )
     serve_app: str = Field(default="inference", min_length=1, description="the Serve application's name")
     serve_deployment: str = Field(

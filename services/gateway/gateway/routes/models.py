@@ -198,6 +198,7 @@ def current_deployment(state: State, caller: ChatCaller) -> dict[str, Any]:
 async def _load(state: GatewayState, record: dict[str, Any]) -> dict[str, Any]:
     """Load the checkpoint and record how it went; returns the final record, or raises what the
     load raised after recording it as failed."""
+
     def progress(line: str) -> None:  # each step of the switch, for a client polling the record
         _finish(state, {**record, "message": line})
 
