@@ -122,6 +122,26 @@ def test_default_max_tokens_is_auto_and_fits_the_models_context(ui) -> None:  # 
     assert sent and all(f'"{name}"' not in sent[0] for name in ("max_tokens", "temperature", "top_p"))
 
 
+def test_a_message_sent_before_the_models_load_waits_for_them(page, gateway_url) -> None:  # type: ignore[no-untyped-def]
+    """Enter pressed while the model list is still loading sends once it has loaded (it was refused
+    with "No model to send to", the message left in the composer)."""
+    held = []
+    page.route("**/v1/models", lambda route: held.append(route))
+    page.goto(f"{gateway_url}/")
+    page.get_by_label("Message", exact=True).fill("Hi")
+    page.get_by_label("Message", exact=True).press("Enter")
+    page.wait_for_timeout(300)  # the keypress handled while the list is held
+    assert held, "the page did not ask for the models"
+    for route in held:
+        route.continue_()
+    page.unroute("**/v1/models")
+    reply = page.locator("article.message.assistant")
+    expect(reply).to_have_count(1, timeout=30_000)
+    expect(reply).not_to_have_attribute("aria-busy", "true", timeout=60_000)
+    expect(page.locator(".toast.error")).to_have_count(0)
+    expect(page.get_by_label("Message", exact=True)).to_have_value("")
+
+
 @pytest.mark.parametrize("how", ["button", "escape"])
 def test_stop_aborts_the_stream_and_gives_the_message_back(ui, how) -> None:  # type: ignore[no-untyped-def]
     page = ui

@@ -25,6 +25,7 @@ export function render(main, [conversationId]) {
     tree: new ConversationTree(),
     controller: null, // the streaming request's, while a reply streams
     saving: null, // the save in flight
+    models: null, // the model list's load: a message sent before it ends waits for it
     sampling: loadSampling(),
   };
   const ui = layout(state);
@@ -44,7 +45,7 @@ export function render(main, [conversationId]) {
   ui.stop.addEventListener("click", () => state.controller?.abort());
   const unbind = bindShortcuts(document, shortcutHandlers(state, ui));
 
-  loadModels(state, ui);
+  state.models = loadModels(state, ui);
   ui.sidebar.refresh();
   if (state.id) openConversation(state, ui);
   else drawMessages(state, ui);
@@ -209,6 +210,8 @@ async function send(state, ui) {
   // A new conversation gets its id when its first exchange is saved: wait for that, or a quick
   // second message would create a second conversation.
   await state.saving;
+  // A message typed as the page opens waits for the model list instead of finding it empty.
+  await state.models;
   if (state.controller) return; // another send went first while this one waited
   if (!ui.model.value) {
     toast("No model to send to: the gateway lists none.", "error");
