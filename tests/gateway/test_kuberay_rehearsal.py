@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +111,25 @@ def rehearsal(kube, tmp_path_factory, tiny_tokenizer, redis_url) -> Iterator[dic
         head.stop()
 
 
+IN_OWN_PROCESS = os.environ.get("CHATFORGE_REHEARSAL_IN_PROCESS") == "1"
+
+
+def test_the_cluster_story_in_a_process_of_its_own():
+    """The story below, run by a fresh pytest: in the full suite, after the other Ray and Serve
+    tests of this process, its RayService once never reached Running (alone it always did)."""
+    if IN_OWN_PROCESS:
+        pytest.skip("this is the process of its own")
+    node = f"{Path(__file__).relative_to(Path.cwd())}::test_the_cluster_story_through_the_gateway"
+    env = {**os.environ, "CHATFORGE_REHEARSAL_IN_PROCESS": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", node],
+                       env=env, capture_output=True, text=True, timeout=580)  # fmt: skip
+    if r.returncode == 0 and " skipped" in r.stdout and " passed" not in r.stdout:
+        pytest.skip(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-3000:]
+    assert "1 passed" in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.skipif(not IN_OWN_PROCESS, reason="run by test_the_cluster_story_in_a_process_of_its_own")
 def test_the_cluster_story_through_the_gateway(kube, launch, chart, rehearsal):
     operator: KubeRayRehearsal = rehearsal["operator"]
     # helm install: the RayService the chart owns, created through the API (CRD-validated)
