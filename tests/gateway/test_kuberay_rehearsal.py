@@ -119,7 +119,7 @@ def test_the_cluster_story_in_a_process_of_its_own():
     tests of this process, its RayService once never reached Running (alone it always did)."""
     if IN_OWN_PROCESS:
         pytest.skip("this is the process of its own")
-    node = f"{Path(__file__).relative_to(Path.cwd())}::test_the_cluster_story_through_the_gateway"
+    node = f"{__file__}::test_the_cluster_story_through_the_gateway"
     env = {**os.environ, "CHATFORGE_REHEARSAL_IN_PROCESS": "1"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", node],
                        env=env, capture_output=True, text=True, timeout=580)  # fmt: skip
