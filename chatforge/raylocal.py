@@ -129,7 +129,7 @@ def start_head(
             f"Ray temp dir {temp} is too long for Ray's socket paths (keep it under 60 characters)"
         )
     temp.mkdir(parents=True, exist_ok=True)
-    gcs, dashboard, agent, client = (_free_port() for _ in range(4))
+    gcs, dashboard, agent, client = (free_port() for _ in range(4))
     dashboard = dashboard_port or dashboard  # a fixed one when asked (`chatforge up` prints it)
     ray_cli = Path(sys.executable).with_name("ray")
     argv = [
@@ -170,7 +170,8 @@ def start_head(
             time.sleep(0.25)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -40,6 +40,7 @@ from typing import Any
 
 from chatforge.artifacts import ArtifactError, ArtifactStore
 from chatforge.lifetime import ProcessRef, kill_session, spawn_owned
+from chatforge.raylocal import free_port
 
 HOST = "127.0.0.1"
 STATE_FILE = "up.json"
@@ -174,12 +175,6 @@ def check_ports(ports: dict[str, int]) -> None:
                     f"port {port} ({name.replace('_', ' ')}) is taken on {HOST}: stop what uses it, "
                     f"or pass --{_flag(name)}-port (or --free-ports)"
                 ) from None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _flag(name: str) -> str:

@@ -165,3 +165,18 @@ def gateway(launch) -> RunningGateway:
 def short_tmp() -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="cfgw-", dir="/tmp")
     yield path
+
+
+def wait_until(what: str, check, timeout_s: float = 240.0, every_s: float = 0.2):  # type: ignore[no-untyped-def]
+    """`check()`'s first truthy value, polled every `every_s`; an AssertionError naming `what` after
+    `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every_s)

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ from gateway.runtime import build_inference
 
 from chatforge import checkpoint
 from chatforge.artifacts import ArtifactStore
-from chatforge.raylocal import start_head
-from tests.gateway.conftest import make_model
+from chatforge.raylocal import free_port, start_head
+from tests.gateway.conftest import make_model, wait_until
 from tests.gateway.kube_emulator import CRD_PATH, rayjob_schema
 from tests.gateway.kuberay_rehearsal import RAYSERVICE_CRD, KubeRayRehearsal, crd_schema
 from tests.platform.chart import by_kind, render
@@ -40,25 +39,6 @@ pytestmark = pytest.mark.slow  # a Ray head with its dashboard, Serve, a trainin
 
 NS = "chatforge-test"  # the gateway tests' namespace (conftest.settings_for)
 STAGE = f"{sys.executable} {Path(__file__).with_name('rehearsal_stage.py')}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _until(what: str, check: Any, timeout_s: float = 240.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +67,7 @@ def rehearsal(kube, tmp_path_factory, tiny_tokenizer, redis_url) -> Iterator[dic
     checkpoint.save(store.stage_dir("tiny", "sft"), 1, model.state_dict(), config=model.config.to_dict(),
                     metrics={}, extra={"tokenizer": "default", "stage": "sft", "run": "tiny"})  # fmt: skip
     head = start_head(tempfile.mkdtemp(prefix="cf-reh-", dir="/tmp"), num_cpus=2)
-    serve_port = _free_port()
+    serve_port = free_port()
     # What the chart's pods have in their environment (ConfigMap, Secret, image): the artifact
     # store, Redis, and here a CPU engine small enough for two shared cores.
     pod_env = {
@@ -143,7 +123,7 @@ def test_the_cluster_story_through_the_gateway(kube, launch, chart, rehearsal):
         return operator.services[(NS, name)].get("status") or {}
 
     app = chart["settings"]["CHATFORGE_GATEWAY_SERVE_APP"]
-    _until("the RayService to serve", lambda: service_status().get("serviceStatus") == "Running")
+    wait_until("the RayService to serve", lambda: service_status().get("serviceStatus") == "Running")
     assert service_status()["activeServiceStatus"]["applicationStatuses"][app]["status"] == "RUNNING"
 
     # the gateway in the chart's configuration: deployments through the RayService it names
@@ -172,7 +152,7 @@ def test_the_cluster_story_through_the_gateway(kube, launch, chart, rehearsal):
     jsonschema.Draft7Validator(rayjob_schema()).validate(rayjob)
     assert rayjob["spec"]["entrypoint"] == job["entrypoint"]
     # 3. the operator runs it on Ray; its status moves; the gateway follows
-    final = _until("the job to finish", lambda: (
+    final = wait_until("the job to finish", lambda: (
         (j := httpx.get(gw.url + f"/v1/jobs/{job['id']}", timeout=30).json())["state"] in ("succeeded", "failed")
         and j
     ))  # fmt: skip

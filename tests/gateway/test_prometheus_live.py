@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,8 @@ from inference_svc.serve import serve_config
 from inference_svc.settings import load_settings as inference_settings
 
 from chatforge.artifacts import ArtifactStore
-from chatforge.raylocal import init_local_ray, shutdown_ray, start_head
+from chatforge.raylocal import free_port, init_local_ray, shutdown_ray, start_head
+from tests.gateway.conftest import wait_until
 from tests.gateway.test_deploy_serve import make_store
 from tests.platform.chart import CHART, FULL_VALUES, NAMESPACE, by_kind, render
 
@@ -57,23 +57,6 @@ CONDITIONAL = {
 NAME = re.compile(r"\b((?:ray_)?chatforge_[a-z0-9_]+|ray_[a-z0-9_]+)\b")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(what: str, check: Any, timeout_s: float = 240.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
 def prometheus_binary() -> str:
     found = shutil.which("prometheus")
     if not found:
@@ -86,7 +69,7 @@ def ray_stack(tmp_path_factory, tiny_tokenizer) -> Iterator[dict[str, Any]]:
     """A Ray head with a fixed metrics port, the engine's Serve app with two replicas."""
     prometheus_binary()
     root = make_store(tmp_path_factory.mktemp("prom-artifacts"), tiny_tokenizer)
-    metrics_port = _free_port()
+    metrics_port = free_port()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_metrics_report_interval_ms", "1000")  # Ray's agent: every second, not ten
         env.setenv("RAY_AUTH_MODE", "token")  # this process joins the head as a driver (training)
@@ -99,7 +82,7 @@ def ray_stack(tmp_path_factory, tiny_tokenizer) -> Iterator[dict[str, Any]]:
                 max_num_seqs=4, num_cpus=0, min_replicas=2, max_replicas=2,
             )  # fmt: skip
             config = serve_config(settings)
-            serve_port = _free_port()
+            serve_port = free_port()
             config["http_options"] = {"host": "127.0.0.1", "port": serve_port}
             r = httpx.put(
                 f"{head.dashboard_url}/api/serve/applications/", json=config, timeout=60,
@@ -113,7 +96,7 @@ def ray_stack(tmp_path_factory, tiny_tokenizer) -> Iterator[dict[str, Any]]:
                 ).json()["applications"]
                 return apps.get("inference", {}).get("status") == "RUNNING"
 
-            _wait("the Serve app", running)
+            wait_until("the Serve app", running)
             import ray
 
             if ray.is_initialized():  # another module's Ray in this process: this one joins the head
@@ -134,11 +117,11 @@ def services(ray_stack, tmp_path_factory) -> Iterator[dict[str, Any]]:
     from tokenizer_svc.server import TokenizerServer
     from tokenizer_svc.settings import load_settings as tokenizer_settings
 
-    tokenizer_metrics = _free_port()
+    tokenizer_metrics = free_port()
     tokenizer = TokenizerServer(
         tokenizer_settings(artifacts_root=str(ray_stack["root"]), port=0, metrics_port=tokenizer_metrics)
     )
-    sandbox_port = _free_port()
+    sandbox_port = free_port()
     workdir = tmp_path_factory.mktemp("sandbox")
     log = open(workdir / "sandbox.log", "wb")
     sandbox = subprocess.Popen(
@@ -155,7 +138,7 @@ def services(ray_stack, tmp_path_factory) -> Iterator[dict[str, Any]]:
                 assert sandbox.poll() is None, (workdir / "sandbox.log").read_text()
                 return False
 
-        _wait("the sandbox service", up, 60)
+        wait_until("the sandbox service", up, 60)
         yield {
             "tokenizer": tokenizer, "tokenizer_metrics": f"127.0.0.1:{tokenizer_metrics}",
             "sandbox": url, "sandbox_target": f"127.0.0.1:{sandbox_port}",
@@ -204,7 +187,7 @@ def prometheus(ray_stack, services, launch, tmp_path_factory) -> Iterator[dict[s
     })  # fmt: skip
     workdir = tmp_path_factory.mktemp("prometheus")
     (workdir / "prometheus.yml").write_text(config)
-    port = _free_port()
+    port = free_port()
     log = open(workdir / "prometheus.log", "wb")
     process = subprocess.Popen(
         [prometheus_binary(), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
@@ -213,13 +196,13 @@ def prometheus(ray_stack, services, launch, tmp_path_factory) -> Iterator[dict[s
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait("Prometheus", lambda: _ready(url, process, workdir), 60)
+        wait_until("Prometheus", lambda: _ready(url, process, workdir), 60)
         started = time.time()
         _train(ray_stack["root"], tmp_path_factory.mktemp("corpus"))
         _load(gateway, second, services)
         # The engine's and trainer's series in (Ray's agent reports every second here).
         for name in ("ray_chatforge_inference_requests_running", "ray_chatforge_train_step"):
-            _wait(name, lambda n=name: _query(url, f"max_over_time({n}[10m])"))
+            wait_until(name, lambda n=name: _query(url, f"max_over_time({n}[10m])"))
         time.sleep(3)
         yield {"url": url, "start": started, "end": time.time()}
     finally:
