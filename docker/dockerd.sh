@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
 # Start or stop a Docker engine for the builds and the compose stack on a host that runs none (CI,
-# a container): Debian's dockerd with the vfs storage driver and without iptables or the default
-# bridge, which work where overlayfs and netfilter are not available. Compose's user-defined
-# networks still work (every service of docker-compose.yml is on one); builds use the host network
-# (docker/build.sh). Nothing is started when an engine already answers.
+# a container): Debian's dockerd without iptables or the default bridge, which work where netfilter
+# is not available. Compose's user-defined networks still work (every service of
+# docker-compose.yml is on one); builds use the host network (docker/build.sh). Nothing is started
+# when an engine already answers.
+#
+# Storage: overlay2 when this kernel mounts an overlay on the data root's filesystem (probed), vfs
+# otherwise. vfs works everywhere but stores every layer and every container as a full copy of its
+# filesystem: the images and the compose stack then take tens of GB instead of a few
+# (docker/README.md). DOCKERD_STORAGE_DRIVER chooses one.
 #
 #   docker/dockerd.sh start | stop
 set -euo pipefail
 STATE=${DOCKERD_STATE:-/var/tmp/chatforge-dockerd}
+DATA_ROOT=${DOCKERD_DATA_ROOT:-/var/lib/docker}
+
+storage_driver() {  # overlay2 when an overlay mounts beside the data root, else vfs
+  if [ -n "${DOCKERD_STORAGE_DRIVER:-}" ]; then echo "$DOCKERD_STORAGE_DRIVER"; return; fi
+  mkdir -p "$DATA_ROOT"
+  local probe
+  probe=$(mktemp -d "$DATA_ROOT/.overlay-probe.XXXXXX")
+  mkdir "$probe/lower" "$probe/upper" "$probe/work" "$probe/merged"
+  if mount -t overlay overlay \
+      -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" "$probe/merged" 2>/dev/null; then
+    umount "$probe/merged"; rm -rf "$probe"; echo overlay2
+  else
+    rm -rf "$probe"; echo vfs
+  fi
+}
 case "${1:-}" in
   start)
     if docker info >/dev/null 2>&1; then
@@ -15,8 +35,10 @@ case "${1:-}" in
     fi
     command -v dockerd >/dev/null || { echo "dockerd.sh: dockerd not found (make docker-deps)" >&2; exit 1; }
     mkdir -p "$STATE"
+    driver=$(storage_driver)
+    echo "dockerd: storage driver $driver, data root $DATA_ROOT ($(df -h --output=avail "$DATA_ROOT" | tail -1 | tr -d ' ') free)"
     # setsid: its own session, so the caller's terminal signals do not reach it; stopped by pid.
-    setsid dockerd --storage-driver=vfs --iptables=false --bridge=none >"$STATE/dockerd.log" 2>&1 &
+    setsid dockerd --data-root "$DATA_ROOT" --storage-driver="$driver" --iptables=false --bridge=none >"$STATE/dockerd.log" 2>&1 &
     echo $! > "$STATE/dockerd.pid"
     for _ in $(seq 60); do
       docker info >/dev/null 2>&1 && { echo "dockerd: started (pid $(cat "$STATE/dockerd.pid"), log $STATE/dockerd.log)"; exit 0; }
