@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from chatforge import checkpoint
 from chatforge.artifacts import ArtifactStore
+from chatforge.raylocal import free_port
 from tests.gateway.conftest import make_model
 from tests.gateway.harness import RunningGateway
 
@@ -53,12 +53,6 @@ def fault_artifacts(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: ob
         store.stage_dir("faults-big", "sft"), 1, big.state_dict(), config=big.config.to_dict(), extra=extra
     )
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

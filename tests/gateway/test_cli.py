@@ -4,7 +4,6 @@ the CLI's surface."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ import pytest
 from gateway.settings import SettingsError, load_settings
 
 from chatforge.cli import build_parser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from chatforge.raylocal import free_port
 
 
 def test_cli_surface():
@@ -37,7 +31,7 @@ def test_cli_surface():
 
 
 def test_serve_in_local_mode(artifacts, redis_url, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ, "REDIS_URL": redis_url, "CHATFORGE_ARTIFACTS": str(artifacts),
         "CHATFORGE_GATEWAY_WEB_DIR": str(tmp_path),  # no UI here

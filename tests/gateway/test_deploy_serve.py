@@ -30,20 +30,12 @@ from inference_svc.settings import load_settings as inference_settings
 
 from chatforge import checkpoint
 from chatforge.artifacts import ArtifactStore
-from chatforge.raylocal import loopback_env, start_head
+from chatforge.raylocal import free_port, loopback_env, start_head
 from tests.gateway.conftest import make_model
 
 APP, DEPLOYMENT = "chatforge", "inference"  # the chart's names (templates/rayservice.yaml)
 REPLICAS = 2
 pytestmark = pytest.mark.slow  # a Ray head with its dashboard and two engine replicas: about 40 s
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_store(root: Path, tokenizer: Any) -> Path:
@@ -93,7 +85,7 @@ def serve_cluster(tmp_path_factory, tiny_tokenizer) -> Iterator[dict[str, Any]]:
         )  # fmt: skip
         config = serve_config(settings)
         config["applications"][0]["name"] = APP
-        port = _free_port()
+        port = free_port()
         config["http_options"] = {"host": "127.0.0.1", "port": port}
         r = httpx.put(
             f"{head.dashboard_url}/api/serve/applications/",

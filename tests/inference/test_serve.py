@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from chatforge.contracts.errors import ErrorDetail, ErrorKind
 from chatforge.contracts.generate import FinishEvent, GenerateRequest, StreamItem
 from chatforge.contracts.sampling import SamplingParams
 from chatforge.model import GPTConfig
-from chatforge.raylocal import local_ray
+from chatforge.raylocal import free_port, local_ray
 
 from .conftest import make_tiny_model, reference
 
@@ -47,12 +46,6 @@ def artifacts(tmp_path_factory, tiny_tokenizer):
         )
         models[run] = model
     return root, models
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stream_http(url: str, body: dict) -> list[StreamItem]:

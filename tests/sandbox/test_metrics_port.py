@@ -10,11 +10,7 @@ from fastapi.testclient import TestClient
 from sandbox.app import create_app
 from sandbox.settings import Settings
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from chatforge.raylocal import free_port
 
 
 def test_metrics_are_served_on_their_own_port_while_the_app_runs() -> None:
