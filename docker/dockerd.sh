@@ -28,6 +28,24 @@ storage_driver() {  # overlay2 when an overlay mounts beside the data root, else
     rm -rf "$probe"; echo vfs
   fi
 }
+
+launch() {  # launch <driver>: start dockerd with it; 0 once it answers, 1 (and stopped) if not in 60 s
+  echo "dockerd: storage driver $1, data root $DATA_ROOT ($(df -h --output=avail "$DATA_ROOT" | tail -1 | tr -d ' ') free)"
+  # setsid: its own session, so the caller's terminal signals do not reach it; stopped by pid.
+  setsid dockerd --data-root "$DATA_ROOT" --storage-driver="$1" --iptables=false --bridge=none >"$STATE/dockerd.log" 2>&1 &
+  local pid=$!
+  echo "$pid" > "$STATE/dockerd.pid"
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && { echo "dockerd: started (pid $pid, log $STATE/dockerd.log)"; return 0; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  echo "dockerd.sh: the engine ($1) did not answer:" >&2; tail -20 "$STATE/dockerd.log" >&2
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  rm -f "$STATE/dockerd.pid"
+  return 1
+}
+
 case "${1:-}" in
   start)
     if docker info >/dev/null 2>&1; then
@@ -36,15 +54,14 @@ case "${1:-}" in
     command -v dockerd >/dev/null || { echo "dockerd.sh: dockerd not found (make docker-deps)" >&2; exit 1; }
     mkdir -p "$STATE"
     driver=$(storage_driver)
-    echo "dockerd: storage driver $driver, data root $DATA_ROOT ($(df -h --output=avail "$DATA_ROOT" | tail -1 | tr -d ' ') free)"
-    # setsid: its own session, so the caller's terminal signals do not reach it; stopped by pid.
-    setsid dockerd --data-root "$DATA_ROOT" --storage-driver="$driver" --iptables=false --bridge=none >"$STATE/dockerd.log" 2>&1 &
-    echo $! > "$STATE/dockerd.pid"
-    for _ in $(seq 60); do
-      docker info >/dev/null 2>&1 && { echo "dockerd: started (pid $(cat "$STATE/dockerd.pid"), log $STATE/dockerd.log)"; exit 0; }
-      sleep 1
-    done
-    echo "dockerd.sh: the engine did not answer in 60 s:" >&2; tail -20 "$STATE/dockerd.log" >&2; exit 1
+    if launch "$driver"; then exit 0; fi
+    # The probe mounted an overlay but the engine refused overlay2 (an older kernel's checks, a data
+    # root on a filesystem overlay2 does not support): vfs works wherever dockerd runs.
+    if [ "$driver" = overlay2 ] && [ -z "${DOCKERD_STORAGE_DRIVER:-}" ]; then
+      echo "dockerd: overlay2 refused; trying vfs" >&2
+      launch vfs && exit 0
+    fi
+    exit 1
     ;;
   stop)
     [ -f "$STATE/dockerd.pid" ] || { echo "dockerd: none started here"; exit 0; }
