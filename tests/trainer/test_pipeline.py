@@ -171,7 +171,7 @@ def test_pipeline_without_rl_says_why(tmp_path, monkeypatch, capsys):
     assert list(ran) == ["base", "mid", "sft"]
     err = capsys.readouterr().err
     for bar, unit in (("[t/tokenizer] reading", "doc/s"), ("[r/base] eval bpb", "batch/s"),
-                      ("[r/sft] eval chat", "task/s")):  # fmt: skip
+                      ("[r/base] eval CORE", "example/s"), ("[r/sft] eval chat", "example/s")):  # fmt: skip
         slow = "s/" + unit.split("/")[0]  # tqdm writes s/<unit> below one unit per second (a loaded CI)
         assert any(
             bar in line and (unit in line or slow in line) and "100%" in line for line in err.split("\r")

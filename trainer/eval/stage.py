@@ -95,10 +95,17 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         else:
             from .core import evaluate_task
 
-            core = [
-                evaluate_task(model, tokenizer, t, batch_rows=cfg.batch_rows, max_examples=limit)
-                for t in progress_bar(tasks, desc=f"{label} CORE", unit="task")
-            ]
+            core = []
+            sizes = [len(t.items) if limit is None else min(limit, len(t.items)) for t in tasks]
+            # Counted in examples, not tasks: CORE's tasks range from a hundred to ten thousand
+            # examples, so a bar of tasks would give no useful rate or ETA.
+            with progress_bar(desc=f"{label} CORE", total=sum(sizes), unit="example") as bar:
+                for t, size in zip(tasks, sizes, strict=True):
+                    bar.set_postfix(task=t.label, refresh=False)
+                    core.append(
+                        evaluate_task(model, tokenizer, t, batch_rows=cfg.batch_rows, max_examples=limit)
+                    )
+                    bar.update(size)
         results["core"] = {"score": core_score(core), "tasks": {r.label: r.to_dict() for r in core}}
     names = list(cfg.chat_tasks)
     if not names and stage in CHAT_STAGES:
@@ -114,9 +121,14 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         tasks_chat = load_chat_tasks(names, data_dir=cfg.chat_data or None, executor=executor)
         generator = EngineDriver.for_model(model, tokenizer, tool_executor=executor)
         try:
-            chat = [evaluate_chat_task(model, tokenizer, t, generator=generator, batch_rows=cfg.batch_rows,
-                                       max_examples=limit)
-                    for t in progress_bar(tasks_chat, desc=f"{label} chat", unit="task")]  # fmt: skip
+            chat = []
+            sizes = [len(c.rows) if limit is None else min(limit, len(c.rows)) for c in tasks_chat]
+            with progress_bar(desc=f"{label} chat", total=sum(sizes), unit="example") as bar:
+                for chat_task, size in zip(tasks_chat, sizes, strict=True):
+                    bar.set_postfix(task=chat_task.name, refresh=False)
+                    chat.append(evaluate_chat_task(model, tokenizer, chat_task, generator=generator,
+                                                   batch_rows=cfg.batch_rows, max_examples=limit))  # fmt: skip
+                    bar.update(size)
         finally:
             generator.close()
         results["chat"] = {
