@@ -160,3 +160,60 @@ def test_a_killed_up_takes_every_service_along_and_down_cleans_up(tmp_path, tiny
     down = up("down", "--state-dir", "state", cwd=tmp_path)
     assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
     assert not state_file.exists()
+
+
+def test_ctrl_c_stops_every_service_and_frees_every_port(tmp_path, tiny_tokenizer):
+    """Ctrl-C in the terminal: SIGINT to `up`'s process group once the stack is ready. `up` exits 0,
+    every process it started (Ray's daemons included) is gone, every port is free, the state file
+    is removed."""
+    import signal
+
+    import psutil
+
+    from tests.e2e.conftest import _describe, _port_free, _ports, _remember, _survivors
+    from tests.gateway.conftest import make_model
+
+    store = ArtifactStore.from_env(tmp_path / "art")
+    tiny_tokenizer.save(store.tokenizer_path("tok"))
+    model = make_model(tiny_tokenizer.vocab_size)
+    checkpoint.save(store.stage_dir("r1", "sft"), 1, model.state_dict(), config=model.config.to_dict(),
+                    extra={"tokenizer": "tok"})  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CHATFORGE_ARTIFACTS")}
+    env["OMP_NUM_THREADS"] = "1"
+    state_file = tmp_path / "state" / "up.json"
+    with open(tmp_path / "up.log", "wb") as log:
+        # its own process group, as a shell gives a foreground job: the terminal signals the group
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatforge.cli", "up", "--artifacts", str(store.root), "--state-dir", "state",
+             "--free-ports"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0,
+        )  # fmt: skip
+    owner = psutil.Process(proc.pid)
+    seen: dict[tuple[int, float], psutil.Process] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            _remember(owner, seen)
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            try:
+                state = json.loads(state_file.read_text())
+                if state.get("ready"):
+                    break
+            except (OSError, ValueError):
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
+            time.sleep(0.2)
+        _remember(owner, seen)
+        ports = _ports(state)
+        assert len(seen) >= 6 and len(ports) >= 6, (len(seen), ports)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(180) == 0, (tmp_path / "up.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = _survivors(list(seen.values()), timeout_s=30)
+    for p in left:
+        p.kill()
+    assert not left, f"outlived Ctrl-C: {_describe(left)}"
+    taken = [port for port in ports if not _port_free(port)]
+    assert not taken, f"ports still taken after Ctrl-C: {taken}"
+    assert not state_file.exists()
