@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,25 @@ def store_with(root: Path, tokenizer: object, *names: str) -> ArtifactStore:
         checkpoint.save(store.stage_dir(run, stage), 1, weights, config={}, extra={"tokenizer": "tok"})
         time.sleep(0.02)  # distinct modification times: "newest" is well defined
     return store
+
+
+def start_up(tmp_path: Path, tokenizer: object, **popen: Any) -> subprocess.Popen[bytes]:
+    """`chatforge up` on free ports, over a store with one chat checkpoint (random weights); its
+    output goes to up.log, its state to tmp_path/state."""
+    from tests.gateway.conftest import make_model
+
+    store = ArtifactStore.from_env(tmp_path / "art")
+    tokenizer.save(store.tokenizer_path("tok"))  # type: ignore[attr-defined]
+    model = make_model(tokenizer.vocab_size)  # type: ignore[attr-defined]
+    checkpoint.save(store.stage_dir("r1", "sft"), 1, model.state_dict(), config=model.config.to_dict(),
+                    extra={"tokenizer": "tok"})  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CHATFORGE_ARTIFACTS")}
+    env["OMP_NUM_THREADS"] = "1"
+    with open(tmp_path / "up.log", "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "chatforge.cli", "up", "--artifacts", str(store.root), "--state-dir", "state",
+             "--free-ports"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, **popen,
+        )  # fmt: skip
 
 
 def assert_nothing_started(tmp_path: Path) -> None:
@@ -113,20 +133,8 @@ def test_a_killed_up_takes_every_service_along_and_down_cleans_up(tmp_path, tiny
     """SIGKILL gives `up` no chance to stop anything: each service's parent-death signal must."""
     import psutil
 
-    from tests.gateway.conftest import make_model
-
-    store = ArtifactStore.from_env(tmp_path / "art")
-    tiny_tokenizer.save(store.tokenizer_path("tok"))
-    model = make_model(tiny_tokenizer.vocab_size)
-    checkpoint.save(store.stage_dir("r1", "sft"), 1, model.state_dict(), config=model.config.to_dict(),
-                    extra={"tokenizer": "tok"})  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CHATFORGE_ARTIFACTS")}
     state_file = tmp_path / "state" / "up.json"
-    with open(tmp_path / "up.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatforge.cli", "up", "--artifacts", str(store.root), "--state-dir", "state",
-             "--free-ports"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    proc = start_up(tmp_path, tiny_tokenizer)
     try:
         deadline = time.monotonic() + 300
         while True:  # every service started (ready or not): the gateway is the last one spawned
@@ -162,6 +170,7 @@ def test_a_killed_up_takes_every_service_along_and_down_cleans_up(tmp_path, tiny
     assert not state_file.exists()
 
 
+@pytest.mark.slow  # a whole stack up, then down: ~20-60 s on two cores
 def test_ctrl_c_stops_every_service_and_frees_every_port(tmp_path, tiny_tokenizer):
     """Ctrl-C in the terminal: SIGINT to `up`'s process group once the stack is ready. `up` exits 0,
     every process it started (Ray's daemons included) is gone, every port is free, the state file
@@ -170,38 +179,15 @@ def test_ctrl_c_stops_every_service_and_frees_every_port(tmp_path, tiny_tokenize
 
     import psutil
 
-    from tests.e2e.conftest import _describe, _port_free, _ports, _remember, _survivors
-    from tests.gateway.conftest import make_model
+    from tests.e2e.conftest import _ports, _remember, _wait_up, assert_stopped
 
-    store = ArtifactStore.from_env(tmp_path / "art")
-    tiny_tokenizer.save(store.tokenizer_path("tok"))
-    model = make_model(tiny_tokenizer.vocab_size)
-    checkpoint.save(store.stage_dir("r1", "sft"), 1, model.state_dict(), config=model.config.to_dict(),
-                    extra={"tokenizer": "tok"})  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CHATFORGE_ARTIFACTS")}
-    env["OMP_NUM_THREADS"] = "1"
     state_file = tmp_path / "state" / "up.json"
-    with open(tmp_path / "up.log", "wb") as log:
-        # its own process group, as a shell gives a foreground job: the terminal signals the group
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chatforge.cli", "up", "--artifacts", str(store.root), "--state-dir", "state",
-             "--free-ports"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0,
-        )  # fmt: skip
+    # its own process group, as a shell gives a foreground job: the terminal signals the group
+    proc = start_up(tmp_path, tiny_tokenizer, process_group=0)
     owner = psutil.Process(proc.pid)
     seen: dict[tuple[int, float], psutil.Process] = {}
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            _remember(owner, seen)
-            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
-            try:
-                state = json.loads(state_file.read_text())
-                if state.get("ready"):
-                    break
-            except (OSError, ValueError):
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
-            time.sleep(0.2)
+        state = _wait_up(proc, state_file, tmp_path / "up.log", owner, seen)
         _remember(owner, seen)
         ports = _ports(state)
         assert len(seen) >= 6 and len(ports) >= 6, (len(seen), ports)
@@ -210,10 +196,5 @@ def test_ctrl_c_stops_every_service_and_frees_every_port(tmp_path, tiny_tokenize
     finally:
         if proc.poll() is None:
             proc.kill()
-    left = _survivors(list(seen.values()), timeout_s=30)
-    for p in left:
-        p.kill()
-    assert not left, f"outlived Ctrl-C: {_describe(left)}"
-    taken = [port for port in ports if not _port_free(port)]
-    assert not taken, f"ports still taken after Ctrl-C: {taken}"
+    assert_stopped(list(seen.values()), ports, after="Ctrl-C")
     assert not state_file.exists()

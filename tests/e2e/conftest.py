@@ -130,13 +130,19 @@ def _own_stack(tmp: Path, corpus: str) -> Iterator[Stack]:
         out.close()
     assert down.returncode == 0, down.stdout + down.stderr
     assert up.returncode == 0, (tmp / "up.log").read_text(errors="replace")[-3000:]
-    left = _survivors(list(seen.values()), timeout_s=30)
+    assert_stopped(list(seen.values()), ports, after="`chatforge down`")
+    assert not (state_dir / "up.json").exists()
+
+
+def assert_stopped(processes: list[psutil.Process], ports: list[int], *, after: str) -> None:
+    """Every one of `processes` gone (within 30 s; survivors are killed, then reported) and nothing
+    listening on `ports`."""
+    left = _survivors(processes, timeout_s=30)
     for p in left:
         p.kill()
-    assert not left, f"processes outlived `chatforge down`: {_describe(left)}"
+    assert not left, f"processes outlived {after}: {_describe(left)}"
     taken = [port for port in ports if not _port_free(port)]
-    assert not taken, f"ports still taken after `chatforge down`: {taken}"
-    assert not (state_dir / "up.json").exists()
+    assert not taken, f"ports still taken after {after}: {taken}"
 
 
 def _check_status(state_dir: Path, env: dict[str, str]) -> None:
