@@ -90,6 +90,16 @@ WindowPattern = Annotated[
 ]
 ValueEmbeds = Annotated[bool | None, Field(description="base: value embeddings on alternate layers")]
 ARCHITECTURE_FLAGS: tuple[str, ...] = ("kv_group", "window_pattern", "value_embeds")
+# Training and RL: rank 0's own endpoint; on Ray every worker exports through Ray's agent anyway.
+MetricsPort = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=65535,
+        description="rank 0's own Prometheus port, on CHATFORGE_TRAIN_METRICS_HOST (default 127.0.0.1; "
+        "0: off); Ray runs export every worker's metrics through Ray's agent either way",
+    ),
+]
 # Set by whoever launches a stage, never by a job's config: the gateway gives the run and the job
 # id, the job's environment the artifact store.
 LAUNCH_FLAGS: tuple[str, ...] = ("run", "job_id", "artifacts")
@@ -171,12 +181,7 @@ class TrainFlags(Flags):
     )
     sample_every_steps: int | None = Field(None, ge=0, description="samples every N steps (0: at the end)")
     checkpoint_every_steps: int | None = Field(None, ge=0, description="checkpoint every N steps")
-    metrics_port: int | None = Field(
-        None,
-        ge=0,
-        le=65535,
-        description="rank 0's own Prometheus port, on CHATFORGE_TRAIN_METRICS_HOST (default 127.0.0.1; 0: off); Ray runs export every worker's metrics through Ray's agent either way",
-    )
+    metrics_port: MetricsPort = None
     workers: int | None = Field(None, ge=1, description="Ray Train workers")
     max_failures: int | None = Field(None, ge=0, description="worker-group restarts before the job fails")
     gpu: bool | None = Field(None, description="one GPU per worker (NCCL)")
@@ -232,12 +237,7 @@ class RLFlags(Flags):
     gpu: bool | None = Field(None, description="one GPU per worker")
     max_failures: int | None = Field(None, ge=0, description="worker-group restarts before the job fails")
     resume: bool | None = Field(None, description="continue from the stage's latest checkpoint")
-    metrics_port: int | None = Field(
-        None,
-        ge=0,
-        le=65535,
-        description="rank 0's own Prometheus port, on CHATFORGE_TRAIN_METRICS_HOST (default 127.0.0.1; 0: off); Ray runs export every worker's metrics through Ray's agent either way",
-    )
+    metrics_port: MetricsPort = None
 
     def resolve(self, *, run: str, artifacts_dir: str, job_id: str = "") -> RLConfig:
         values: dict[str, Any] = {k: v for k, v in self if k not in ("local", "gpu") and v is not None}
