@@ -21,6 +21,27 @@ BASE_CONFIG: dict[str, Any] = {
     "seed": 0,
     "generation": {"deterministic": True, "database": "none"},
     "request-timeout": 30,
+    # Schemathesis's default list for invalid data, plus 413: an over-long field can make the body
+    # larger than the service's body limit, and 413 is then the documented refusal.
+    "checks": {
+        "negative_data_rejection": {
+            "expected-statuses": [
+                "400",
+                "401",
+                "403",
+                "404",
+                "405",
+                "406",
+                "409",
+                "413",
+                "415",
+                "422",
+                "428",
+                "429",
+                "5xx",
+            ]
+        }
+    },
 }
 
 
